@@ -1,0 +1,223 @@
+"""The Python API. The CLI builds a request and calls these; a notebook calls the same."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgepack.plan import BuildPlan, TargetPlan, make_plan
+
+__all__ = ["make_plan", "build", "BuildResult", "TargetResult", "ArtifactResult"]
+
+MANIFEST_SCHEMA = "edgepack.manifest/1"
+BUILD_SCHEMA = "edgepack.build/1"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    format: str
+    precision: str
+    file: str
+    sha256: str
+    size_bytes: int
+    fp32_reference_bytes: int     # the source model's fp32 weights, for the size ratio
+    parity: dict
+    latency_ms: dict
+    export_seconds: float
+    details: dict = field(default_factory=dict)
+
+    def manifest_entry(self) -> dict:
+        p = self.parity
+        return {
+            "format": self.format,
+            "precision": self.precision,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "size_vs_fp32_weights": round(self.size_bytes / self.fp32_reference_bytes, 4),
+            "accuracy": round(p["accuracy"], 6),
+            "reference_accuracy": round(p["reference_accuracy"], 6),
+            "accuracy_drop_pt": round(p["accuracy_drop_pt"], 4),
+            "agreement": round(p["agreement"], 6),
+            "max_abs_error": round(p["max_abs_error"], 6),
+            "snr_db": None if p["snr_db"] is None else round(p["snr_db"], 2),
+            "evaluated_samples": p["samples"],
+            "latency_ms": self.latency_ms,
+            "export": {k: v for k, v in self.details.items()},
+        }
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    target: str
+    device: str
+    dist: Path | None               # None when the build failed its gates
+    rejected: Path | None           # where a gated-out build was kept for inspection
+    manifest: dict
+    failures: tuple[str, ...]
+    artifacts: tuple[ArtifactResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    project: str
+    targets: tuple[TargetResult, ...]
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(t.passed for t in self.targets) else 1
+
+    def as_dict(self) -> dict:
+        return {
+            "schema": BUILD_SCHEMA,
+            "project": self.project,
+            "ok": self.exit_code == 0,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 2),
+            "targets": [
+                {
+                    "target": t.target,
+                    "device": t.device,
+                    "passed": t.passed,
+                    "failures": list(t.failures),
+                    "dist": str(t.dist) if t.dist else None,
+                    "rejected": str(t.rejected) if t.rejected else None,
+                    "manifest": t.manifest,
+                }
+                for t in self.targets
+            ],
+        }
+
+
+def _gate(target_plan: TargetPlan, art: ArtifactResult) -> list[str]:
+    b = target_plan.target.budgets
+    failures = []
+    drop = art.parity["accuracy_drop_pt"]
+    if drop > b.max_accuracy_drop_pt:
+        failures.append(
+            f"{art.file} ({art.format} {art.precision}): accuracy {art.parity['accuracy'] * 100:.2f}% vs reference "
+            f"{art.parity['reference_accuracy'] * 100:.2f}%: drop {drop:.2f} pt exceeds the budget of {b.max_accuracy_drop_pt:g} pt"
+        )
+    if b.max_size_bytes is not None and art.size_bytes > b.max_size_bytes:
+        failures.append(f"{art.file}: size {art.size_bytes:,} bytes exceeds the budget of {b.max_size_bytes:,} bytes")
+    return failures
+
+
+def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
+    """Export, verify and measure every artifact of every target in the plan, and write
+    each target's dist folder. Raises EdgepackError subclasses for bad input (exit 2) and
+    toolchain failures (exit 3); budget failures are reported in the result (exit 1)."""
+    from edgepack._quiet import quiet_toolchains
+
+    quiet_toolchains()
+    say = progress or (lambda msg: None)
+    started = time.perf_counter()
+
+    from edgepack.devices.host import HostRunner
+    from edgepack.exporters import ExportRequest, export
+    from edgepack.release.dist import staged_folder, write_json
+    from edgepack.release.toolchain import toolchain_versions
+    from edgepack.sources.data import load_split
+    from edgepack.sources.pytorch import check_forward, load_source
+    from edgepack.verify.metrics import compare
+
+    project, pdir = plan.project, plan.project_dir
+    say("loading the source model and data")
+    source = load_source(pdir, project)
+    check_forward(source, project)
+    calibration = load_split(pdir, project, "calibration")
+    evaluation = load_split(pdir, project, "evaluation")
+    calib_x = calibration.x[: project.data.calibration_samples]
+
+    import torch
+
+    with torch.no_grad():
+        reference = source.module(torch.from_numpy(evaluation.x)).numpy()
+
+    runner = HostRunner()
+    settings = project.build
+    toolchain = toolchain_versions()
+    exported: dict[tuple[str, str], object] = {}  # one export per (format, precision), shared by targets
+    measured: dict[tuple[str, str], tuple[dict, dict]] = {}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as work:
+        work = Path(work)
+        for tp in plan.targets:
+            arts = []
+            for spec in tp.target.artifacts:
+                key = (spec.format, spec.precision)
+                file_name = tp.files[key]
+                if key not in exported:
+                    say(f"exporting {spec.format} {spec.precision}")
+                    out = work / f"{spec.format}-{spec.precision}" / file_name
+                    out.parent.mkdir(parents=True)
+                    exported[key] = export(spec.format, ExportRequest(
+                        module=source.module, example=np.zeros(project.model.input_shape, np.float32),
+                        calibration=calib_x, precision=spec.precision, out_path=out,
+                        input_name=project.model.input_name, output_name=project.model.output_name,
+                        parent_sha256=source.sha256,
+                    ))
+                    say(f"verifying {spec.format} {spec.precision} on {len(evaluation)} samples")
+                    run = runner.run(exported[key].path, spec.format, evaluation.x,
+                                     warmup=settings.warmup, iterations=settings.iterations, threads=settings.threads)
+                    measured[key] = (compare(reference, run.outputs, evaluation.y).as_dict(), run.latency_dict())
+                artifact = exported[key]
+                parity, latency = measured[key]
+                arts.append(ArtifactResult(
+                    format=spec.format, precision=spec.precision, file=file_name,
+                    sha256=artifact.sha256, size_bytes=artifact.size_bytes,
+                    fp32_reference_bytes=source.fp32_bytes, parity=parity, latency_ms=latency,
+                    export_seconds=round(artifact.export_seconds, 2), details=artifact.details,
+                ))
+            failures = [f for a in arts for f in _gate(tp, a)]
+            manifest = {
+                "schema": MANIFEST_SCHEMA,
+                "project": {"name": project.project.name, "version": project.project.version},
+                "target": tp.target.name,
+                "device_profile": tp.device.name,
+                "source": {
+                    "sha256": source.sha256,
+                    "file": source.path.name,
+                    "parameters": source.parameters,
+                    "fp32_weight_bytes": source.fp32_bytes,
+                    "input_shape": list(project.model.input_shape),
+                    "input_name": project.model.input_name,
+                    "output_name": project.model.output_name,
+                },
+                "evaluation": {"split": "evaluation", "samples": len(evaluation),
+                               "reference_accuracy": round(float(np.mean(reference.argmax(1) == evaluation.y)), 6)},
+                "calibration": {"samples": int(len(calib_x))},
+                "toolchain": toolchain,
+                "budgets": tp.target.budgets.model_dump(),
+                "gates": {"passed": not failures, "failures": failures,
+                          "latency": "not gated: no measurement or estimate on the device yet"},
+                "artifacts": [a.manifest_entry() for a in arts],
+            }
+            name = tp.target.name if not failures else f"{tp.target.name}.rejected"
+            final = plan.output_dir / name
+            say(f"writing {final}")
+            with staged_folder(final) as staging:
+                for a in arts:
+                    shutil.copyfile(exported[(a.format, a.precision)].path, staging / a.file)
+                write_json(staging / "manifest.json", manifest)
+            if not failures:  # a stale rejected build would contradict this one
+                shutil.rmtree(plan.output_dir / f"{tp.target.name}.rejected", ignore_errors=True)
+            results.append(TargetResult(
+                target=tp.target.name, device=tp.device.name,
+                dist=None if failures else final, rejected=final if failures else None,
+                manifest=manifest, failures=tuple(failures), artifacts=tuple(arts),
+            ))
+    return BuildResult(project.project.name, tuple(results), time.perf_counter() - started)

@@ -1,0 +1,44 @@
+"""The `edgepack` command. Each command lives in its own module and only builds a request
+for `edgepack.api`; this module assembles them and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgepack import __version__
+from edgepack.cli import build as build_cmd
+from edgepack.cli import devices as devices_cmd
+from edgepack.cli import targets as targets_cmd
+from edgepack.cli.output import run_guarded
+
+app = typer.Typer(
+    name="edgepack",
+    help="Compress a trained model, emit LiteRT, ExecuTorch and ONNX artifacts for a target, verify and profile them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgepack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+app.command("build")(build_cmd.build)
+app.add_typer(targets_cmd.app, name="targets")
+app.command("devices")(devices_cmd.devices)
+
+
+def main() -> None:
+    sys.exit(run_guarded(app))

@@ -1,0 +1,43 @@
+"""`edgepack build`: compress, export, verify and measure for one or more targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgepack.cli.output import print_json, stderr, stdout
+
+
+def build(
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Target to build (repeatable); default: the project's [build] targets."),
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding edgepack.toml."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: the project's build.output_dir, 'dist')."),
+    json_out: bool = typer.Option(False, "--json", help="Print the build result as one JSON document."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and do nothing else."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
+) -> int:
+    """Build the project's artifacts for a target: export, verify against the reference, measure, write dist/<target>/."""
+    from edgepack import api
+
+    plan = api.make_plan(project, targets=target, output_dir=output)
+    if dry_run:
+        if json_out:
+            print_json(plan.as_dict())
+        else:
+            from edgepack.cli.tables import plan_table
+
+            stdout.print(plan_table(plan))
+        return 0
+    if json_out:
+        result = api.build(plan)
+        print_json(result.as_dict())
+    else:
+        from edgepack.cli.tables import build_tables
+
+        with stderr.status("building") as status:
+            result = api.build(plan, progress=lambda msg: status.update(msg))
+        for renderable in build_tables(result):
+            stdout.print(renderable)
+    raise typer.Exit(result.exit_code)

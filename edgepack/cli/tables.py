@@ -1,0 +1,65 @@
+"""Tables a person reads; the same facts are in the JSON output and manifest.json."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def plan_table(plan) -> Table:
+    d = plan.as_dict()
+    table = Table(title=f"build plan: {d['project']} -> {d['output_dir']} (runner: {d['runner']})", title_justify="left")
+    for col in ("target", "device", "format", "precision", "delegate", "file", "budgets"):
+        table.add_column(col)
+    for t in d["targets"]:
+        b = t["budgets"]
+        budget = (f"accuracy drop <= {b['max_accuracy_drop_pt']:g} pt; size <= {human_bytes(b['max_size_bytes']) if b['max_size_bytes'] else '-'}; "
+                  f"latency <= {b['max_latency_ms'] or '-'} ms on {t['device']}")
+        for i, a in enumerate(t["artifacts"]):
+            table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"], budget if i == 0 else "")
+    return table
+
+
+def build_tables(result) -> list:
+    out = []
+    for t in result.targets:
+        m = t.manifest
+        title = f"{result.project} for {t.target} (device profile {t.device})"
+        table = Table(title=title, title_justify="left")
+        for col, just in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
+                          ("vs fp32", "right"), ("accuracy", "right"), ("vs ref", "right"), ("agree", "right"),
+                          ("SNR dB", "right"), ("host p50", "right")):
+            table.add_column(col, justify=just)
+        for a in m["artifacts"]:
+            lat = a["latency_ms"]
+            drop = a["accuracy_drop_pt"]
+            table.add_row(
+                a["file"], a["format"], a["precision"], human_bytes(a["size_bytes"]),
+                f"{a['size_vs_fp32_weights']:.2f}x", f"{a['accuracy'] * 100:.2f}%",
+                Text(f"{-drop:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
+                f"{a['agreement'] * 100:.1f}%", "exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}",
+                f"{lat['p50']:.3f} ms",
+            )
+        out.append(table)
+        ref = m["evaluation"]
+        lat0 = m["artifacts"][0]["latency_ms"] if m["artifacts"] else {}
+        out.append(Text(
+            f"reference (torch fp32): {ref['reference_accuracy'] * 100:.2f}% on {ref['samples']} samples; "
+            f"vs fp32 = size / fp32 weights ({human_bytes(m['source']['fp32_weight_bytes'])}); "
+            f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
+            f"(not device latency)", style="dim"))
+        if t.passed:
+            out.append(Text(f"wrote {t.dist}", style="green"))
+        else:
+            out.append(Text(f"FAILED the {t.target} budget; kept the build in {t.rejected} and left {t.target}/ as it was:", style="bold red"))
+            for f in t.failures:
+                out.append(Text(f"  - {f}", style="red"))
+    return out

@@ -1,0 +1,185 @@
+"""Typed, frozen schemas for what users write: a project (`edgepack.toml`), a deployment
+target (`targets/*.toml`) and a device profile (`profiles/*.toml`).
+
+Every model forbids unknown keys: a misspelt option is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Format = Literal["tflite", "executorch", "onnx"]
+Precision = Literal["fp32", "int8"]
+FORMATS: tuple[str, ...] = ("tflite", "executorch", "onnx")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+
+# The file extension each format is written with.
+EXTENSIONS = {"tflite": ".tflite", "executorch": ".pte", "onnx": ".onnx"}
+
+_HOOK = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hook(value: str) -> str:
+    if not _HOOK.match(value):
+        raise ValueError(f"expected 'file.py:function', got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- project
+
+
+class ProjectInfo(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = "0.0.0"
+    description: str = ""
+
+
+class ModelSource(Strict):
+    """Where the trained model comes from: a factory plus safetensors weights, or a
+    `torch.export` program (.pt2). Exactly one of the two."""
+
+    factory: str | None = None
+    weights: str | None = None
+    program: str | None = None
+    input_shape: tuple[int, ...]
+    input_dtype: Literal["float32"] = "float32"
+    input_name: str = "input"
+    output_name: str = "logits"
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, v: str | None) -> str | None:
+        return None if v is None else _check_hook(v)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError(f"every dimension must be a positive integer, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSource":
+        if self.program is not None:
+            if self.factory or self.weights:
+                raise ValueError("give either 'program' (a .pt2 file) or 'factory' + 'weights', not both")
+        elif not (self.factory and self.weights):
+            raise ValueError("give 'factory' (file.py:function) and 'weights' (.safetensors), or 'program' (.pt2)")
+        return self
+
+
+class DataHooks(Strict):
+    """Functions in the project's own Python files returning `(inputs, labels)` numpy arrays."""
+
+    calibration: str
+    evaluation: str
+    training: str | None = None
+    task: Literal["classification"] = "classification"
+    calibration_samples: int = Field(default=256, gt=0)
+
+    @field_validator("calibration", "evaluation", "training")
+    @classmethod
+    def _hook_form(cls, v: str | None) -> str | None:
+        return None if v is None else _check_hook(v)
+
+
+class BuildSettings(Strict):
+    targets: tuple[str, ...] = ("android",)
+    output_dir: str = "dist"
+    threads: int = Field(default=1, ge=1, le=64)
+    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=50, ge=1)
+
+
+class Project(Strict):
+    project: ProjectInfo
+    model: ModelSource
+    data: DataHooks
+    build: BuildSettings = BuildSettings()
+
+
+# --------------------------------------------------------------------------- target
+
+
+class ArtifactSpec(Strict):
+    format: Format
+    precision: Precision = "int8"
+    delegate: Literal["xnnpack", "none"] = "xnnpack"
+
+
+class Budgets(Strict):
+    max_accuracy_drop_pt: float = Field(default=1.0, ge=0)
+    max_size_bytes: int | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class Target(Strict):
+    name: str
+    description: str = ""
+    device: str
+    artifacts: tuple[ArtifactSpec, ...] = Field(min_length=1)
+    budgets: Budgets = Budgets()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Target":
+        seen = set()
+        for a in self.artifacts:
+            key = (a.format, a.precision)
+            if key in seen:
+                raise ValueError(f"artifact {a.format}/{a.precision} is listed twice")
+            seen.add(key)
+        return self
+
+
+# --------------------------------------------------------------------------- device profile
+
+ArmFeature = Literal["neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2"]
+
+
+class CoreCluster(Strict):
+    core: str
+    count: int = Field(gt=0)
+    max_clock_ghz: float = Field(gt=0)
+
+
+class Reach(Strict):
+    """How to reach a real unit of this device. Empty: none is configured."""
+
+    ssh_host: str = ""
+    ssh_port: int = 22
+    ssh_user: str = ""
+    ssh_python: str = "python3"
+    adb_serial: str = ""
+
+
+class DeviceProfile(Strict):
+    name: str
+    description: str = ""
+    kind: Literal["phone", "board", "server"]
+    isa: Literal["armv8-a", "armv8.2-a", "armv9-a"]
+    features: tuple[ArmFeature, ...]
+    clusters: tuple[CoreCluster, ...] = Field(min_length=1)
+    memory_gb: float = Field(gt=0)
+    memory_bandwidth_gbs: float = Field(gt=0)
+    qemu_cpu: str
+    reach: Reach = Reach()
+    sources: tuple[str, ...] = ()
+
+    @field_validator("qemu_cpu")
+    @classmethod
+    def _not_max(cls, v: str) -> str:
+        # qemu's "max" model enables SME paths that computed wrong int8 results in LiteRT.
+        if v == "max":
+            raise ValueError("'max' is not allowed (its SME paths give wrong int8 results); name a real core such as cortex-a72")
+        return v
+
+    @property
+    def total_cores(self) -> int:
+        return sum(c.count for c in self.clusters)

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Run one model artifact on inputs from a .npy file and write one JSON result.
+
+This file is copied as-is to wherever an artifact runs: the host, an emulated aarch64
+Python, a board over ssh. It therefore imports only the standard library, numpy and the
+artifact's own runtime (ai-edge-litert or tflite-runtime, onnxruntime, executorch), and
+never anything from edgepack.
+
+    python3 runner_script.py --artifact m.tflite --format tflite --inputs x.npy \
+        --outputs y.npy --result r.json --warmup 10 --iterations 50 --threads 1
+
+Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed) and the
+outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
+`iterations` timed runs. Exit status 0 on success; otherwise the error is in the JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+
+SCHEMA = "edgepack.run/1"
+
+
+def _rss_mb():
+    # ru_maxrss is in KiB on Linux: the process's peak resident set so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_tflite(path, threads):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        runtime = "ai-edge-litert"
+    except ImportError:  # the frozen predecessor, still common on boards
+        from tflite_runtime.interpreter import Interpreter
+
+        runtime = "tflite-runtime"
+    import numpy as np
+
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+
+    def run(x):
+        nonlocal inp, out
+        if tuple(inp["shape"]) != x.shape:
+            interpreter.resize_tensor_input(inp["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            inp = interpreter.get_input_details()[0]
+            out = interpreter.get_output_details()[0]
+        if inp["dtype"] in (np.int8, np.uint8):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] in (np.int8, np.uint8):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return np.array(y, dtype=np.float32)
+
+    return run, runtime, _version(runtime)
+
+
+def load_onnx(path, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        return session.run(None, {name: x})[0]
+
+    return run, "onnxruntime", ort.__version__
+
+
+def load_executorch(path, threads):
+    import torch
+    from executorch.runtime import Runtime
+
+    torch.set_num_threads(threads)
+    try:  # XNNPACK's thread pool is separate from torch's; size it when the API exists
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(threads)
+    except (ImportError, AttributeError):
+        pass
+    program = Runtime.get().load_program(path)
+    method = program.load_method("forward")
+
+    def run(x):
+        return method.execute([torch.from_numpy(x)])[0].numpy()
+
+    return run, "executorch", _version("executorch")
+
+
+LOADERS = {"tflite": load_tflite, "onnx": load_onnx, "executorch": load_executorch}
+
+
+def _version(dist):
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return "unknown"
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def execute(args):
+    import numpy as np
+
+    inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32)
+    baseline_mb = _rss_mb()
+    t0 = time.perf_counter()
+    run, runtime, runtime_version = LOADERS[args.format](args.artifact, args.threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+
+    sample = np.ascontiguousarray(inputs[:1])
+    t0 = time.perf_counter()
+    run(sample)
+    first_ms = (time.perf_counter() - t0) * 1e3
+
+    outputs = [run(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))]
+    np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
+
+    for _ in range(args.warmup):
+        run(sample)
+    latencies = []
+    for _ in range(args.iterations):
+        t0 = time.perf_counter()
+        run(sample)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+
+    return {
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "load_ms": load_ms,
+        "first_inference_ms": first_ms,
+        "latencies_ms": latencies,
+        "p50_ms": percentile(latencies, 50),
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": statistics.fmean(latencies),
+        "std_ms": statistics.pstdev(latencies),
+        "baseline_rss_mb": baseline_mb,
+        "peak_rss_mb": _rss_mb(),
+        "samples": int(len(inputs)),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--format", required=True, choices=sorted(LOADERS))
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--outputs", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = {
+        "schema": SCHEMA,
+        "format": args.format,
+        "artifact": os.path.basename(args.artifact),
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "iterations": args.iterations,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+    status = 0
+    try:
+        result.update(execute(args))
+        result["ok"] = True
+    except Exception as e:  # reported in the JSON for the caller to word; never silent
+        result.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        status = 1
+    tmp = args.result + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.result)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Exporters: one module per format, each owning its quantizer and lowering.
+
+The registry maps a format name to the module that implements it. Modules are imported
+only when their format is built, so `edgepack --help` never loads a toolchain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.errors import EdgepackError, ToolchainError
+
+EXPORTERS = {
+    "tflite": "edgepack.exporters.tflite",
+    "executorch": "edgepack.exporters.executorch",
+    "onnx": "edgepack.exporters.onnx",
+}
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """The one thing stages hand each other: a file, what it is, and where it came from."""
+
+    path: Path
+    format: str
+    precision: str
+    sha256: str
+    size_bytes: int
+    parent_sha256: str
+    export_seconds: float
+    details: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    module: object                 # torch.nn.Module in eval mode
+    example: np.ndarray            # one input of the declared shape
+    calibration: np.ndarray        # calibration inputs, [N, ...]
+    precision: str                 # fp32 | int8
+    out_path: Path
+    input_name: str
+    output_name: str
+    parent_sha256: str
+
+
+def sha256_bytes_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(fmt: str, request: ExportRequest) -> ModelArtifact:
+    if fmt not in EXPORTERS:
+        raise ToolchainError(f"no exporter for format {fmt!r}; valid: {', '.join(EXPORTERS)}")
+    module = importlib.import_module(EXPORTERS[fmt])
+    start = time.perf_counter()
+    try:
+        details = module.export(request)
+    except EdgepackError:
+        raise
+    except Exception as e:  # a converter/quantizer failure on input that validated
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ToolchainError(f"{fmt}: export ({request.precision}) failed: {type(e).__name__}: {first}", format=fmt, stage="export") from e
+    path = request.out_path
+    if not path.is_file():
+        raise ToolchainError(f"{fmt}: the exporter wrote no file at {path}", format=fmt, stage="export")
+    return ModelArtifact(
+        path=path,
+        format=fmt,
+        precision=request.precision,
+        sha256=sha256_bytes_of(path),
+        size_bytes=path.stat().st_size,
+        parent_sha256=request.parent_sha256,
+        export_seconds=time.perf_counter() - start,
+        details=dict(details or {}),
+    )

@@ -1,0 +1,108 @@
+"""The build plan: everything a build will do, resolved and validated before any work.
+
+Problems from every file are gathered and reported together, each naming its file and
+field, so a user fixes them in one round instead of one per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepack.config.loader import load_project, profiles_catalog, targets_catalog
+from edgepack.config.schema import EXTENSIONS, DeviceProfile, Project, Target
+from edgepack.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    target: Target
+    device: DeviceProfile
+    files: dict[tuple[str, str], str]   # (format, precision) -> file name in dist
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    project_dir: Path
+    project: Project
+    targets: tuple[TargetPlan, ...]
+    output_dir: Path
+    runner: str
+
+    def as_dict(self) -> dict:
+        src = self.project.model
+        return {
+            "schema": "edgepack.plan/1",
+            "project": self.project.project.name,
+            "project_dir": str(self.project_dir),
+            "source": {"factory": src.factory, "weights": src.weights, "program": src.program,
+                       "input_shape": list(src.input_shape)},
+            "output_dir": str(self.output_dir),
+            "runner": self.runner,
+            "targets": [
+                {
+                    "name": tp.target.name,
+                    "device": tp.device.name,
+                    "dist": str(self.output_dir / tp.target.name),
+                    "artifacts": [
+                        {"format": a.format, "precision": a.precision, "delegate": a.delegate,
+                         "file": tp.files[(a.format, a.precision)]}
+                        for a in tp.target.artifacts
+                    ],
+                    "budgets": tp.target.budgets.model_dump(),
+                }
+                for tp in self.targets
+            ],
+        }
+
+
+def artifact_file_names(project_name: str, target: Target) -> dict[tuple[str, str], str]:
+    """`digits.tflite` when a format is emitted once, `digits-fp32.tflite` and
+    `digits-int8.tflite` when a target asks for several precisions of one format."""
+    counts: dict[str, int] = {}
+    for a in target.artifacts:
+        counts[a.format] = counts.get(a.format, 0) + 1
+    return {
+        (a.format, a.precision): f"{project_name}{'' if counts[a.format] == 1 else '-' + a.precision}{EXTENSIONS[a.format]}"
+        for a in target.artifacts
+    }
+
+
+def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
+    problems = []
+    where = project_dir / "edgepack.toml"
+    m = project.model
+    for field, value in (("model.weights", m.weights), ("model.program", m.program)):
+        if value and not (project_dir / value).is_file():
+            problems.append(f"{where}: {field}: {project_dir / value} not found")
+    hooks = [("model.factory", m.factory)] + [(f"data.{k}", getattr(project.data, k)) for k in ("calibration", "evaluation", "training")]
+    for field, spec in hooks:
+        if spec and not (project_dir / spec.rsplit(":", 1)[0]).is_file():
+            problems.append(f"{where}: {field}: {project_dir / spec.rsplit(':', 1)[0]} not found")
+    return problems
+
+
+def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
+              runner: str = "host") -> BuildPlan:
+    project_dir = project_dir.resolve()
+    project = load_project(project_dir)
+    problems = _project_file_problems(project_dir, project)
+    tcat, pcat = targets_catalog(project_dir), profiles_catalog(project_dir)
+    plans = []
+    for name in targets or list(project.build.targets):
+        try:
+            target = tcat.load(name)
+        except ConfigError as e:
+            problems.extend(e.problems or [str(e)])
+            continue
+        try:
+            device = pcat.load(target.device)
+        except ConfigError as e:
+            problems.extend(e.problems or [f"{tcat.path(name)}: device: {e}"])
+            continue
+        plans.append(TargetPlan(target, device, artifact_file_names(project.project.name, target)))
+    if problems:
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in the build plan"
+        raise ConfigError(head, problems=problems)
+    out = output_dir if output_dir is not None else project_dir / project.build.output_dir
+    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner)

@@ -1,0 +1,1 @@
+"""What a build leaves behind: dist folders, manifests, (later) signed archives."""

@@ -1,0 +1,1 @@
+"""Loading what a project points at: the source model and its data."""

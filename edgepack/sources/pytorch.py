@@ -1,0 +1,160 @@
+"""Loading the source PyTorch model without ever unpickling a user's file.
+
+Two forms: a factory (`model.py:build`) plus safetensors weights, or a `torch.export`
+program (`.pt2`). torch.export.load falls back to full unpickling for some archive
+members, so a .pt2 is inspected first and rejected if any member would need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepack.config.schema import Project
+from edgepack.errors import ConfigError
+from edgepack.sources.hooks import call_hook
+
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    module: "torch.nn.Module"  # noqa: F821  (torch is imported lazily)
+    sha256: str
+    path: Path
+    parameters: int
+    fp32_bytes: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe_non_safetensors(path: Path) -> str | None:
+    head = path.read_bytes()[:8]
+    if head.startswith(b"PK"):
+        return "a zip archive (torch.save format, which unpickles on load)"
+    if head[:2] in PICKLE_MAGIC:
+        return "a Python pickle"
+    return None
+
+
+def load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    kind = _describe_non_safetensors(path)
+    if kind:
+        raise ConfigError(
+            f"{path}: is {kind}; edgepack never unpickles user files. Convert it once, in "
+            "your own environment: safetensors.torch.save_file(torch.load(p, weights_only=True), 'model.safetensors')"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable safetensors file: {e}") from None
+
+
+def _check_state_dict(module, state: dict, path: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} {list(state[k].shape)} (model wants {list(expected[k].shape)})"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    if wrong:
+        problems.append(f"shape mismatch: {', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
+    if problems:
+        raise ConfigError(f"{path}: weights do not match the model the factory builds: {'; '.join(problems)}")
+
+
+def _check_pt2_safe(path: Path) -> None:
+    """Refuse a .pt2 whose loading would need unrestricted unpickling."""
+    import torch
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ConfigError(f"{path}: not a torch.export .pt2 archive: {e}") from None
+    with archive:
+        names = archive.namelist()
+        if not any("/models/" in n and n.endswith(".json") for n in names):
+            raise ConfigError(f"{path}: not a torch.export .pt2 archive (no models/*.json); save one with torch.export.save")
+        for name in names:
+            if name.endswith(("_weights_config.json", "_constants_config.json")):
+                config = json.loads(archive.read(name)).get("config", {})
+                for fqn, meta in config.items():
+                    if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(("custom_obj", "opaque_obj")):
+                        raise ConfigError(f"{path}: member {fqn!r} is stored as a pickle; edgepack loads only plain tensors")
+            elif name.endswith(".pt") and "/sample_inputs/" in name:
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception:
+                    raise ConfigError(f"{path}: sample inputs need unrestricted unpickling; re-export with plain tensor inputs") from None
+            elif name.endswith((".pt", ".pkl")):
+                raise ConfigError(f"{path}: legacy member {name.split('/', 1)[-1]} would be unpickled; re-save with a current torch.export.save")
+
+
+def load_source(project_dir: Path, project: Project) -> SourceModel:
+    import torch
+
+    src = project.model
+    if src.program:
+        path = (project_dir / src.program).resolve()
+        if not path.is_file():
+            raise ConfigError(f"edgepack.toml: model.program: {path} not found")
+        _check_pt2_safe(path)
+        try:
+            program = torch.export.load(str(path))
+        except Exception as e:
+            raise ConfigError(f"{path}: torch.export.load failed: {type(e).__name__}: {e}") from None
+        module = program.module()
+        params = sum(int(v.numel()) for v in program.state_dict.values())
+        nbytes = sum(int(v.numel() * v.element_size()) for v in program.state_dict.values())
+        return SourceModel(module, sha256_file(path), path, params, nbytes)
+
+    path = (project_dir / src.weights).resolve()
+    if not path.is_file():
+        raise ConfigError(f"edgepack.toml: model.weights: {path} not found")
+    state = load_safetensors(path)
+    module = call_hook(project_dir, src.factory, what="model.factory")
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"model.factory {src.factory!r} returned {type(module).__name__}; it must return a torch.nn.Module")
+    _check_state_dict(module, state, path)
+    module.load_state_dict(state, strict=True)
+    module.eval()
+    params = sum(p.numel() for p in module.parameters())
+    nbytes = sum(t.numel() * t.element_size() for t in module.state_dict().values() if t.is_floating_point())
+    return SourceModel(module, sha256_file(path), path, int(params), int(nbytes))
+
+
+def check_forward(source: SourceModel, project: Project) -> None:
+    """Run the model once on a zero input of the declared shape: a mismatch between the
+    declared input_shape and the model fails here, with a clear message, before any export."""
+    import torch
+
+    shape = project.model.input_shape
+    try:
+        with torch.no_grad():
+            out = source.module(torch.zeros(shape))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape: {first}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model output is {got}; a classification model must return one logits tensor [batch, classes]")

@@ -1,0 +1,1 @@
+"""Checking artifacts against the reference model."""
