@@ -28,7 +28,16 @@ SCHEMA = "edgepack.run/1"
 
 
 def _rss_mb():
-    # ru_maxrss is in KiB on Linux: the process's peak resident set so far.
+    """Peak resident memory of this process so far, in MiB. VmHWM belongs to the address
+    space created at exec; ru_maxrss would carry over the peak of the parent that forked
+    us (Linux keeps it across execve), so it is only the fallback."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

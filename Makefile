@@ -1,0 +1,32 @@
+# The two commands a newcomer runs (see README.md). Both work on a fresh machine:
+# they create .venv, install the pinned toolchain, then do their job.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench setup clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch goes first, pinned exactly, so pip takes the CPU build and never a CUDA one.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgepack build --project samples/digits --target android --output dist
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/digits_formats.py
+
+clean:
+	rm -rf dist samples/*/dist .pytest_cache
