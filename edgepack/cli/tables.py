@@ -44,7 +44,7 @@ def build_tables(result) -> list:
             table.add_row(
                 a["file"], a["format"], a["precision"], human_bytes(a["size_bytes"]),
                 f"{a['size_vs_fp32_weights']:.2f}x", f"{a['accuracy'] * 100:.2f}%",
-                Text(f"{-drop:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
+                Text(f"{(-drop) + 0.0:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
                 f"{a['agreement'] * 100:.1f}%", "exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}",
                 f"{lat['p50']:.3f} ms",
             )

@@ -18,6 +18,7 @@ class RunResult:
     runtime: str
     runtime_version: str
     threads: int
+    import_ms: float
     load_ms: float
     first_inference_ms: float
     p50_ms: float
@@ -36,6 +37,7 @@ class RunResult:
             "runtime": f"{self.runtime} {self.runtime_version}",
             "threads": self.threads,
             "iterations": self.iterations,
+            "import_ms": round(self.import_ms, 1),
             "load_ms": round(self.load_ms, 3),
             "first_inference_ms": round(self.first_inference_ms, 3),
             "p50": round(self.p50_ms, 4),

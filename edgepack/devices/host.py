@@ -27,6 +27,7 @@ def result_from_json(runner: str, doc: dict, outputs: np.ndarray) -> RunResult:
         runtime=doc["runtime"],
         runtime_version=doc["runtime_version"],
         threads=doc["threads"],
+        import_ms=doc["import_ms"],
         load_ms=doc["load_ms"],
         first_inference_ms=doc["first_inference_ms"],
         p50_ms=doc["p50_ms"],

@@ -119,6 +119,22 @@ def load_executorch(path, threads):
 LOADERS = {"tflite": load_tflite, "onnx": load_onnx, "executorch": load_executorch}
 
 
+def _first_available(*names):
+    import importlib.util
+
+    for name in names:
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            return [name]
+    return []
+
+
+IMPORTS = {
+    "tflite": _first_available("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
+    "onnx": ["onnxruntime"],
+    "executorch": ["torch", "executorch.runtime"],
+}
+
+
 def _version(dist):
     try:
         from importlib.metadata import version
@@ -140,6 +156,10 @@ def execute(args):
 
     inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32)
     baseline_mb = _rss_mb()
+    t0 = time.perf_counter()
+    for module in IMPORTS[args.format]:  # import cost is the runtime's, not the model's
+        __import__(module)
+    import_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     run, runtime, runtime_version = LOADERS[args.format](args.artifact, args.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -163,6 +183,7 @@ def execute(args):
     return {
         "runtime": runtime,
         "runtime_version": runtime_version,
+        "import_ms": import_ms,
         "load_ms": load_ms,
         "first_inference_ms": first_ms,
         "latencies_ms": latencies,

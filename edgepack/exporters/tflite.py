@@ -1,0 +1,111 @@
+"""LiteRT (TFLite): `litert_torch.convert`, with int8 through litert-torch's own PT2E
+quantizer (per-channel symmetric weights, calibrated int8 activations).
+
+The int8 model is full-integer, inputs and outputs included (their scale and zero point
+are in the manifest): that is what litert-torch's public API produces. Keeping float
+inputs would need a private converter switch, which we do not touch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import numpy as np
+
+from edgepack.errors import ToolchainError
+
+CALIBRATION_BATCH = 32
+
+
+def _quiet_imports() -> None:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")        # oneDNN banner at import
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")          # converter INFO lines
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")    # progress lines on stdout
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+def _tensor(x):
+    import torch
+
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
+
+
+def describe(path) -> dict:
+    """Tensor dtypes, ops and I/O quantization: proof of what the file really computes in."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = interpreter.get_tensor_details()
+    by_dtype: dict[str, int] = {}
+    for t in tensors:
+        by_dtype[t["dtype"].__name__] = by_dtype.get(t["dtype"].__name__, 0) + 1
+    weights = [t for t in tensors if len(t["shape"]) >= 2 and len(t["quantization_parameters"]["scales"]) > 1]
+    ops: dict[str, int] = {}
+    # The interpreter lists ops only through this private call; it is informational, so
+    # a runtime without it just leaves the op table empty.
+    for op in getattr(interpreter, "_get_ops_details", lambda: [])():
+        if op["op_name"] != "DELEGATE":
+            ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+
+    def io(d):
+        scale, zero = d["quantization"]
+        return {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": d["dtype"].__name__,
+                **({"scale": float(scale), "zero_point": int(zero)} if scale else {})}
+
+    return {
+        "tensors_by_dtype": dict(sorted(by_dtype.items())),
+        "per_channel_int8_weights": sum(1 for t in weights if t["dtype"].__name__ == "int8"),
+        "ops": dict(sorted(ops.items())),
+        "inputs": [io(d) for d in interpreter.get_input_details()],
+        "outputs": [io(d) for d in interpreter.get_output_details()],
+        "dynamic_batch": False,
+    }
+
+
+def export(req) -> dict:
+    _quiet_imports()
+    import litert_torch
+    import torch
+
+    module = req.module.eval()
+    example = _tensor(req.example)
+    if req.precision == "fp32":
+        litert_torch.convert(module, (example,)).export(str(req.out_path))
+        return describe(req.out_path)
+    if req.precision != "int8":
+        raise ToolchainError(f"tflite: precision {req.precision!r} is not supported; valid: fp32, int8", format="tflite")
+
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    calibration = [_tensor(req.calibration[i : i + CALIBRATION_BATCH]) for i in range(0, len(req.calibration), CALIBRATION_BATCH)]
+    try:
+        # Capture with a dynamic batch so calibration batches pass the export guards.
+        bound = max(2, *(b.shape[0] for b in calibration))
+        traced = example[:1].expand(bound, *example.shape[1:]).clone()
+        captured = torch.export.export(module, (traced,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=bound)},)).module()
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+        prepared = prepare_pt2e(captured, quantizer)
+        with torch.no_grad():
+            for batch in calibration:
+                prepared(batch)
+        converted = convert_pt2e(prepared, fold_quantize=False)
+        converted.training = False  # exported from an eval() model; .eval() is not allowed on it
+    except Exception as e:
+        raise ToolchainError(f"tflite: PT2E int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                             format="tflite", stage="quantize") from e
+    try:
+        litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
+    except Exception as e:
+        raise ToolchainError(f"tflite: LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                             format="tflite", stage="convert") from e
+    info = describe(req.out_path)
+    if not info["per_channel_int8_weights"] or info["tensors_by_dtype"].get("float32", 0) > 2:
+        raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
+                             format="tflite", stage="convert")
+    return info
