@@ -116,6 +116,23 @@ def _gate(target_plan: TargetPlan, art: ArtifactResult) -> list[str]:
     return failures
 
 
+def _reference_outputs(module, x: np.ndarray, batch: int) -> np.ndarray:
+    """The fp32 model's outputs on the evaluation split: in one pass when the model takes
+    any batch size, else in chunks of its declared batch (a static .pt2 program)."""
+    import torch
+
+    with torch.no_grad():
+        try:
+            return module(torch.from_numpy(x)).numpy()
+        except Exception:
+            chunks = []
+            for i in range(0, len(x), batch):
+                part = x[i : i + batch]
+                padded = np.concatenate([part, np.zeros((batch - len(part), *x.shape[1:]), x.dtype)]) if len(part) < batch else part
+                chunks.append(module(torch.from_numpy(padded)).numpy()[: len(part)])
+            return np.concatenate(chunks)
+
+
 def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     """Export, verify and measure every artifact of every target in the plan, and write
     each target's dist folder. Raises EdgepackError subclasses for bad input (exit 2) and
@@ -142,10 +159,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     evaluation = load_split(pdir, project, "evaluation")
     calib_x = calibration.x[: project.data.calibration_samples]
 
-    import torch
-
-    with torch.no_grad():
-        reference = source.module(torch.from_numpy(evaluation.x)).numpy()
+    reference = _reference_outputs(source.module, evaluation.x, project.model.input_shape[0])
 
     runner = HostRunner()
     settings = project.build

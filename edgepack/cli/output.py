@@ -6,7 +6,6 @@ import json
 import sys
 import traceback
 
-import click
 import typer
 from rich.console import Console
 
@@ -19,8 +18,9 @@ def _console(**kw) -> Console:
     return console
 
 
-stdout = _console()
-stderr = _console(stderr=True)
+# soft_wrap: a message is one line however long; a terminal may fold it, we never do.
+stdout = _console(soft_wrap=True)
+stderr = _console(stderr=True, soft_wrap=True)
 
 VERBOSE = {"on": False}
 
@@ -42,22 +42,18 @@ def fail(err: EdgepackError) -> int:
 
 
 def run_guarded(app: typer.Typer) -> int:
+    """Run the app; usage errors and --help are handled by the CLI framework (exit 2 and
+    0), edgepack errors become one line and their exit code, anything else is a bug."""
     VERBOSE["on"] = any(a in ("-v", "--verbose") for a in sys.argv[1:])
     try:
-        result = app(standalone_mode=False)
-        return result if isinstance(result, int) else 0
+        app(standalone_mode=True)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except EdgepackError as e:
         return fail(e)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        stderr.print("aborted")
-        return 130
-    except click.ClickException as e:  # usage errors: bad flags, unknown commands
-        e.show()
-        return 2
     except KeyboardInterrupt:
-        stderr.print("interrupted; nothing was written")
+        stderr.print("interrupted; the previous output was left as it was")
         return 130
     except Exception as e:
         stderr.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (this is a bug; rerun with -v for the traceback)", highlight=False)

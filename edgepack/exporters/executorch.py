@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepack.errors import ToolchainError
 
-CALIBRATION_BATCH = 32
+from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
 
 
 def _quiet_imports() -> None:
@@ -22,25 +22,6 @@ def _quiet_imports() -> None:
     for name in ("torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def _canon(x) -> "torch.Tensor":  # noqa: F821
-    """A row-major float32 copy. Arrays sliced from numpy can carry strides such as
-    (64, 1, 8, 1) on size-1 dims; `is_contiguous()` accepts them, torch.export records
-    them, and lowering then leaves an as_strided_copy outside XNNPACK that fails at run time."""
-    import torch
-
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    return t.clone(memory_format=torch.contiguous_format)
-
-
-def _dynamic_batch(example, bound: int):
-    """Trace with batch == bound: a batch-1 example gets specialised to the constant 1,
-    and a small example lets conv backend guards silently narrow the batch range."""
-    import torch
-
-    traced = example[:1].expand(bound, *example.shape[1:]).clone()
-    return traced, ({0: torch.export.Dim("batch", min=1, max=bound)},)
 
 
 def _lower(program, path) -> dict:
@@ -80,7 +61,7 @@ def export(req) -> dict:
     import torch
 
     module = req.module.eval()
-    example = _canon(req.example)
+    example = as_tensor(req.example)
     if req.precision == "fp32":
         with torch.no_grad():
             program = torch.export.export(module, (example,))
@@ -91,13 +72,9 @@ def export(req) -> dict:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    calibration = [_canon(req.calibration[i : i + CALIBRATION_BATCH]) for i in range(0, len(req.calibration), CALIBRATION_BATCH)]
     try:
-        # Capture with a dynamic batch so calibration batches of any size pass the guards,
-        # calibrate, convert, then re-export at the deployed (static) input shape.
-        bound = max(2, example.shape[0], *(b.shape[0] for b in calibration))
-        traced, shapes = _dynamic_batch(example, bound)
-        captured = torch.export.export(module, (traced,), dynamic_shapes=shapes).module()
+        # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
+        captured, calibration = capture_for_calibration(module, example, req.calibration)
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         prepared = prepare_pt2e(captured, quantizer)
         with torch.no_grad():

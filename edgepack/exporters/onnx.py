@@ -58,21 +58,26 @@ def _strip_debug_metadata(model) -> None:
             del n.metadata_props[:]
 
 
-def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str) -> None:
+def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str) -> bool:
+    """Write one self-contained .onnx; returns whether its batch dimension is dynamic."""
     import onnx
     import torch
 
     # A fresh C-contiguous example of batch 2: torch.export rejects a dynamic batch dim
     # specialised on a size-1 example with unusual strides (seen on numpy-derived inputs).
     x = torch.from_numpy(np.ascontiguousarray(example)).clone()
-    if x.shape[0] < 2:
-        x = x.repeat(2, *([1] * (x.dim() - 1)))
+    common = dict(dynamo=True, external_data=False, optimize=True, verbose=False,
+                  input_names=[input_name], output_names=[output_name])
     with _quiet(), torch.no_grad():
-        torch.onnx.export(
-            module, (x,), str(path), dynamo=True, external_data=False, optimize=True, verbose=False,
-            input_names=[input_name], output_names=[output_name],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},),
-        )
+        try:
+            torch.onnx.export(module, (x.repeat(2, *([1] * (x.dim() - 1))),), str(path),
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
+            dynamic = True
+        except Exception:
+            # A model that only takes its declared batch (a .pt2 exported with static
+            # shapes) is exported as it is.
+            torch.onnx.export(module, (x,), str(path), **common)
+            dynamic = False
     model = onnx.load_model(str(path), load_external_data=True)
     sidecars = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     _strip_debug_metadata(model)
@@ -80,6 +85,7 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
     for s in sidecars:
         (path.parent / s).unlink(missing_ok=True)
     onnx.checker.check_model(str(path))
+    return dynamic
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
@@ -131,17 +137,17 @@ def describe(path: Path) -> dict:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
             "nodes": len(model.graph.node), "initializers_by_dtype": dict(sorted(by_type.items())),
-            "ops": dict(sorted(ops.items())), "dynamic_batch": True}
+            "ops": dict(sorted(ops.items()))}
 
 
 def export(req) -> dict:
     out = req.out_path
     if req.precision == "fp32":
-        export_fp32(req.module, req.example, out, input_name=req.input_name, output_name=req.output_name)
+        dynamic = export_fp32(req.module, req.example, out, input_name=req.input_name, output_name=req.output_name)
     elif req.precision == "int8":
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            export_fp32(req.module, req.example, fp32, input_name=req.input_name, output_name=req.output_name)
+            dynamic = export_fp32(req.module, req.example, fp32, input_name=req.input_name, output_name=req.output_name)
             try:
                 quantize_int8(fp32, out, req.calibration)
             except Exception as e:
@@ -149,7 +155,7 @@ def export(req) -> dict:
                                      format="onnx", stage="quantize") from e
     else:
         raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, int8", format="onnx")
-    info = describe(out)
+    info = {**describe(out), "dynamic_batch": dynamic}
     if req.precision == "int8" and not info["initializers_by_dtype"].get("int8"):
         raise ToolchainError("onnx: int8 quantization produced no int8 weights", format="onnx", stage="quantize")
     return info

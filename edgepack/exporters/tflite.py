@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepack.errors import ToolchainError
 
-CALIBRATION_BATCH = 32
+from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
 
 
 def _quiet_imports() -> None:
@@ -26,12 +26,6 @@ def _quiet_imports() -> None:
     for name in ("torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-
-
-def _tensor(x):
-    import torch
-
-    return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
 
 
 def describe(path) -> dict:
@@ -72,7 +66,7 @@ def export(req) -> dict:
     import torch
 
     module = req.module.eval()
-    example = _tensor(req.example)
+    example = as_tensor(req.example)
     if req.precision == "fp32":
         litert_torch.convert(module, (example,)).export(str(req.out_path))
         return describe(req.out_path)
@@ -83,12 +77,8 @@ def export(req) -> dict:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    calibration = [_tensor(req.calibration[i : i + CALIBRATION_BATCH]) for i in range(0, len(req.calibration), CALIBRATION_BATCH)]
     try:
-        # Capture with a dynamic batch so calibration batches pass the export guards.
-        bound = max(2, *(b.shape[0] for b in calibration))
-        traced = example[:1].expand(bound, *example.shape[1:]).clone()
-        captured = torch.export.export(module, (traced,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=bound)},)).module()
+        captured, calibration = capture_for_calibration(module, example, req.calibration)
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
         prepared = prepare_pt2e(captured, quantizer)
         with torch.no_grad():

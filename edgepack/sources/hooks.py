@@ -12,13 +12,18 @@ from typing import Any, Callable
 from edgepack.errors import ConfigError
 
 
+_LOADED: dict[Path, object] = {}
+
+
 def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., Any]:
     file_part, func_name = spec.rsplit(":", 1)
     path = (project_dir / file_part).resolve()
     if not path.is_file():
         raise ConfigError(f"{what} {spec!r}: file {path} not found")
-    module_name = f"_edgepack_project_{abs(hash(str(path)))}"
-    module = sys.modules.get(module_name)
+    # The module name ends up in exported graphs (tensor and node names), so it must not
+    # depend on the machine, the folder or the process: only on the file's own name.
+    module_name = f"edgepack_project.{path.stem}"
+    module = _LOADED.get(path)
     if module is None:
         spec_obj = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec_obj)
@@ -30,7 +35,7 @@ def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., An
             raise ConfigError(f"{what} {spec!r}: importing {path.name} failed: {type(e).__name__}: {e}") from e
         finally:
             sys.path.remove(str(path.parent))
-        sys.modules[module_name] = module
+        _LOADED[path] = module
     func = getattr(module, func_name, None)
     if not callable(func):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))

@@ -1,0 +1,40 @@
+"""What the PT2E-based exporters (ExecuTorch, LiteRT) share: capturing a model for
+calibration and feeding it calibration batches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CALIBRATION_BATCH = 32
+
+
+def as_tensor(x) -> "torch.Tensor":  # noqa: F821
+    """A row-major float32 copy. Arrays sliced from numpy can carry strides such as
+    (64, 1, 8, 1) on size-1 dims; `is_contiguous()` accepts them, torch.export records
+    them, and lowering then leaves an as_strided_copy behind that fails at run time."""
+    import torch
+
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
+
+
+def capture_for_calibration(module, example, calibration: np.ndarray):
+    """Capture `module` for PT2E and split the calibration set into batches it accepts.
+
+    Preferably with a dynamic batch (calibration in batches of 32, traced at that size:
+    a batch-1 trace specialises the dimension to the constant 1). A model that only takes
+    its declared batch (a .pt2 program exported with static shapes) is captured as it is
+    and calibrated in batches of that size."""
+    import torch
+
+    bound = max(2, min(CALIBRATION_BATCH, len(calibration)))
+    try:
+        traced = example[:1].expand(bound, *example.shape[1:]).clone()
+        shapes = ({0: torch.export.Dim("batch", min=1, max=bound)},)
+        captured = torch.export.export(module, (traced,), dynamic_shapes=shapes).module()
+        size = bound
+    except Exception:
+        captured = torch.export.export(module, (example,)).module()
+        size = example.shape[0]
+    batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
+    batches = [b for b in batches if len(b) == size] or batches[:1]
+    return captured, batches
