@@ -83,11 +83,16 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
 
 
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
-              runner: str = "host") -> BuildPlan:
+              runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = ()) -> BuildPlan:
+    """Resolve and validate everything a build needs. `target_dirs` and `profile_dirs`
+    add folders of targets and device profiles (after the built-in and project ones)."""
     project_dir = project_dir.resolve()
     project = load_project(project_dir)
     problems = _project_file_problems(project_dir, project)
-    tcat, pcat = targets_catalog(project_dir), profiles_catalog(project_dir)
+    tcat = targets_catalog(project_dir, [Path(d) for d in target_dirs])
+    pcat = profiles_catalog(project_dir, [Path(d) for d in profile_dirs])
+    for flag, dirs in (("--target-dir", target_dirs), ("--profile-dir", profile_dirs)):
+        problems.extend(f"{flag} {d}: no such folder" for d in dirs if not Path(d).is_dir())
     plans = []
     for name in targets or list(project.build.targets):
         try:

@@ -14,6 +14,8 @@ def build(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Target to build (repeatable); default: the project's [build] targets."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding edgepack.toml."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: the project's build.output_dir, 'dist')."),
+    target_dir: Optional[list[Path]] = typer.Option(None, "--target-dir", help="Extra folder of target TOML files (repeatable)."),
+    profile_dir: Optional[list[Path]] = typer.Option(None, "--profile-dir", help="Extra folder of device profile TOML files (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the build result as one JSON document."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and do nothing else."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
@@ -21,7 +23,8 @@ def build(
     """Build the project's artifacts for a target: export, verify against the reference, measure, write dist/<target>/."""
     from edgepack import api
 
-    plan = api.make_plan(project, targets=target, output_dir=output)
+    plan = api.make_plan(project, targets=target, output_dir=output,
+                         target_dirs=target_dir or [], profile_dirs=profile_dir or [])
     if dry_run:
         if json_out:
             print_json(plan.as_dict())
