@@ -31,10 +31,13 @@ def capture_for_calibration(module, example, calibration: np.ndarray):
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
         shapes = ({0: torch.export.Dim("batch", min=1, max=bound)},)
         captured = torch.export.export(module, (traced,), dynamic_shapes=shapes).module()
-        size = bound
+        return captured, [as_tensor(calibration[i : i + bound]) for i in range(0, len(calibration), bound)]
     except Exception:
-        captured = torch.export.export(module, (example,)).module()
-        size = example.shape[0]
-    batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
-    batches = [b for b in batches if len(b) == size] or batches[:1]
+        pass
+    captured = torch.export.export(module, (example,)).module()
+    size = example.shape[0]
+    # Only whole batches fit a static model; at most size-1 samples are left out.
+    batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration) - size + 1, size)]
+    if not batches:
+        raise ValueError(f"the model takes batches of exactly {size} and there are only {len(calibration)} calibration samples")
     return captured, batches
