@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgepack.errors import ConfigError
 from edgepack.plan import BuildPlan, TargetPlan, make_plan
 
 __all__ = ["make_plan", "build", "BuildResult", "TargetResult", "ArtifactResult"]
@@ -133,6 +134,50 @@ def _reference_outputs(module, x: np.ndarray, batch: int) -> np.ndarray:
             return np.concatenate(chunks)
 
 
+def _compress(plan: BuildPlan, source, evaluation, say):
+    """Run the recipe's model stages (None when it has none)."""
+    import copy
+
+    from edgepack.compress.engine import run_stages
+    from edgepack.passes.base import Dataset, PassContext
+    from edgepack.sources.data import load_split
+    from edgepack.sources.pytorch import build_untrained, load_factory_model
+
+    recipe, project, pdir = plan.recipe, plan.project, plan.project_dir
+    if not recipe.stages:
+        return None
+    training = load_split(pdir, project, "training") if project.data.training else None
+    if project.data.validation:
+        validation, evaluated_on = load_split(pdir, project, "validation"), "validation"
+    else:
+        validation, evaluated_on = evaluation, "evaluation (no data.validation hook)"
+
+    def load_model(ref: str, weights: str | None = None):
+        if ref == "original":
+            return copy.deepcopy(source.module).eval()
+        if not weights:
+            raise ConfigError(f"model {ref!r}: no weights given; name a .safetensors file next to it")
+        return load_factory_model(pdir, ref, (pdir / weights).resolve(), what=f"model {ref!r}")
+
+    def build_fresh(base: str):
+        return build_untrained(pdir, project.model.factory if base == "original" else base, what="model.factory")
+
+    ctx = PassContext(
+        training=Dataset(training.x, training.y) if training else None,
+        validation=Dataset(validation.x, validation.y),
+        load_model=load_model,
+        example=np.zeros(project.model.input_shape, np.float32),
+        seed=project.compress.seed,
+        threads=project.build.threads,
+        progress=say,
+    )
+    cache = pdir / project.compress.cache_dir / "stages"
+    return run_stages(recipe, model=copy.deepcopy(source.module), source_key=f"{source.sha256}:{project.model.factory or project.model.program}",
+                      build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
+                      evaluate_on=Dataset(validation.x, validation.y), evaluated_on=evaluated_on,
+                      cache_dir=cache, progress=say)
+
+
 def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     """Export, verify and measure every artifact of every target in the plan, and write
     each target's dist folder. Raises EdgepackError subclasses for bad input (exit 2) and
@@ -157,9 +202,15 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     check_forward(source, project)
     calibration = load_split(pdir, project, "calibration")
     evaluation = load_split(pdir, project, "evaluation")
-    calib_x = calibration.x[: project.data.calibration_samples]
+    calib_x = calibration.x[: plan.recipe.quantize.calibration_samples or project.data.calibration_samples]
 
-    reference = _reference_outputs(source.module, evaluation.x, project.model.input_shape[0])
+    original_outputs = _reference_outputs(source.module, evaluation.x, project.model.input_shape[0])
+    original_accuracy = float(np.mean(original_outputs.argmax(1) == evaluation.y))
+    compressed = _compress(plan, source, evaluation, say)
+    model = compressed.model if compressed else source.module
+    # Parity is checked against the fp32 torch model the artifacts were exported from;
+    # the accuracy budget is against the original model.
+    reference = original_outputs if compressed is None else _reference_outputs(model, evaluation.x, project.model.input_shape[0])
 
     runner = HostRunner()
     settings = project.build
@@ -179,15 +230,18 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     out = work / f"{spec.format}-{spec.precision}" / file_name
                     out.parent.mkdir(parents=True)
                     exported[key] = export(spec.format, ExportRequest(
-                        module=source.module, example=np.zeros(project.model.input_shape, np.float32),
+                        module=model, example=np.zeros(project.model.input_shape, np.float32),
                         calibration=calib_x, precision=spec.precision, out_path=out,
                         input_name=project.model.input_name, output_name=project.model.output_name,
-                        parent_sha256=source.sha256,
+                        parent_sha256=source.sha256, quantize=plan.recipe.quantize,
                     ))
                     say(f"verifying {spec.format} {spec.precision} on {len(evaluation)} samples")
                     run = runner.run(exported[key].path, spec.format, evaluation.x,
                                      warmup=settings.warmup, iterations=settings.iterations, threads=settings.threads)
-                    measured[key] = (compare(reference, run.outputs, evaluation.y).as_dict(), run.latency_dict())
+                    parity = compare(reference, run.outputs, evaluation.y).as_dict()
+                    parity["reference_accuracy"] = original_accuracy
+                    parity["accuracy_drop_pt"] = (original_accuracy - parity["accuracy"]) * 100.0
+                    measured[key] = (parity, run.latency_dict())
                 artifact = exported[key]
                 parity, latency = measured[key]
                 arts.append(ArtifactResult(
@@ -212,7 +266,11 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     "output_name": project.model.output_name,
                 },
                 "evaluation": {"split": "evaluation", "samples": len(evaluation),
-                               "reference_accuracy": round(float(np.mean(reference.argmax(1) == evaluation.y)), 6)},
+                               "reference_accuracy": round(original_accuracy, 6),
+                               "compressed_accuracy": round(float(np.mean(reference.argmax(1) == evaluation.y)), 6)},
+                "recipe": plan.recipe.as_dict(),
+                "stages": [r.as_dict() for r in compressed.rows] if compressed else [],
+                "stages_evaluated_on": compressed.evaluated_on if compressed else None,
                 "calibration": {"samples": int(len(calib_x))},
                 "toolchain": toolchain,
                 "budgets": tp.target.budgets.model_dump(),

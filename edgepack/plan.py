@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgepack.compress.recipe import ResolvedRecipe, resolve_recipe
 from edgepack.config.loader import load_project, profiles_catalog, targets_catalog
 from edgepack.config.schema import EXTENSIONS, DeviceProfile, Project, Target
 from edgepack.errors import ConfigError
@@ -28,6 +29,7 @@ class BuildPlan:
     targets: tuple[TargetPlan, ...]
     output_dir: Path
     runner: str
+    recipe: ResolvedRecipe
 
     def as_dict(self) -> dict:
         src = self.project.model
@@ -39,6 +41,7 @@ class BuildPlan:
                        "input_shape": list(src.input_shape)},
             "output_dir": str(self.output_dir),
             "runner": self.runner,
+            "recipe": self.recipe.as_dict(),
             "targets": [
                 {
                     "name": tp.target.name,
@@ -83,7 +86,8 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
 
 
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
-              runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = ()) -> BuildPlan:
+              runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = (),
+              recipe: str | None = None) -> BuildPlan:
     """Resolve and validate everything a build needs. `target_dirs` and `profile_dirs`
     add folders of targets and device profiles (after the built-in and project ones)."""
     project_dir = project_dir.resolve()
@@ -106,8 +110,23 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
             problems.extend(e.problems or [f"{tcat.path(name)}: device: {e}"])
             continue
         plans.append(TargetPlan(target, device, artifact_file_names(project.project.name, target)))
+    resolved = None
+    try:
+        resolved = resolve_recipe(project_dir, project, recipe=recipe)
+        from edgepack.compress.engine import check_training_available
+
+        check_training_available(resolved.stages, project.data.training is not None, str(project_dir / "edgepack.toml"))
+    except ConfigError as e:
+        problems.extend(e.problems or [str(e)])
+    if resolved is not None and resolved.quantize.activations == "symmetric":
+        # The PT2E quantizers of XNNPACK and LiteRT use affine int8 activations only.
+        for tp in plans:
+            for a in tp.target.artifacts:
+                if a.format in ("tflite", "executorch") and a.precision == "int8":
+                    problems.append(f"{resolved.source}: quantize.activations: 'symmetric' is not available for {a.format} "
+                                    f"(target {tp.target.name}); its quantizer uses asymmetric int8 activations. Valid for onnx only")
     if problems:
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in the build plan"
         raise ConfigError(head, problems=problems)
     out = output_dir if output_dir is not None else project_dir / project.build.output_dir
-    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner)
+    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved)

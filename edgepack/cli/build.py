@@ -14,6 +14,7 @@ def build(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Target to build (repeatable); default: the project's [build] targets."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding edgepack.toml."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: the project's build.output_dir, 'dist')."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Compression preset (int8, prune-distill-int8, compact, or a project recipes/*.toml); overrides [compress]."),
     target_dir: Optional[list[Path]] = typer.Option(None, "--target-dir", help="Extra folder of target TOML files (repeatable)."),
     profile_dir: Optional[list[Path]] = typer.Option(None, "--profile-dir", help="Extra folder of device profile TOML files (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the build result as one JSON document."),
@@ -24,7 +25,7 @@ def build(
     from edgepack import api
 
     plan = api.make_plan(project, targets=target, output_dir=output,
-                         target_dirs=target_dir or [], profile_dirs=profile_dir or [])
+                         target_dirs=target_dir or [], profile_dirs=profile_dir or [], recipe=recipe)
     if dry_run:
         if json_out:
             print_json(plan.as_dict())
@@ -33,14 +34,28 @@ def build(
 
             stdout.print(plan_table(plan))
         return 0
-    if json_out:
-        result = api.build(plan)
-        print_json(result.as_dict())
-    else:
-        from edgepack.cli.tables import build_tables
+    from edgepack.compress.engine import StageBudgetError
 
-        with stderr.status("building") as status:
-            result = api.build(plan, progress=lambda msg: status.update(msg))
-        for renderable in build_tables(result):
-            stdout.print(renderable)
+    try:
+        if json_out:
+            result = api.build(plan)
+            print_json(result.as_dict())
+        else:
+            from edgepack.cli.tables import build_tables
+
+            with stderr.status("building") as status:
+                result = api.build(plan, progress=lambda msg: status.update(msg))
+            for renderable in build_tables(result):
+                stdout.print(renderable)
+    except StageBudgetError as e:
+        # The stages up to the failing one explain the numbers; nothing was exported.
+        if json_out:
+            print_json({"schema": "edgepack.build/1", "project": plan.project.project.name, "ok": False, "exit_code": 1,
+                        "failure": str(e), "stages": [r.as_dict() for r in e.rows], "stages_evaluated_on": e.evaluated_on,
+                        "targets": []})
+        else:
+            from edgepack.cli.tables import stage_table
+
+            stdout.print(stage_table([r.as_dict() for r in e.rows], e.evaluated_on))
+        raise
     raise typer.Exit(result.exit_code)

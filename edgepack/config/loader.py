@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from edgepack.config.schema import DeviceProfile, Project, Target
+from edgepack.config.schema import DeviceProfile, Project, Recipe, Target
 from edgepack.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -135,3 +135,8 @@ def targets_catalog(project_dir: Path | None = None, extra: list[Path] = ()) -> 
 def profiles_catalog(project_dir: Path | None = None, extra: list[Path] = ()) -> Catalog:
     dirs = ([project_dir / "profiles"] if project_dir else []) + list(extra)
     return Catalog("profiles", DeviceProfile, dirs)
+
+
+def recipes_catalog(project_dir: Path | None = None, extra: list[Path] = ()) -> Catalog:
+    dirs = ([project_dir / "recipes"] if project_dir else []) + list(extra)
+    return Catalog("recipes", Recipe, dirs)

@@ -7,14 +7,16 @@ Every model forbids unknown keys: a misspelt option is an error, never silently 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Format = Literal["tflite", "executorch", "onnx"]
-Precision = Literal["fp32", "int8"]
+# int8: static (calibrated activations); int8-dynamic: int8 weights, activations quantized
+# at run time; fp16: half-precision weights and compute where the runtime has it.
+Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
 FORMATS: tuple[str, ...] = ("tflite", "executorch", "onnx")
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
 
 # The file extension each format is written with.
 EXTENSIONS = {"tflite": ".tflite", "executorch": ".pte", "onnx": ".onnx"}
@@ -76,15 +78,19 @@ class ModelSource(Strict):
 
 
 class DataHooks(Strict):
-    """Functions in the project's own Python files returning `(inputs, labels)` numpy arrays."""
+    """Functions in the project's own Python files returning `(inputs, labels)` numpy arrays.
+
+    `validation` is what compression stages are evaluated and gated on; without it the
+    evaluation split is used (and the stage table says so)."""
 
     calibration: str
     evaluation: str
     training: str | None = None
+    validation: str | None = None
     task: Literal["classification"] = "classification"
     calibration_samples: int = Field(default=256, gt=0)
 
-    @field_validator("calibration", "evaluation", "training")
+    @field_validator("calibration", "evaluation", "training", "validation")
     @classmethod
     def _hook_form(cls, v: str | None) -> str | None:
         return None if v is None else _check_hook(v)
@@ -98,11 +104,39 @@ class BuildSettings(Strict):
     iterations: int = Field(default=50, ge=1)
 
 
+class CompressSettings(Strict):
+    """The compression recipe: a named preset (recipes/*.toml) or stages written inline.
+    Each stage is a table with `pass = "<name>"` and that pass's typed parameters; the
+    stages are validated against the pass registry when the plan is made."""
+
+    recipe: str | None = None
+    stages: tuple[dict[str, Any], ...] = ()
+    max_total_drop_pt: float = Field(default=1.0, ge=0)
+    cache_dir: str = ".edgepack-cache"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CompressSettings":
+        if self.recipe and self.stages:
+            raise ValueError("give either 'recipe' (a preset name) or 'stages', not both")
+        return self
+
+
+class Recipe(Strict):
+    """A preset recipe file (recipes/<name>.toml)."""
+
+    name: str
+    description: str = ""
+    stages: tuple[dict[str, Any], ...] = ()
+    max_total_drop_pt: float = Field(default=1.0, ge=0)
+
+
 class Project(Strict):
     project: ProjectInfo
     model: ModelSource
     data: DataHooks
     build: BuildSettings = BuildSettings()
+    compress: CompressSettings = CompressSettings()
 
 
 # --------------------------------------------------------------------------- target

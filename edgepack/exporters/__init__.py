@@ -47,6 +47,13 @@ class ExportRequest:
     input_name: str
     output_name: str
     parent_sha256: str
+    quantize: object = None        # compress.quantize_stage.QuantizeConfig; None = defaults
+
+    @property
+    def options(self):
+        from edgepack.compress.quantize_stage import DEFAULT
+
+        return self.quantize or DEFAULT
 
 
 def sha256_bytes_of(path: Path) -> str:

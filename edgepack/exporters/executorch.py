@@ -56,29 +56,54 @@ def _lower(program, path) -> dict:
     }
 
 
+def _fp16_module(module):
+    """The model in half precision behind float32 inputs and outputs: XNNPACK runs the
+    fp16 kernels, callers keep feeding float32 arrays."""
+    import copy
+
+    import torch
+
+    class Float16(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x.to(torch.float16)).to(torch.float32)
+
+    return Float16(copy.deepcopy(module).half()).eval()
+
+
 def export(req) -> dict:
     _quiet_imports()
     import torch
 
+    opts = req.options
     module = req.module.eval()
     example = as_tensor(req.example)
-    if req.precision == "fp32":
+    if req.precision in ("fp32", "fp16"):
+        if req.precision == "fp16":
+            module = _fp16_module(module)
         with torch.no_grad():
             program = torch.export.export(module, (example,))
-        return _lower(program, req.out_path)
-    if req.precision != "int8":
-        raise ToolchainError(f"executorch: precision {req.precision!r} is not supported; valid: fp32, int8", format="executorch")
+        return {**_lower(program, req.out_path), "precision": req.precision}
+    if req.precision not in ("int8", "int8-dynamic"):
+        raise ToolchainError(f"executorch: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="executorch")
 
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    dynamic = req.precision == "int8-dynamic"
     try:
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
         captured, calibration = capture_for_calibration(module, example, req.calibration)
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = XNNPACKQuantizer().set_global(
+            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
+        for name in opts.keep_float:  # mixed precision: these modules stay float
+            quantizer.set_module_name(name, None)
         prepared = prepare_pt2e(captured, quantizer)
         with torch.no_grad():
-            for batch in calibration:
+            for batch in calibration[: 1 if dynamic else None]:  # dynamic ranges need no calibration
                 prepared(batch)
         converted = convert_pt2e(prepared)
         with torch.no_grad():
@@ -86,9 +111,9 @@ def export(req) -> dict:
     except ToolchainError:
         raise
     except Exception as e:
-        raise ToolchainError(f"executorch: PT2E int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        raise ToolchainError(f"executorch: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="executorch", stage="quantize") from e
     info = _lower(program, req.out_path)
     if info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
-    return info
+    return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float)}

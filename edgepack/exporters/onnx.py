@@ -58,8 +58,22 @@ def _strip_debug_metadata(model) -> None:
             del n.metadata_props[:]
 
 
-def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str) -> bool:
-    """Write one self-contained .onnx; returns whether its batch dimension is dynamic."""
+def nodes_of_modules(model, modules: tuple[str, ...]) -> list[str]:
+    """Names of the nodes the exporter produced for the given torch modules, read from the
+    name scopes it records on each node (needed before the metadata is stripped)."""
+    wanted = set(modules)
+    names = []
+    for n in model.graph.node:
+        scopes = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if any(f"'{m}'" in scopes for m in wanted):
+            names.append(n.name)
+    return names
+
+
+def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str,
+                keep_float: tuple[str, ...] = ()) -> tuple[bool, list[str]]:
+    """Write one self-contained .onnx. Returns whether its batch dimension is dynamic, and
+    the names of the nodes that belong to the `keep_float` modules."""
     import onnx
     import torch
 
@@ -80,16 +94,17 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
             dynamic = False
     model = onnx.load_model(str(path), load_external_data=True)
     sidecars = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    float_nodes = nodes_of_modules(model, keep_float) if keep_float else []
     _strip_debug_metadata(model)
     onnx.save_model(model, str(path), save_as_external_data=False)  # one file (< 2 GB)
     for s in sidecars:
         (path.parent / s).unlink(missing_ok=True)
     onnx.checker.check_model(str(path))
-    return dynamic
+    return dynamic, float_nodes
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
-                  symmetric_activations: bool = False) -> None:
+                  symmetric_activations: bool = False, exclude: list[str] = ()) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -115,7 +130,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, p
             str(pre), str(out_path), calibration_data_reader=Batches(name),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
-            use_external_data_format=False,
+            use_external_data_format=False, nodes_to_exclude=list(exclude),
             extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
         )
     model = onnx.load_model(str(out_path))
@@ -140,22 +155,79 @@ def describe(path: Path) -> dict:
             "ops": dict(sorted(ops.items()))}
 
 
+def quantize_dynamic_int8(fp32_path: Path, out_path: Path, *, per_channel: bool, exclude: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         nodes_to_exclude=list(exclude), use_external_data_format=False)
+
+
+def convert_fp16(fp32_path: Path, out_path: Path, *, exclude: list[str]) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # Inputs and outputs stay float32 (casts inside), so callers feed the same arrays.
+    model = convert_float_to_float16(onnx.load_model(str(fp32_path)), keep_io_types=True, node_block_list=list(exclude))
+    onnx.save_model(model, str(out_path), save_as_external_data=False)
+
+
 def export(req) -> dict:
-    out = req.out_path
-    if req.precision == "fp32":
-        dynamic = export_fp32(req.module, req.example, out, input_name=req.input_name, output_name=req.output_name)
-    elif req.precision == "int8":
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = Path(tmp) / "fp32.onnx"
-            dynamic = export_fp32(req.module, req.example, fp32, input_name=req.input_name, output_name=req.output_name)
-            try:
-                quantize_int8(fp32, out, req.calibration)
-            except Exception as e:
-                raise ToolchainError(f"onnx: int8 quantization (onnxruntime.quantization) failed: {type(e).__name__}: {e}",
-                                     format="onnx", stage="quantize") from e
-    else:
-        raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, int8", format="onnx")
-    info = {**describe(out), "dynamic_batch": dynamic}
-    if req.precision == "int8" and not info["initializers_by_dtype"].get("int8"):
+    out, opts = req.out_path, req.options
+    if req.precision not in ("fp32", "fp16", "int8", "int8-dynamic"):
+        raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
+        dynamic, float_nodes = export_fp32(req.module, req.example, fp32, input_name=req.input_name,
+                                           output_name=req.output_name, keep_float=opts.keep_float)
+        if opts.keep_float and req.precision != "fp32" and not float_nodes:
+            raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
+                                 "name modules as model.named_modules() does", format="onnx", stage="quantize")
+        nodes_before = len(onnx_nodes(fp32))
+        try:
+            if req.precision == "int8":
+                quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
+                              symmetric_activations=opts.activations == "symmetric", exclude=float_nodes)
+            elif req.precision == "int8-dynamic":
+                quantize_dynamic_int8(fp32, out, per_channel=opts.weights == "per_channel", exclude=float_nodes)
+            elif req.precision == "fp16":
+                convert_fp16(fp32, out, exclude=float_nodes)
+        except Exception as e:
+            raise ToolchainError(f"onnx: {req.precision} conversion (onnxruntime) failed: {type(e).__name__}: {e}",
+                                 format="onnx", stage="quantize") from e
+        simplified = simplify(out)
+    info = {**describe(out), "dynamic_batch": dynamic, "float_nodes": float_nodes,
+            "nodes_exported": nodes_before, "simplify": simplified}
+    if req.precision.startswith("int8") and not info["initializers_by_dtype"].get("int8"):
         raise ToolchainError("onnx: int8 quantization produced no int8 weights", format="onnx", stage="quantize")
     return info
+
+
+def onnx_nodes(path: Path) -> list:
+    import onnx
+
+    return list(onnx.load_model(str(path), load_external_data=False).graph.node)
+
+
+def simplify(path: Path) -> dict:
+    """Constant folding, dead-node removal and pattern fusion with onnxslim; the result is
+    kept only if onnxruntime still loads it. Reports node counts before and after."""
+    import onnx
+
+    before = len(onnx_nodes(path))
+    try:
+        import onnxslim
+
+        with _quiet():
+            slim = onnxslim.slim(onnx.load_model(str(path)))
+        candidate = path.with_suffix(".slim.onnx")
+        onnx.save_model(slim, str(candidate), save_as_external_data=False)
+        import onnxruntime as ort
+
+        ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
+    except Exception as e:  # simplification is an optimisation: never fail a build over it
+        path.with_suffix(".slim.onnx").unlink(missing_ok=True)
+        return {"tool": "onnxslim", "applied": False, "reason": f"{type(e).__name__}: {str(e)[:120]}", "nodes_before": before, "nodes_after": before}
+    after = len(onnx_nodes(candidate))
+    candidate.replace(path)
+    return {"tool": "onnxslim", "applied": True, "nodes_before": before, "nodes_after": after}

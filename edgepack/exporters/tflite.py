@@ -65,37 +65,59 @@ def export(req) -> dict:
     import litert_torch
     import torch
 
+    opts = req.options
     module = req.module.eval()
     example = as_tensor(req.example)
     if req.precision == "fp32":
         litert_torch.convert(module, (example,)).export(str(req.out_path))
         return describe(req.out_path)
-    if req.precision != "int8":
-        raise ToolchainError(f"tflite: precision {req.precision!r} is not supported; valid: fp32, int8", format="tflite")
+    if req.precision == "fp16":
+        from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+        # fp16 weights, dequantized to fp32 at load time by the runtime (or computed in
+        # fp16 by XNNPACK where the CPU has it); inputs and outputs stay float32.
+        try:
+            litert_torch.convert(module, (example,), quant_config=full_fp16_recipe()).export(str(req.out_path))
+        except Exception as e:
+            raise ToolchainError(f"tflite: fp16 conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                                 format="tflite", stage="convert") from e
+        info = describe(req.out_path)
+        if not info["tensors_by_dtype"].get("float16"):
+            raise ToolchainError("tflite: fp16 conversion left no float16 tensors", format="tflite", stage="convert")
+        return info
+    if req.precision not in ("int8", "int8-dynamic"):
+        raise ToolchainError(f"tflite: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="tflite")
 
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    dynamic = req.precision == "int8-dynamic"
     try:
         captured, calibration = capture_for_calibration(module, example, req.calibration)
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+        quantizer = PT2EQuantizer().set_global(
+            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
+        for name in opts.keep_float:  # mixed precision: these modules stay float
+            quantizer.set_module_name(name, None)
         prepared = prepare_pt2e(captured, quantizer)
         with torch.no_grad():
-            for batch in calibration:
+            for batch in calibration[: 1 if dynamic else None]:  # dynamic ranges need no calibration
                 prepared(batch)
         converted = convert_pt2e(prepared, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     except Exception as e:
-        raise ToolchainError(f"tflite: PT2E int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        raise ToolchainError(f"tflite: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="tflite", stage="quantize") from e
     try:
         litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
     except Exception as e:
         raise ToolchainError(f"tflite: LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="tflite", stage="convert") from e
-    info = describe(req.out_path)
-    if not info["per_channel_int8_weights"] or info["tensors_by_dtype"].get("float32", 0) > 2:
+    info = {**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float)}
+    if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
+        raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
+                             format="tflite", stage="convert")
+    if req.precision == "int8" and not opts.keep_float and info["tensors_by_dtype"].get("float32", 0) > 0:
         raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
     return info

@@ -110,6 +110,27 @@ def _check_pt2_safe(path: Path) -> None:
                 raise ConfigError(f"{path}: legacy member {name.split('/', 1)[-1]} would be unpickled; re-save with a current torch.export.save")
 
 
+def build_untrained(project_dir: Path, factory: str, *, what: str):
+    """Call a factory and check it returns a module (weights not loaded)."""
+    import torch
+
+    module = call_hook(project_dir, factory, what=what)
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"{what} {factory!r} returned {type(module).__name__}; it must return a torch.nn.Module")
+    return module
+
+
+def load_factory_model(project_dir: Path, factory: str, weights: Path, *, what: str):
+    """A factory's model with safetensors weights loaded, in eval mode."""
+    if not weights.is_file():
+        raise ConfigError(f"{what}: weights {weights} not found")
+    state = load_safetensors(weights)
+    module = build_untrained(project_dir, factory, what=what)
+    _check_state_dict(module, state, weights)
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
 def load_source(project_dir: Path, project: Project) -> SourceModel:
     import torch
 
@@ -131,13 +152,7 @@ def load_source(project_dir: Path, project: Project) -> SourceModel:
     path = (project_dir / src.weights).resolve()
     if not path.is_file():
         raise ConfigError(f"edgepack.toml: model.weights: {path} not found")
-    state = load_safetensors(path)
-    module = call_hook(project_dir, src.factory, what="model.factory")
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"model.factory {src.factory!r} returned {type(module).__name__}; it must return a torch.nn.Module")
-    _check_state_dict(module, state, path)
-    module.load_state_dict(state, strict=True)
-    module.eval()
+    module = load_factory_model(project_dir, src.factory, path, what="model.factory")
     params = sum(p.numel() for p in module.parameters())
     nbytes = sum(t.numel() * t.element_size() for t in module.state_dict().values() if t.is_floating_point())
     return SourceModel(module, sha256_file(path), path, int(params), int(nbytes))

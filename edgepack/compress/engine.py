@@ -1,0 +1,179 @@
+"""Running a recipe's stages in order: each stage's output is evaluated on held-out data
+and gated, and cached by a hash of (input, pass, config, data) so a second target, or a
+re-run after changing only the target, reuses the compression."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import edgepack
+from edgepack.compress import snapshot
+from edgepack.compress.evaluate import measure
+from edgepack.compress.recipe import ResolvedRecipe, StageSpec
+from edgepack.errors import BudgetError, ConfigError
+from edgepack.passes.base import Dataset, PassContext
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: int
+    name: str
+    pass_name: str
+    metrics: dict
+    seconds: float
+    cache: str                  # "hit", "miss", "off" (not cacheable) or "-" (the original)
+    drop_pt: float              # vs the stage before
+    total_drop_pt: float        # vs the original
+    report: dict
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "name": self.name, "pass": self.pass_name, **self.metrics,
+                "seconds": round(self.seconds, 2), "cache": self.cache, "drop_pt": round(self.drop_pt, 4),
+                "total_drop_pt": round(self.total_drop_pt, 4), "report": self.report}
+
+
+class StageBudgetError(BudgetError):
+    """A stage cost more accuracy than its budget; the rows so far explain the numbers."""
+
+    def __init__(self, message: str, rows: list[StageRow], evaluated_on: str):
+        self.rows = rows
+        self.evaluated_on = evaluated_on
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Compressed:
+    model: object
+    rows: tuple[StageRow, ...]
+    evaluated_on: str
+
+
+def _array_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def stage_key(parent_key: str, spec: StageSpec, data_digest: str) -> str:
+    import torch
+
+    doc = {"parent": parent_key, "pass": spec.pass_name, "config": spec.config.model_dump(mode="json"),
+           "data": data_digest, "edgepack": edgepack.__version__, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _needs_training(spec: StageSpec) -> bool:
+    cfg = spec.config
+    if spec.pass_name == "distill":
+        return True
+    return any(getattr(cfg, f, 0) for f in ("fine_tune_epochs",))
+
+
+def check_training_available(stages, has_training: bool, where: str) -> None:
+    needing = [s for s in stages if _needs_training(s)]
+    if needing and not has_training:
+        names = ", ".join(f"stage {s.index} ({s.pass_name})" for s in needing)
+        raise ConfigError(f"{where}: {names} train the model, but edgepack.toml has no data.training hook; add one ('data.py:training') or set fine_tune_epochs = 0")
+
+
+def run_stages(
+    recipe: ResolvedRecipe,
+    *,
+    model,
+    source_key: str,
+    build_fresh: Callable[[str], object] | None,
+    ctx: PassContext,
+    evaluate_on: Dataset,
+    evaluated_on: str,
+    cache_dir: Path | None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> Compressed:
+    """Run every model-changing stage. `build_fresh(base)` makes an untrained model of a
+    base architecture ("original" or a student factory) for snapshots; None disables the cache."""
+    import torch
+
+    from edgepack.passes import PASSES
+
+    seed = ctx.seed
+    torch.manual_seed(seed)
+    example = ctx.example
+    before = measure(model, evaluate_on.x, evaluate_on.y, example).as_dict()
+    rows = [StageRow(0, "original", "-", before, 0.0, "-", 0.0, 0.0, {})]
+    original_acc = before["accuracy"]
+    data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None for a in (d.x, d.y)))
+    key, base = source_key, "original"
+    current = model
+    for spec in recipe.stages:
+        key = stage_key(key, spec, data_digest)
+        student = getattr(spec.config, "student", None)
+        stage_base = getattr(student, "model", None) or base
+        started = time.perf_counter()
+        folder = cache_dir / key[:32] if cache_dir is not None and build_fresh is not None else None
+        cached = None
+        if folder is not None and (folder / "structure.json").is_file():
+            try:
+                cached, meta = snapshot.load(folder, lambda: build_fresh(stage_base))
+                report = meta.get("report", {})
+            except Exception:  # an unreadable cache entry is rebuilt, never trusted
+                cached = None
+        if cached is not None:
+            current, status = cached, "hit"
+            progress(f"stage {spec.index} {spec.label}: reused from the cache")
+        else:
+            progress(f"stage {spec.index} {spec.label}: running")
+            torch.manual_seed(seed + spec.index)
+            result = PASSES[spec.pass_name]().run(current, spec.config, ctx)
+            current, report = result.model.eval(), result.report
+            status = "off"
+            if folder is not None:
+                status = _store(folder, current, build_fresh(stage_base), {"report": report, "base": stage_base, "key": key})
+        base = stage_base
+        seconds = time.perf_counter() - started
+        progress(f"stage {spec.index} {spec.label}: evaluating")
+        metrics = measure(current, evaluate_on.x, evaluate_on.y, example).as_dict()
+        drop = (rows[-1].metrics["accuracy"] - metrics["accuracy"]) * 100
+        total = (original_acc - metrics["accuracy"]) * 100
+        rows.append(StageRow(spec.index, spec.label, spec.pass_name, metrics, seconds, status, drop, total, report))
+        if spec.max_drop_pt is not None and drop > spec.max_drop_pt:
+            raise StageBudgetError(
+                f"stage {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% after vs "
+                f"{rows[-2].metrics['accuracy'] * 100:.2f}% before: drop {drop:.2f} pt exceeds the stage budget of {spec.max_drop_pt:g} pt",
+                rows, evaluated_on)
+        if total > recipe.max_total_drop_pt:
+            raise StageBudgetError(
+                f"stage {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% vs the original's "
+                f"{original_acc * 100:.2f}%: total drop {total:.2f} pt exceeds the recipe budget of {recipe.max_total_drop_pt:g} pt",
+                rows, evaluated_on)
+    return Compressed(current, tuple(rows), evaluated_on)
+
+
+def _store(folder: Path, model, fresh, meta: dict) -> str:
+    """Write a cache entry atomically; "miss" when stored, "off" when the model's structure
+    cannot be snapshotted (the stage still ran; it just is not reusable)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".stage-", dir=folder.parent))
+    try:
+        snapshot.save(model, fresh, staging, meta)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(staging, folder)
+        return "miss"
+    except snapshot.NotSnapshottable:
+        shutil.rmtree(staging, ignore_errors=True)
+        return "off"
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+

@@ -1,0 +1,75 @@
+"""Measuring a model between stages: quality on held-out data and cost (parameters,
+MACs, bytes). The same numbers for every stage, so a table of them shows where accuracy
+or size moved."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    parameters: int           # unique parameters (tied ones counted once)
+    nonzero_parameters: int
+    macs: int                 # multiply-accumulates for one input of the deployed shape
+    fp32_bytes: int           # the weights stored densely in fp32
+    zipped_bytes: int         # the same bytes after zlib (what sparsity and sharing buy)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy())
+    return np.concatenate(outs)
+
+
+def _unique_tensors(model):
+    seen, tensors = set(), []
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in seen or not t.is_floating_point():
+            continue
+        seen.add(id(t))
+        tensors.append(t)
+    return tensors
+
+
+def cost(model, example: np.ndarray) -> dict:
+    import torch
+    import torch_pruning as tp
+
+    params = [p for p in {id(p): p for p in model.parameters()}.values()]
+    n_params = int(sum(p.numel() for p in params))
+    nonzero = int(sum(int(torch.count_nonzero(p)) for p in params))
+    with torch.no_grad():
+        macs, _ = tp.utils.count_ops_and_params(model, torch.from_numpy(example))
+    buf = io.BytesIO()
+    for t in _unique_tensors(model):
+        buf.write(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    raw = buf.getvalue()
+    return {"parameters": n_params, "nonzero_parameters": nonzero, "macs": int(macs),
+            "fp32_bytes": len(raw), "zipped_bytes": len(zlib.compress(raw, 9))}
+
+
+def measure(model, x: np.ndarray, y: np.ndarray, example: np.ndarray, *, classification: bool = True) -> ModelMetrics:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    logits = predict(model, x)
+    top1 = logits.argmax(1)
+    p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
+    return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),
+                        f1_macro=float(f), **cost(model, example))

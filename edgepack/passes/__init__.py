@@ -1,0 +1,3 @@
+"""Compression passes. The registry maps a pass name to its class."""
+
+PASSES: dict = {}
