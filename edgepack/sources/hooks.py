@@ -4,6 +4,7 @@ model weights and programs are never executed (see `sources.pytorch`)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,14 +12,22 @@ from typing import Any, Callable
 
 from edgepack.errors import ConfigError
 
+# Keyed by path, not module name: two projects may hold byte-identical files whose
+# sibling imports resolve differently.
+_LOADED: dict[Path, Any] = {}
+
 
 def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., Any]:
     file_part, func_name = spec.rsplit(":", 1)
     path = (project_dir / file_part).resolve()
     if not path.is_file():
         raise ConfigError(f"{what} {spec!r}: file {path} not found")
-    module_name = f"_edgepack_project_{abs(hash(str(path)))}"
-    module = sys.modules.get(module_name)
+    # Exporters record the module's name in the artifact (LiteRT tensor names read
+    # "_edgepack_project_model_<hash>.DigitsNet/..."), so the name must be the same on
+    # every run and every machine: derived from the file's name and bytes, never from
+    # hash() (salted per process) or the absolute path (differs between checkouts).
+    module_name = f"_edgepack_project_{path.stem}_{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    module = _LOADED.get(path)
     if module is None:
         spec_obj = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec_obj)
@@ -31,6 +40,7 @@ def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., An
         finally:
             sys.path.remove(str(path.parent))
         sys.modules[module_name] = module
+        _LOADED[path] = module
     func = getattr(module, func_name, None)
     if not callable(func):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
