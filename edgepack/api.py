@@ -128,7 +128,8 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
 
     from edgepack.devices.host import HostRunner
     from edgepack.exporters import ExportRequest, export
-    from edgepack.release.dist import staged_folder, write_json
+    from edgepack.release.dist import staged_folder
+    from edgepack.release.manifest import TEST_VECTOR_SAMPLES, complete_dist
     from edgepack.release.toolchain import toolchain_versions
     from edgepack.sources.data import load_split
     from edgepack.sources.pytorch import check_forward, load_source
@@ -152,6 +153,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     toolchain = toolchain_versions()
     exported: dict[tuple[str, str], object] = {}  # one export per (format, precision), shared by targets
     measured: dict[tuple[str, str], tuple[dict, dict]] = {}
+    recorded: dict[tuple[str, str], np.ndarray] = {}  # outputs replayed by `edgepack verify --run`
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as work:
         work = Path(work)
@@ -174,6 +176,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     run = runner.run(exported[key].path, spec.format, evaluation.x,
                                      warmup=settings.warmup, iterations=settings.iterations, threads=settings.threads)
                     measured[key] = (compare(reference, run.outputs, evaluation.y).as_dict(), run.latency_dict())
+                    recorded[key] = run.outputs[:TEST_VECTOR_SAMPLES]
                 artifact = exported[key]
                 parity, latency = measured[key]
                 arts.append(ArtifactResult(
@@ -212,7 +215,12 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             with staged_folder(final) as staging:
                 for a in arts:
                     shutil.copyfile(exported[(a.format, a.precision)].path, staging / a.file)
-                write_json(staging / "manifest.json", manifest)
+                manifest = complete_dist(
+                    staging, manifest, project_dir=pdir, description=project.project.description,
+                    calibration_x=calib_x, evaluation_x=evaluation.x, evaluation_y=evaluation.y, reference=reference,
+                    outputs={a.file: recorded[(a.format, a.precision)] for a in arts},
+                    artifact_paths={a.file: staging / a.file for a in arts},
+                )
             if not failures:  # a stale rejected build would contradict this one
                 shutil.rmtree(plan.output_dir / f"{tp.target.name}.rejected", ignore_errors=True)
             results.append(TargetResult(
