@@ -229,3 +229,45 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                 manifest=manifest, failures=tuple(failures), artifacts=tuple(arts),
             ))
     return BuildResult(project.project.name, tuple(results), time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- releases
+# Thin entry points into edgepack.release; each imports its module when called, so
+# importing this API (and `edgepack --help`) loads no crypto or plotting library.
+
+from edgepack.release.diff import Thresholds  # noqa: E402  (a plain dataclass, no heavy imports)
+
+
+def dist_folder(project_dir: Path, target: str, output_dir: Path | None = None) -> Path:
+    """dist/<target>/ as `build` wrote it: under `output_dir` when given, else under the
+    project's build.output_dir."""
+    if output_dir is None:
+        from edgepack.config.loader import load_project
+
+        output_dir = project_dir.resolve() / load_project(project_dir.resolve()).build.output_dir
+    return output_dir.resolve() / target
+
+
+def package(dist: Path, *, archive: Path | None = None, sign_key: Path | None = None, against: Path | None = None,
+            thresholds: Thresholds | None = None):
+    from edgepack.release.packaging import package as _package
+
+    return _package(dist, archive=archive, sign_key=sign_key, against=against, thresholds=thresholds)
+
+
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False):
+    from edgepack.release.verification import verify as _verify
+
+    return _verify(archive, public_key=public_key, run=run)
+
+
+def keygen(stem: Path, *, force: bool = False):
+    from edgepack.release.signing import keygen as _keygen
+
+    return _keygen(stem, force=force)
+
+
+def diff(old: Path, new: Path, thresholds: Thresholds | None = None):
+    from edgepack.release.diff import diff_paths
+
+    return diff_paths(old, new, thresholds or Thresholds())
