@@ -179,8 +179,9 @@ def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) 
                 checks.append(Check("run", f"{len(runs)} artifact(s) re-run on {runs[0].samples} bundled inputs"))
             bad = [r for r in runs if not r.ok]
             if bad:
-                _fail(f"{archive.name}: {len(bad)} artifact(s) no longer compute the recorded outputs",
-                      [f"{r.file}: max |difference| {r.max_abs_diff:.6g} exceeds the tolerance {r.atol:.6g} ({r.runtime})" for r in bad])
+                lines = [f"{r.file}: max |difference| {r.max_abs_diff:.6g} exceeds the tolerance {r.atol:.6g} ({r.runtime})" for r in bad]
+                head = f"{archive.name}: {len(bad)} artifact(s) no longer compute the recorded outputs"
+                _fail(head if len(bad) > 1 else f"{head}: {lines[0]}", lines)
     except ArchiveError as e:  # a corrupt or unsafe archive is a failed verification, not a usage error
         raise VerificationError(str(e)) from None
     return VerifyResult(
