@@ -118,20 +118,9 @@ def _gate(target_plan: TargetPlan, art: ArtifactResult) -> list[str]:
 
 
 def _reference_outputs(module, x: np.ndarray, batch: int) -> np.ndarray:
-    """The fp32 model's outputs on the evaluation split: in one pass when the model takes
-    any batch size, else in chunks of its declared batch (a static .pt2 program)."""
-    import torch
+    from edgepack.compress.evaluate import predict
 
-    with torch.no_grad():
-        try:
-            return module(torch.from_numpy(x)).numpy()
-        except Exception:
-            chunks = []
-            for i in range(0, len(x), batch):
-                part = x[i : i + batch]
-                padded = np.concatenate([part, np.zeros((batch - len(part), *x.shape[1:]), x.dtype)]) if len(part) < batch else part
-                chunks.append(module(torch.from_numpy(padded)).numpy()[: len(part)])
-            return np.concatenate(chunks)
+    return predict(module, x, declared_batch=batch)
 
 
 def _compress(plan: BuildPlan, source, evaluation, say):
@@ -190,7 +179,8 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
 
     from edgepack.devices.host import HostRunner
     from edgepack.exporters import ExportRequest, export
-    from edgepack.release.dist import staged_folder, write_json
+    from edgepack.release.dist import staged_folder
+    from edgepack.release.manifest import TEST_VECTOR_SAMPLES, complete_dist
     from edgepack.release.toolchain import toolchain_versions
     from edgepack.sources.data import load_split
     from edgepack.sources.pytorch import check_forward, load_source
@@ -212,11 +202,20 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     # the accuracy budget is against the original model.
     reference = original_outputs if compressed is None else _reference_outputs(model, evaluation.x, project.model.input_shape[0])
 
+    if compressed is None:  # the table still shows what the model costs and scores
+        from edgepack.compress.engine import original_row
+        from edgepack.compress.evaluate import measure
+
+        stage_rows = [original_row(measure(model, evaluation.x, evaluation.y,
+                                           np.zeros(project.model.input_shape, np.float32)).as_dict())]
+    else:
+        stage_rows = list(compressed.rows)
     runner = HostRunner()
     settings = project.build
     toolchain = toolchain_versions()
     exported: dict[tuple[str, str], object] = {}  # one export per (format, precision), shared by targets
     measured: dict[tuple[str, str], tuple[dict, dict]] = {}
+    recorded: dict[tuple[str, str], np.ndarray] = {}  # outputs replayed by `edgepack verify --run`
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as work:
         work = Path(work)
@@ -242,6 +241,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     parity["reference_accuracy"] = original_accuracy
                     parity["accuracy_drop_pt"] = (original_accuracy - parity["accuracy"]) * 100.0
                     measured[key] = (parity, run.latency_dict())
+                    recorded[key] = run.outputs[:TEST_VECTOR_SAMPLES]
                 artifact = exported[key]
                 parity, latency = measured[key]
                 arts.append(ArtifactResult(
@@ -269,8 +269,8 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                                "reference_accuracy": round(original_accuracy, 6),
                                "compressed_accuracy": round(float(np.mean(reference.argmax(1) == evaluation.y)), 6)},
                 "recipe": plan.recipe.as_dict(),
-                "stages": [r.as_dict() for r in compressed.rows] if compressed else [],
-                "stages_evaluated_on": compressed.evaluated_on if compressed else None,
+                "stages": [r.as_dict() for r in stage_rows],
+                "stages_evaluated_on": compressed.evaluated_on if compressed else "evaluation",
                 "calibration": {"samples": int(len(calib_x))},
                 "toolchain": toolchain,
                 "budgets": tp.target.budgets.model_dump(),
@@ -284,7 +284,12 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             with staged_folder(final) as staging:
                 for a in arts:
                     shutil.copyfile(exported[(a.format, a.precision)].path, staging / a.file)
-                write_json(staging / "manifest.json", manifest)
+                manifest = complete_dist(
+                    staging, manifest, project_dir=pdir, description=project.project.description,
+                    calibration_x=calib_x, evaluation_x=evaluation.x, evaluation_y=evaluation.y, reference=reference,
+                    outputs={a.file: recorded[(a.format, a.precision)] for a in arts},
+                    artifact_paths={a.file: staging / a.file for a in arts},
+                )
             if not failures:  # a stale rejected build would contradict this one
                 shutil.rmtree(plan.output_dir / f"{tp.target.name}.rejected", ignore_errors=True)
             results.append(TargetResult(
@@ -293,3 +298,45 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                 manifest=manifest, failures=tuple(failures), artifacts=tuple(arts),
             ))
     return BuildResult(project.project.name, tuple(results), time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- releases
+# Thin entry points into edgepack.release; each imports its module when called, so
+# importing this API (and `edgepack --help`) loads no crypto or plotting library.
+
+from edgepack.release.diff import Thresholds  # noqa: E402  (a plain dataclass, no heavy imports)
+
+
+def dist_folder(project_dir: Path, target: str, output_dir: Path | None = None) -> Path:
+    """dist/<target>/ as `build` wrote it: under `output_dir` when given, else under the
+    project's build.output_dir."""
+    if output_dir is None:
+        from edgepack.config.loader import load_project
+
+        output_dir = project_dir.resolve() / load_project(project_dir.resolve()).build.output_dir
+    return output_dir.resolve() / target
+
+
+def package(dist: Path, *, archive: Path | None = None, sign_key: Path | None = None, against: Path | None = None,
+            thresholds: Thresholds | None = None):
+    from edgepack.release.packaging import package as _package
+
+    return _package(dist, archive=archive, sign_key=sign_key, against=against, thresholds=thresholds)
+
+
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False):
+    from edgepack.release.verification import verify as _verify
+
+    return _verify(archive, public_key=public_key, run=run)
+
+
+def keygen(stem: Path, *, force: bool = False):
+    from edgepack.release.signing import keygen as _keygen
+
+    return _keygen(stem, force=force)
+
+
+def diff(old: Path, new: Path, thresholds: Thresholds | None = None):
+    from edgepack.release.diff import diff_paths
+
+    return diff_paths(old, new, thresholds or Thresholds())

@@ -35,3 +35,15 @@ class BudgetError(EdgepackError):
     """Built, but a gate failed: accuracy, size or latency left the target's budget (exit 1)."""
 
     exit_code = 1
+
+
+class VerificationError(EdgepackError):
+    """A release failed verification: a bad or missing signature, a hash that does not
+    match, a file the manifest does not list, an unsafe or corrupt archive, or an
+    artifact that no longer computes its recorded outputs (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        super().__init__(message)

@@ -21,7 +21,7 @@ def digits_build(tmp_path_factory):
 
 def test_digits_android_build_writes_three_int8_artifacts_and_manifest(digits_build):
     folder, _ = digits_build
-    assert sorted(p.name for p in folder.iterdir()) == ["digits.onnx", "digits.pte", "digits.tflite", "manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["digits.onnx", "digits.pte", "digits.tflite", "manifest.json", "report.html", "testdata"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema"] == "edgepack.manifest/1"
     assert manifest["target"] == "android" and manifest["device_profile"] == "pixel-7"
@@ -137,12 +137,12 @@ def test_failed_budget_exits_1_and_leaves_previous_dist_untouched(tiny_project):
     ok = cli("build", "-p", tiny_project.root)
     assert ok.code == 0, ok.stderr
     dist = tiny_project.root / "dist" / "onnx-only"
-    before = {p.name: p.read_bytes() for p in dist.iterdir()}
+    before = {p.relative_to(dist): p.read_bytes() for p in dist.rglob("*") if p.is_file()}
     tiny_project.add_target("onnx-only", extra="max_size_bytes = 100")
     run = cli("build", "-p", tiny_project.root)
     assert run.code == 1, run.stderr
     assert "tiny.onnx: size" in run.stdout and "exceeds the budget of 100 bytes" in run.stdout
-    assert {p.name: p.read_bytes() for p in dist.iterdir()} == before
+    assert {p.relative_to(dist): p.read_bytes() for p in dist.rglob("*") if p.is_file()} == before
     rejected = json.loads((tiny_project.root / "dist" / "onnx-only.rejected" / "manifest.json").read_text())
     assert rejected["gates"]["passed"] is False
     assert not [p for p in (tiny_project.root / "dist").iterdir() if ".partial-" in p.name or ".old-" in p.name]

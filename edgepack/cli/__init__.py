@@ -10,7 +10,11 @@ import typer
 from edgepack import __version__
 from edgepack.cli import build as build_cmd
 from edgepack.cli import devices as devices_cmd
+from edgepack.cli import diff as diff_cmd
+from edgepack.cli import keygen as keygen_cmd
+from edgepack.cli import package as package_cmd
 from edgepack.cli import targets as targets_cmd
+from edgepack.cli import verify as verify_cmd
 from edgepack.cli.output import run_guarded
 
 app = typer.Typer(
@@ -38,6 +42,10 @@ def _root(
 app.command("build")(build_cmd.build)
 app.add_typer(targets_cmd.app, name="targets")
 app.command("devices")(devices_cmd.devices)
+app.command("package")(package_cmd.package)
+app.command("verify")(verify_cmd.verify)
+app.command("keygen")(keygen_cmd.keygen)
+app.command("diff")(diff_cmd.diff)
 
 
 def main() -> None:

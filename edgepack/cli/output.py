@@ -32,7 +32,8 @@ def print_json(doc: dict) -> None:
 def fail(err: EdgepackError) -> int:
     problems = getattr(err, "problems", None) or []
     stderr.print("[bold red]error:[/] ", end="", highlight=False)
-    stderr.print(str(err) + (":" if len(problems) > 1 else ""), markup=False, highlight=False)
+    # soft_wrap: the message stays one line however long, for logs and grep.
+    stderr.print(str(err) + (":" if len(problems) > 1 else ""), markup=False, highlight=False, soft_wrap=True)
     if len(problems) > 1:
         for p in problems:
             stderr.print(f"  - {p}", highlight=False, markup=False)

@@ -37,14 +37,14 @@ def _count(n: int) -> str:
 
 def stage_table(stages: list[dict], evaluated_on: str) -> Table:
     table = Table(title=f"compression stages (evaluated on the {evaluated_on} split)", title_justify="left")
-    for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", "accuracy", "F1 macro", "drop", "total drop", "time", "cache"):
+    for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", "accuracy", "F1 macro", "Δ acc", "Δ vs original", "time", "cache"):
         table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
     for r in stages:
         table.add_row(
             str(r["stage"]), r["name"], _count(r["parameters"]), _count(r["nonzero_parameters"]), _count(r["macs"]),
             human_bytes(r["fp32_bytes"]), human_bytes(r["zipped_bytes"]), f"{r['accuracy'] * 100:.2f}%",
-            f"{r['f1_macro'] * 100:.2f}%", f"{r['drop_pt']:+.2f} pt" if r["stage"] else "",
-            f"{r['total_drop_pt']:+.2f} pt" if r["stage"] else "", f"{r['seconds']:.1f} s" if r["stage"] else "",
+            f"{r['f1_macro'] * 100:.2f}%", f"{(-r['drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "",
+            f"{(-r['total_drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "", f"{r['seconds']:.1f} s" if r["stage"] else "",
             r["cache"] if r["stage"] else "",
         )
     return table
@@ -53,7 +53,7 @@ def stage_table(stages: list[dict], evaluated_on: str) -> Table:
 def build_tables(result) -> list:
     out = []
     first = result.targets[0].manifest if result.targets else None
-    if first and first.get("stages"):
+    if first and len(first.get("stages") or []) > 1:
         out.append(stage_table(first["stages"], first["stages_evaluated_on"]))
     for t in result.targets:
         m = t.manifest

@@ -37,7 +37,9 @@ class StageRow:
     report: dict
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "name": self.name, "pass": self.pass_name, **self.metrics,
+        return {"stage": self.stage, "name": self.name, "pass": self.pass_name,
+                "kind": "source" if self.stage == 0 else self.pass_name,
+                "size_bytes": self.metrics["fp32_bytes"], **self.metrics,
                 "seconds": round(self.seconds, 2), "cache": self.cache, "drop_pt": round(self.drop_pt, 4),
                 "total_drop_pt": round(self.total_drop_pt, 4), "report": self.report}
 
@@ -56,6 +58,10 @@ class Compressed:
     model: object
     rows: tuple[StageRow, ...]
     evaluated_on: str
+
+
+def original_row(metrics: dict) -> StageRow:
+    return StageRow(0, "original", "-", metrics, 0.0, "-", 0.0, 0.0, {})
 
 
 def _array_digest(*arrays: np.ndarray) -> str:
@@ -110,7 +116,7 @@ def run_stages(
     torch.manual_seed(seed)
     example = ctx.example
     before = measure(model, evaluate_on.x, evaluate_on.y, example).as_dict()
-    rows = [StageRow(0, "original", "-", before, 0.0, "-", 0.0, 0.0, {})]
+    rows = [original_row(before)]
     original_acc = before["accuracy"]
     data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None for a in (d.x, d.y)))
     key, base = source_key, "original"

@@ -27,15 +27,25 @@ class ModelMetrics:
         return asdict(self)
 
 
-def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict(model, x: np.ndarray, *, declared_batch: int = 1, batch: int = 256) -> np.ndarray:
+    """The model's outputs on `x`: in batches of `batch` when the model takes any batch
+    size, else in chunks of its declared batch (a .pt2 program exported with static
+    shapes), padding the last chunk. Models arrive in eval mode (an exported program's
+    module cannot be switched)."""
     import torch
 
-    model.eval()
-    outs = []
     with torch.no_grad():
-        for i in range(0, len(x), batch):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy())
-    return np.concatenate(outs)
+        try:
+            return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy()
+                                   for i in range(0, len(x), batch)])
+        except Exception:
+            chunks = []
+            for i in range(0, len(x), declared_batch):
+                part = x[i : i + declared_batch]
+                if len(part) < declared_batch:
+                    part = np.concatenate([part, np.zeros((declared_batch - len(part), *x.shape[1:]), x.dtype)])
+                chunks.append(model(torch.from_numpy(np.ascontiguousarray(part))).numpy()[: len(x) - i])
+            return np.concatenate(chunks)
 
 
 def _unique_tensors(model):
@@ -68,7 +78,7 @@ def cost(model, example: np.ndarray) -> dict:
 def measure(model, x: np.ndarray, y: np.ndarray, example: np.ndarray, *, classification: bool = True) -> ModelMetrics:
     from sklearn.metrics import precision_recall_fscore_support
 
-    logits = predict(model, x)
+    logits = predict(model, x, declared_batch=example.shape[0])
     top1 = logits.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
     return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),

@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 from edgepack.errors import ConfigError
 
-
-_LOADED: dict[Path, object] = {}
+# Keyed by path, not module name: two projects may hold byte-identical files whose
+# sibling imports resolve differently.
+_LOADED: dict[Path, Any] = {}
 
 
 def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., Any]:

@@ -1,0 +1,201 @@
+"""The model card: README.md at the top of a release, for the app or firmware engineer
+who loads the artifacts. Written from the manifest alone, so it can never disagree
+with it: what the model does, each artifact's inputs and outputs (shapes, dtypes,
+quantization), preprocessing, accuracy and latency per device, and how to load each
+artifact in its runtime on Android and Linux."""
+
+from __future__ import annotations
+
+CARD_FILE = "README.md"
+
+
+def _md(value) -> str:
+    # Table cells: a '|' or newline from a user's description would break the table.
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes ({n / 1e3:.1f} KB)"
+
+
+def _tensor(t: dict) -> str:
+    shape = "[" + ", ".join(str(d) for d in t.get("shape", [])) + "]"
+    q = t.get("quantization")
+    quant = f"scale {q['scale']:.8g}, zero point {q['zero_point']}" if q else "none (float)"
+    return f"| {_md(t.get('name'))} | {shape} | {t.get('dtype')} | {quant} |"
+
+
+SNIPPETS = {
+    "tflite": """**Android (Kotlin, LiteRT):** add `com.google.ai.edge.litert:litert` and put `{file}` in `assets/`.
+
+```kotlin
+val model = FileUtil.loadMappedFile(context, "{file}")
+val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))
+val input = ByteBuffer.allocateDirect({in_bytes}).order(ByteOrder.nativeOrder())   // {in_desc}
+val output = ByteBuffer.allocateDirect({out_bytes}).order(ByteOrder.nativeOrder()) // {out_desc}
+interpreter.run(input, output)
+```
+
+**Linux (Python, `ai-edge-litert` or `tflite-runtime`):**
+
+```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter   # or: from tflite_runtime.interpreter import Interpreter
+it = Interpreter(model_path="{file}", num_threads=2); it.allocate_tensors()
+inp, out = it.get_input_details()[0], it.get_output_details()[0]
+{quantize}it.set_tensor(inp["index"], x); it.invoke(); y = it.get_tensor(out["index"])
+{dequantize}```""",
+    "executorch": """**Android (Kotlin, ExecuTorch with the XNNPACK backend):** add `org.pytorch:executorch-android`.
+
+```kotlin
+val module = Module.load(File(context.filesDir, "{file}").absolutePath)
+val x = Tensor.fromBlob(FloatArray({in_numel}), longArrayOf({in_shape_kt}))
+val y = module.forward(EValue.from(x))[0].toTensor().dataAsFloatArray
+```
+
+**Linux (Python, `executorch`):**
+
+```python
+import torch
+from executorch.runtime import Runtime
+method = Runtime.get().load_program("{file}").load_method("forward")
+y = method.execute([torch.from_numpy(x)])[0].numpy()   # x: float32 {in_shape}
+```""",
+    "onnx": """**Android (Kotlin, ONNX Runtime Mobile):** add `com.microsoft.onnxruntime:onnxruntime-android`.
+
+```kotlin
+val env = OrtEnvironment.getEnvironment()
+val session = env.createSession(File(context.filesDir, "{file}").absolutePath, OrtSession.SessionOptions().apply {{ addXnnpack(mapOf()) }})
+val x = OnnxTensor.createTensor(env, FloatBuffer.wrap(input), longArrayOf({in_shape_kt}))
+val y = session.run(mapOf("{in_name}" to x))[0].value
+```
+
+**Linux (Python, `onnxruntime`):**
+
+```python
+import onnxruntime as ort
+session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
+y = session.run(None, {{"{in_name}": x}})[0]   # x: float32 {in_shape}
+```""",
+}
+
+_DTYPE_BYTES = {"float32": 4, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "float16": 2}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d if isinstance(d, int) else 1   # a named (dynamic) dimension: one per call as shown
+    return n
+
+
+def _snippet(a: dict) -> str:
+    sig = a.get("signature") or {}
+    ins, outs = sig.get("inputs") or [{}], sig.get("outputs") or [{}]
+    i, o = ins[0], outs[0]
+    in_shape = [d if isinstance(d, int) else 1 for d in i.get("shape", [])]
+    out_shape = [d if isinstance(d, int) else 1 for d in o.get("shape", [])]
+    iq, oq = i.get("quantization"), o.get("quantization")
+    quantize = (f"x = np.clip(np.round(x / {iq['scale']:.8g}) + ({iq['zero_point']}), -128, 127).astype(np.int8)   # int8 input\n"
+                if iq else "")
+    dequantize = f"y = (y.astype(np.float32) - ({oq['zero_point']})) * {oq['scale']:.8g}   # int8 output to float\n" if oq else ""
+    return SNIPPETS[a["format"]].format(
+        file=a["file"], in_name=i.get("name", "input"), in_shape=in_shape, in_numel=_numel(in_shape),
+        in_shape_kt=", ".join(f"{d}L" for d in in_shape),
+        in_bytes=_numel(in_shape) * _DTYPE_BYTES.get(i.get("dtype"), 4), out_bytes=_numel(out_shape) * _DTYPE_BYTES.get(o.get("dtype"), 4),
+        in_desc=f"{i.get('dtype')} {in_shape}", out_desc=f"{o.get('dtype')} {out_shape}", quantize=quantize, dequantize=dequantize,
+    ) if a.get("format") in SNIPPETS else ""
+
+
+def render(m: dict) -> str:
+    proj = m.get("project") or {}
+    src = m.get("source") or {}
+    ev = m.get("evaluation") or {}
+    cal = m.get("calibration") or {}
+    arts = m.get("artifacts") or []
+    name, version, target = proj.get("name", "?"), proj.get("version", "?"), m.get("target", "?")
+    lines = [f"# {name} {version} for {target}", ""]
+    if proj.get("description"):
+        lines += [proj["description"], ""]
+    lines += [
+        f"Built by edgepack {(m.get('toolchain') or {}).get('edgepack', '?')} for the `{target}` target "
+        f"(device profile `{m.get('device_profile', '?')}`). "
+        f"Every file in this release is listed with its sha256 in `manifest.json`"
+        + (", which `manifest.json.sig` signs (Ed25519)." if (m.get("package") or {}).get("signature") else "."),
+        "",
+        "## What the model does",
+        "",
+        f"A {ev.get('task', 'classification')} model taking `{_md(src.get('input_name', 'input'))}` "
+        f"(shape {src.get('input_shape')}) and returning `{_md(src.get('output_name', 'output'))}`. "
+        f"The source model has {src.get('parameters', '?'):,} parameters ({_bytes(src.get('fp32_weight_bytes', 0))} as fp32) "
+        f"and reaches {ev.get('reference_accuracy', 0) * 100:.2f}% top-1 accuracy on {ev.get('samples', '?')} held-out samples.",
+        "",
+        "## Preprocessing",
+        "",
+        f"Give every artifact float32 inputs exactly as the project's data hook prepares them: shape "
+        f"{src.get('input_shape')}, values observed between {ev.get('min', '?')} and {ev.get('max', '?')} on the evaluation data "
+        f"(calibration data: {cal.get('min', '?')} to {cal.get('max', '?')}). Inputs outside that range saturate in the int8 "
+        "artifacts. Where an artifact's input is int8, quantize first: `q = round(x / scale) + zero_point`, clipped to [-128, 127]; "
+        "an int8 output converts back with `y = (q - zero_point) * scale`.",
+        "",
+        "## Artifacts",
+        "",
+        "| file | runtime | precision | size | accuracy | vs fp32 reference | agreement with reference |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    runtime = {"tflite": "LiteRT (TFLite)", "executorch": "ExecuTorch", "onnx": "ONNX Runtime"}
+    for a in arts:
+        acc, drop, agree = a.get("accuracy"), a.get("accuracy_drop_pt"), a.get("agreement")
+        acc_s = "-" if acc is None else f"{acc * 100:.2f}%"
+        drop_s = "-" if drop is None else f"{-drop + 0.0:+.2f} pt"
+        agree_s = "-" if agree is None else f"{agree * 100:.1f}%"
+        lines.append(f"| `{_md(a['file'])}` | {runtime.get(a['format'], a['format'])} | {a.get('precision', '?')} | "
+                     f"{_bytes(a['size_bytes'])} | {acc_s} | {drop_s} | {agree_s} |")
+    lines += ["", "## Inputs and outputs", ""]
+    for a in arts:
+        sig = a.get("signature") or {}
+        lines += [f"### `{_md(a['file'])}`", "", "| tensor | shape | dtype | quantization |", "| --- | --- | --- | --- |"]
+        lines += [_tensor(t) for t in (sig.get("inputs") or [])]
+        lines += [_tensor(t) for t in (sig.get("outputs") or [])]
+        lines += ["", "A named dimension (such as `batch`) is dynamic; every other is fixed.", ""] if any(
+            not isinstance(d, int) for t in (sig.get("inputs") or []) for d in t.get("shape", [])) else [""]
+    lines += ["## Latency", "", "| file | device | method | runtime | threads | p50 ms | p90 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for a in arts:
+        lat = a.get("latency_ms") or {}
+        if "p50" in lat:
+            lines.append(f"| `{_md(a['file'])}` | build host ({lat.get('machine', '?')}) | measured, batch 1, {lat.get('iterations', '?')} runs "
+                         f"| {_md(lat.get('runtime', '?'))} | {lat.get('threads', '?')} | {lat['p50']:.4f} | {lat.get('p90', float('nan')):.4f} |")
+        for d in a.get("measurements") or []:
+            p50, p90 = d.get("p50_ms"), d.get("p90_ms")
+            p50_s = "-" if p50 is None else f"{p50:.4f}"
+            p90_s = "-" if p90 is None else f"{p90:.4f}"
+            lines.append(f"| `{_md(a['file'])}` | {_md(d.get('device', '?'))} | {_md(d.get('method', '?'))} | {_md(d.get('runtime', '-'))} "
+                         f"| {d.get('threads', '-')} | {p50_s} | {p90_s} |")
+    lines += ["", "Host figures come from the machine that built the release; they rank the formats but are not phone or board latency.", ""]
+    lines += ["## Loading each artifact", ""]
+    for a in arts:
+        snippet = _snippet(a)
+        if snippet:
+            lines += [f"### `{_md(a['file'])}`", "", snippet, ""]
+    git = m.get("git")
+    lines += [
+        "## Provenance", "",
+        f"- source weights: `{_md(src.get('file', '?'))}` sha256 `{src.get('sha256', '?')}`",
+        f"- calibration data: {cal.get('samples', '?')} samples, sha256 `{cal.get('sha256', '-')}`",
+        f"- evaluation data: {ev.get('samples', '?')} samples, sha256 `{ev.get('sha256', '-')}`",
+        f"- project commit: {'not recorded (not a git checkout)' if not git else '`' + git['commit'] + '`' + (' with uncommitted changes' if git.get('dirty') else '')}",
+        f"- compression recipe: {(m.get('recipe') or {}).get('name', 'none')} "
+        f"({', '.join(str(r.get('pass')) for r in (m.get('recipe') or {}).get('stages') or []) or 'no model stages'})",
+        "- toolchain: " + ", ".join(f"{k} {v}" for k, v in sorted((m.get("toolchain") or {}).items())),
+        "",
+        "## Checking this release", "",
+        "```sh",
+        "edgepack verify <archive>.tar.gz --public-key release.pub          # signature, every hash, nothing extra",
+        "edgepack verify <archive>.tar.gz --public-key release.pub --run    # and re-run each artifact on testdata/",
+        "openssl pkeyutl -verify -pubin -inkey release.pub -rawin -in manifest.json -sigfile manifest.json.sig",
+        "```",
+        "",
+        "`report.html` has the plots: size, accuracy and latency per artifact, the accuracy/size trade-off, and operator counts.",
+        "",
+    ]
+    return "\n".join(lines)

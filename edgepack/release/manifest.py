@@ -1,0 +1,210 @@
+"""The parts of `manifest.json` that make a build a release: what each artifact takes and
+returns (with quantization parameters), hashes of the data that shaped it, the project's
+git state, the per-stage table, and small test vectors that `edgepack verify --run`
+replays. docs/manifest.md describes every field; schema/manifest.schema.json pins them.
+
+`complete_dist` is what a build calls for each target's staging folder: it fills these
+fields in, writes the test vectors, manifest.json and report.html, and returns the
+finished manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.errors import ConfigError
+
+MANIFEST_SCHEMA = "edgepack.manifest/1"
+TEST_VECTOR_SAMPLES = 16      # 16 digits inputs are 4 KB; enough to catch a wrong kernel
+TEST_VECTOR_DIR = "testdata"
+SCHEMA_FILE = Path(__file__).with_name("schema") / "manifest.schema.json"
+
+# ExecuTorch's ScalarType codes (c10), for the .pte method signature.
+_ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
+              11: "bool", 15: "bfloat16"}
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+                11: "float64", 16: "bfloat16"}
+
+
+def array_sha256(a: np.ndarray) -> str:
+    """Hash of an array's dtype, shape and C-order bytes: the same data gives the same
+    hash whichever hook or file it came from, and a reshaped copy does not collide."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{list(a.shape)}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def data_fields(x: np.ndarray, y: np.ndarray | None = None) -> dict:
+    out = {"samples": int(len(x)), "sha256": array_sha256(x), "dtype": str(x.dtype), "shape": [int(d) for d in x.shape],
+           "min": round(float(x.min()), 6), "max": round(float(x.max()), 6)}
+    if y is not None:
+        out["labels_sha256"] = array_sha256(y)
+    return out
+
+
+def git_state(project_dir: Path) -> dict | None:
+    """The commit the project folder is at, and whether it had uncommitted changes; None
+    outside a git work tree or without git. A release records it so anyone can rebuild."""
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", "-C", str(project_dir), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def _io(name: str, shape, dtype: str, scale: float | None = None, zero_point: int | None = None) -> dict:
+    quant = None if not scale else {"scale": float(scale), "zero_point": int(zero_point or 0)}
+    return {"name": name, "shape": shape, "dtype": dtype, "quantization": quant}
+
+
+def artifact_signature(path: Path, fmt: str, details: dict) -> dict:
+    """What the artifact's runtime sees at its boundary: names, shapes (a string names a
+    dynamic dimension), dtypes and, for int8 I/O, the affine parameters
+    real = scale * (q - zero_point)."""
+    if fmt == "tflite" and "inputs" in details:
+        def conv(d):
+            return _io(d["name"], list(d["shape"]), d["dtype"], d.get("scale"), d.get("zero_point"))
+
+        return {"inputs": [conv(d) for d in details["inputs"]], "outputs": [conv(d) for d in details["outputs"]]}
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load_model(str(path), load_external_data=False)
+        inits = {t.name for t in model.graph.initializer}
+
+        def conv(v):
+            t = v.type.tensor_type
+            shape = [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in t.shape.dim]
+            return _io(v.name, shape, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
+
+        return {"inputs": [conv(v) for v in model.graph.input if v.name not in inits],
+                "outputs": [conv(v) for v in model.graph.output]}
+    if fmt == "executorch":
+        from executorch.runtime import Runtime
+
+        meta = Runtime.get().load_program(str(path)).metadata("forward")
+
+        def conv(kind: str, i: int, t):
+            return _io(f"{kind}_{i}", [int(s) for s in t.sizes()], _ET_DTYPES.get(int(t.dtype()), str(t.dtype())))
+
+        return {"inputs": [conv("input", i, meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+                "outputs": [conv("output", i, meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]}
+    raise ConfigError(f"no signature reader for format {fmt!r}")
+
+
+def tolerance(signature: dict, precision: str, recorded: np.ndarray) -> float:
+    """How far a re-run may differ from the recorded outputs and still count as the same
+    model: two output quantization steps for int8 (another CPU's kernels may round one
+    step differently), float rounding for fp32."""
+    span = float(recorded.max() - recorded.min()) if recorded.size else 0.0
+    if precision == "int8":
+        q = (signature.get("outputs") or [{}])[0].get("quantization")
+        step = q["scale"] if q else span / 255.0
+        return round(max(2.0 * step, 1e-5), 8)
+    return round(max(1e-4 * max(1.0, float(np.abs(recorded).max(initial=0.0))), 1e-5), 8)
+
+
+def write_test_vectors(folder: Path, inputs: np.ndarray, reference: np.ndarray,
+                       outputs: dict[str, np.ndarray], signatures: dict[str, dict], precisions: dict[str, str]) -> dict:
+    """Write testdata/inputs.npy, reference.npy (the source model's outputs) and one
+    <artifact>.npy per artifact; return the manifest's `test_vectors` section. Plain .npy,
+    never pickled objects."""
+    tv = folder / TEST_VECTOR_DIR
+    tv.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, a: np.ndarray) -> dict:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        np.save(tv / name, a, allow_pickle=False)
+        data = (tv / name).read_bytes()
+        return {"file": f"{TEST_VECTOR_DIR}/{name}", "sha256": hashlib.sha256(data).hexdigest(),
+                "shape": [int(d) for d in a.shape]}
+
+    section = {"samples": int(len(inputs)), "inputs": save("inputs.npy", inputs),
+               "reference": save("reference.npy", reference), "outputs": {}}
+    for file, out in sorted(outputs.items()):
+        entry = save(f"{file}.npy", out)
+        entry["atol"] = tolerance(signatures[file], precisions[file], np.asarray(out, dtype=np.float32))
+        section["outputs"][file] = entry
+    return section
+
+
+def source_stage(manifest: dict) -> dict:
+    """The first row of the per-stage table: the model as the project hands it over.
+    Compression passes append their own rows after it."""
+    src = manifest["source"]
+    return {"name": "source", "kind": "source", "sha256": src["sha256"], "parameters": src["parameters"],
+            "size_bytes": src["fp32_weight_bytes"], "accuracy": manifest["evaluation"]["reference_accuracy"],
+            "config": {}}
+
+
+def complete_dist(staging: Path, manifest: dict, *, project_dir: Path, description: str,
+                  calibration_x: np.ndarray, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
+                  reference: np.ndarray, outputs: dict[str, np.ndarray], artifact_paths: dict[str, Path]) -> dict:
+    """Fill in the release fields of a target's manifest, write testdata/, manifest.json
+    and report.html into `staging`, and return the finished manifest.
+
+    `outputs` maps each artifact's file name to its outputs on the evaluation inputs (at
+    least the first TEST_VECTOR_SAMPLES rows, in order); `artifact_paths` maps the same
+    names to the files in `staging` (or wherever they are)."""
+    from edgepack.release.dist import write_json
+    from edgepack.release.report import write_report
+
+    m = json.loads(json.dumps(manifest))  # a copy; the caller's dict is left as it was
+    m["project"]["description"] = description
+    m["git"] = git_state(project_dir)
+    m["calibration"].update(data_fields(calibration_x))
+    m["evaluation"].update(data_fields(evaluation_x, evaluation_y))
+    m.setdefault("recipe", {"name": "none", "stages": [], "quantize": {}})
+    m.setdefault("stages", [source_stage(m)])
+    signatures, precisions = {}, {}
+    for a in m["artifacts"]:
+        a["signature"] = artifact_signature(artifact_paths[a["file"]], a["format"], a.get("export", {}))
+        signatures[a["file"]], precisions[a["file"]] = a["signature"], a["precision"]
+    n = min(TEST_VECTOR_SAMPLES, len(evaluation_x))
+    m["test_vectors"] = write_test_vectors(
+        staging, evaluation_x[:n], reference[:n],
+        {f: np.asarray(o)[:n] for f, o in outputs.items()}, signatures, precisions)
+    write_json(staging / "manifest.json", m)
+    write_report(m, staging)
+    return m
+
+
+def load_manifest(path: Path, *, what: str | None = None) -> dict:
+    """Read a manifest.json and check the few things every reader relies on."""
+    what = what or str(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}: no manifest.json")
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{what}: not valid JSON: {e}") from None
+    return check_manifest(doc, what=what)
+
+
+def check_manifest(doc, *, what: str) -> dict:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{what}: expected a JSON object")
+    if doc.get("schema") != MANIFEST_SCHEMA:
+        raise ConfigError(f"{what}: schema is {doc.get('schema')!r}; this edgepack reads {MANIFEST_SCHEMA!r}")
+    for key in ("project", "target", "artifacts", "toolchain", "source"):
+        if key not in doc:
+            raise ConfigError(f"{what}: missing the {key!r} field")
+    if not isinstance(doc["artifacts"], list) or not all(isinstance(a, dict) and "file" in a and "sha256" in a for a in doc["artifacts"]):
+        raise ConfigError(f"{what}: 'artifacts' must be a list of objects with 'file' and 'sha256'")
+    for a in doc["artifacts"]:
+        if "/" in a["file"] or a["file"] in ("", ".", ".."):
+            raise ConfigError(f"{what}: artifact file name {a['file']!r} is not a plain file name")
+    return doc

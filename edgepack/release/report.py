@@ -1,0 +1,349 @@
+"""report.html: one self-contained page per build (inline CSS, plots as base64 PNG, no
+script, no network), readable from a release archive on any machine.
+
+Everything on it comes from the manifest, so a report can be regenerated from any
+manifest, and it copes with any number of artifacts, stages and devices, including none.
+matplotlib is imported here only, through its object API (no pyplot, no global backend),
+and rendered with matplotlib's default style so a user's matplotlibrc cannot change it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+REPORT_FILE = "report.html"
+PALETTE = ("#3366cc", "#dc7633", "#2ca25f", "#8e44ad", "#c0392b", "#17a2b8", "#7f8c8d", "#b7950b")
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+main{max-width:1120px;margin:0 auto;padding:24px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d8dce3;padding-bottom:4px}
+.sub{color:#5a6473;margin:0 0 16px}
+.badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;color:#fff}
+.pass{background:#2e7d32}.fail{background:#c62828}
+table{border-collapse:collapse;width:100%;background:#fff;margin:8px 0;font-size:13px}
+th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:12px}
+figure{margin:0;background:#fff;border:1px solid #dde1e7;padding:8px}figure img{width:100%;height:auto;display:block}
+figcaption{color:#5a6473;font-size:12px;margin-top:4px}
+code{font:12px ui-monospace,"DejaVu Sans Mono",monospace;background:#eef1f5;padding:1px 4px;border-radius:3px;word-break:break-all}
+.note{color:#5a6473}ul.fail{color:#c62828}
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _human_bytes(n) -> str:
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _label(a: dict) -> str:
+    return f"{a.get('format', '?')} {a.get('precision', '')}".strip()
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    # No "Software" text chunk: the bytes then depend on the drawing, not on the version string.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width=5.6, height=3.4):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _bar(labels: list[str], values: list[float], *, title: str, ylabel: str, ref: tuple[float, str] | None = None,
+         errors: list[float] | None = None, fmt: str = "{:.3g}", zoom: bool = False) -> str:
+    fig, ax = _figure()
+    x = range(len(values))
+    bars = ax.bar(x, values, color=[PALETTE[i % len(PALETTE)] for i in x], yerr=errors, capsize=4 if errors else 0)
+    ax.set_xticks(list(x), labels, rotation=15 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
+    for rect, v in zip(bars, values):
+        ax.annotate(fmt.format(v), (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center", va="bottom",
+                    fontsize=8, xytext=(0, 2), textcoords="offset points")
+    if ref is not None:
+        ax.axhline(ref[0], color="#555", linestyle="--", linewidth=1, label=ref[1])
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=11)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.15)
+    if zoom and values:  # accuracies differ by tenths of a point: a 0-based axis hides that
+        low = min(values + ([ref[0]] if ref else []))
+        high = max(values + ([ref[0]] if ref else []))
+        pad = max(0.5, (high - low) * 0.5)
+        ax.set_ylim(max(0.0, low - pad), high + pad)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both axes (smaller x, higher y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _pareto(items: list[tuple[str, float, float]], *, xlabel: str, title: str, xscale_bytes: bool) -> str:
+    fig, ax = _figure()
+    pts = [(x, y) for _, x, y in items]
+    for i, (name, x, y) in enumerate(items):
+        ax.scatter([x / 1e3 if xscale_bytes else x], [y], color=PALETTE[i % len(PALETTE)], s=50, zorder=3)
+        ax.annotate(name, (x / 1e3 if xscale_bytes else x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    front = _pareto_front(pts)
+    if len(front) > 1:
+        ax.plot([pts[i][0] / 1e3 if xscale_bytes else pts[i][0] for i in front], [pts[i][1] for i in front],
+                color="#888", linestyle=":", zorder=2, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.margins(0.2)
+    return _png(fig)
+
+
+def _ops(artifacts: list[dict]) -> str | None:
+    """Operator counts per artifact: what each runtime will actually execute."""
+    rows = [(a, (a.get("export") or {}).get("ops") or {}) for a in artifacts]
+    rows = [(a, ops) for a, ops in rows if ops]
+    if not rows:
+        return None
+    names = sorted({op for _, ops in rows for op in ops})
+    fig, ax = _figure(height=max(2.6, 0.28 * len(names) * len(rows) / 2 + 1.2))
+    height = 0.8 / len(rows)
+    for k, (a, ops) in enumerate(rows):
+        ys = [i + k * height for i in range(len(names))]
+        ax.barh(ys, [ops.get(n, 0) for n in names], height=height, color=PALETTE[k % len(PALETTE)], label=a["file"])
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("operator count")
+    ax.set_title("operators per artifact", fontsize=11)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def _stage_plot(stages: list[dict]) -> str | None:
+    if not stages:
+        return None
+    fig, ax = _figure()
+    names = [s.get("name", "?") for s in stages]
+    x = list(range(len(stages)))
+    sizes = [(s.get("size_bytes") or 0) / 1e3 for s in stages]
+    ax.bar(x, sizes, color=PALETTE[0], alpha=0.8, label="size (KB)")
+    ax.set_xticks(x, names, rotation=15 if len(names) > 3 else 0)
+    ax.set_ylabel("size (KB)")
+    acc = [s.get("accuracy") for s in stages]
+    if any(v is not None for v in acc):
+        ax2 = ax.twinx()
+        ax2.plot([i for i, v in enumerate(acc) if v is not None], [v * 100 for v in acc if v is not None],
+                 color=PALETTE[1], marker="o", label="accuracy (%)")
+        ax2.set_ylabel("accuracy (%)")
+        ax2.margins(y=0.3)
+    ax.set_title("size and accuracy per stage", fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _latency_rows(artifacts: list[dict]) -> list[tuple[str, str, dict, float, float]]:
+    """(artifact label, device, method, p50, p90) for the host measurement and every
+    device measurement or estimate the manifest holds."""
+    rows = []
+    for a in artifacts:
+        lat = a.get("latency_ms") or {}
+        if "p50" in lat:
+            rows.append((a["file"], f"host ({lat.get('machine', '?')})", "measured", lat["p50"], lat.get("p90", lat["p50"])))
+        for m in a.get("measurements") or []:
+            if m.get("p50_ms") is not None:
+                rows.append((a["file"], m.get("device", "?"), m.get("method", "?"), m["p50_ms"], m.get("p90_ms") or m["p50_ms"]))
+    return rows
+
+
+def _latency_plot(rows) -> str | None:
+    if not rows:
+        return None
+    devices = sorted({(d, meth) for _, d, meth, _, _ in rows})
+    files = list(dict.fromkeys(r[0] for r in rows))
+    fig, ax = _figure()
+    width = 0.8 / len(devices)
+    for k, (dev, meth) in enumerate(devices):
+        vals = {f: (p50, p90) for f, d, m, p50, p90 in rows if (d, m) == (dev, meth)}
+        xs = [i + k * width for i, f in enumerate(files) if f in vals]
+        ys = [vals[f][0] for f in files if f in vals]
+        err = [max(0.0, vals[f][1] - vals[f][0]) for f in files if f in vals]
+        ax.bar(xs, ys, width=width, yerr=[[0] * len(err), err], capsize=3, color=PALETTE[k % len(PALETTE)],
+               label=f"{dev} ({meth})", hatch="//" if meth == "estimated" else None)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(files))], files, rotation=15 if len(files) > 3 else 0)
+    ax.set_ylabel("latency per inference (ms), p50; bar to p90")
+    ax.set_title("latency per artifact and device (batch 1)", fontsize=11)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _plots(m: dict) -> list[tuple[str, str]]:
+    arts = m.get("artifacts") or []
+    out: list[tuple[str, str]] = []
+    if arts:
+        labels = [a["file"] for a in arts]
+        fp32 = (m.get("source") or {}).get("fp32_weight_bytes")
+        out.append((_bar(labels, [a["size_bytes"] / 1e3 for a in arts], title="artifact size", ylabel="KB",
+                         ref=(fp32 / 1e3, "fp32 weights of the source") if fp32 else None, fmt="{:.1f}"),
+                    "File size of each artifact; the dashed line is the source model's fp32 weights."))
+        ref_acc = (m.get("evaluation") or {}).get("reference_accuracy")
+        accs = [a.get("accuracy") for a in arts]
+        if all(v is not None for v in accs):
+            out.append((_bar(labels, [v * 100 for v in accs], title="accuracy on the evaluation split", ylabel="%",
+                             ref=(ref_acc * 100, "fp32 reference") if ref_acc is not None else None, fmt="{:.2f}", zoom=True),
+                        "Top-1 accuracy of each artifact run in its own runtime; dashed: the source model."))
+        lat = _latency_plot(_latency_rows(arts))
+        if lat:
+            out.append((lat, "Host latency is measured on the build machine, not the device; device rows say "
+                             "whether they were measured or estimated."))
+        items = [(a["file"], a["size_bytes"], a["accuracy"] * 100) for a in arts if a.get("accuracy") is not None]
+        for s in m.get("stages") or []:
+            if s.get("accuracy") is not None and s.get("size_bytes"):
+                items.append((f"stage {s.get('name')}", s["size_bytes"], s["accuracy"] * 100))
+        if items:
+            out.append((_pareto(items, xlabel="size (KB)", title="accuracy vs size", xscale_bytes=True),
+                        "Points on the dotted line are not beaten on both size and accuracy by any other."))
+        lat_items = [(a["file"], a["latency_ms"]["p50"], a["accuracy"] * 100) for a in arts
+                     if a.get("accuracy") is not None and "p50" in (a.get("latency_ms") or {})]
+        if lat_items:
+            out.append((_pareto(lat_items, xlabel="host latency p50 (ms)", title="accuracy vs latency", xscale_bytes=False),
+                        "Latency here is the host measurement."))
+    stage = _stage_plot(m.get("stages") or [])
+    if stage:
+        out.append((stage, "The per-stage table: the source model and each compression pass after it."))
+    ops = _ops(arts)
+    if ops:
+        out.append((ops, "Operators in each exported graph, for the formats that list them (a .pte's XNNPACK subgraph is opaque)."))
+    return out
+
+
+def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td class=\"num\">{_e(c)}</td>" if i in numeric else f"<td>{_e(c)}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _signature_text(sig: dict | None, kind: str) -> str:
+    parts = []
+    for t in (sig or {}).get(kind) or []:
+        q = t.get("quantization")
+        qs = f" q(scale={q['scale']:.6g}, zp={q['zero_point']})" if q else ""
+        parts.append(f"{t.get('name')}: {t.get('dtype')} {t.get('shape')}{qs}")
+    return "; ".join(parts) or "-"
+
+
+def render(m: dict) -> str:
+    """The report page for one manifest."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        plots = _plots(m)
+    proj = m.get("project") or {}
+    gates = m.get("gates") or {}
+    passed = gates.get("passed", True)
+    arts = m.get("artifacts") or []
+    ev = m.get("evaluation") or {}
+    parts = [
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">",
+        "<link rel=\"icon\" href=\"data:,\">",  # no favicon request: the page never touches the network
+        f"<title>{_e(proj.get('name', '?'))} {_e(proj.get('version', ''))} for {_e(m.get('target', '?'))}</title>",
+        f"<style>{CSS}</style></head><body><main>",
+        f"<h1>{_e(proj.get('name', '?'))} {_e(proj.get('version', ''))} for {_e(m.get('target', '?'))} "
+        f"<span class=\"badge {'pass' if passed else 'fail'}\">{'within budget' if passed else 'FAILED budget'}</span></h1>",
+        f"<p class=\"sub\">{_e(proj.get('description', ''))} &middot; device profile {_e(m.get('device_profile', '?'))} "
+        f"&middot; {len(arts)} artifact(s) &middot; evaluated on {_e(ev.get('samples', '?'))} samples</p>",
+    ]
+    if gates.get("failures"):
+        parts.append("<ul class=\"fail\">" + "".join(f"<li>{_e(f)}</li>" for f in gates["failures"]) + "</ul>")
+    parts.append("<h2>Artifacts</h2>")
+    if arts:
+        rows = []
+        for a in arts:
+            lat = a.get("latency_ms") or {}
+            rows.append([a["file"], _label(a), _human_bytes(a["size_bytes"]),
+                         f"{a['size_vs_fp32_weights']:.3f}x" if "size_vs_fp32_weights" in a else "-",
+                         f"{a['accuracy'] * 100:.2f}%" if a.get("accuracy") is not None else "-",
+                         f"{-a['accuracy_drop_pt'] + 0.0:+.2f} pt" if a.get("accuracy_drop_pt") is not None else "-",
+                         f"{a['agreement'] * 100:.1f}%" if a.get("agreement") is not None else "-",
+                         "exact" if a.get("snr_db") is None else f"{a['snr_db']:.1f}",
+                         f"{lat['p50']:.4f}" if "p50" in lat else "-", a["sha256"][:16]])
+        parts.append(_table(["file", "format", "size", "vs fp32", "accuracy", "vs reference", "agreement", "SNR dB",
+                             "host p50 ms", "sha256 (prefix)"], rows, numeric={2, 3, 4, 5, 6, 7, 8}))
+        parts.append("<h2>Inputs and outputs</h2>")
+        parts.append(_table(["file", "inputs", "outputs"],
+                            [[a["file"], _signature_text(a.get("signature"), "inputs"), _signature_text(a.get("signature"), "outputs")]
+                             for a in arts]))
+    else:
+        parts.append("<p class=\"note\">This build has no artifacts.</p>")
+    parts.append("<h2>Plots</h2>")
+    if plots:
+        parts.append("<div class=\"plots\">" + "".join(
+            f"<figure><img alt=\"{_e(cap)}\" src=\"data:image/png;base64,{png}\"><figcaption>{_e(cap)}</figcaption></figure>"
+            for png, cap in plots) + "</div>")
+    else:
+        parts.append("<p class=\"note\">Nothing to plot.</p>")
+    stages = m.get("stages") or []
+    parts.append("<h2>Stages</h2>")
+    if stages:
+        parts.append(_table(["stage", "kind", "parameters", "MACs", "size (fp32)", "zipped", "accuracy", "F1 macro", "cache"],
+                            [[s.get("name"), s.get("kind"), s.get("parameters", "-"), s.get("macs", "-"),
+                              _human_bytes(s["size_bytes"]) if s.get("size_bytes") else "-",
+                              _human_bytes(s["zipped_bytes"]) if s.get("zipped_bytes") else "-",
+                              f"{s['accuracy'] * 100:.2f}%" if s.get("accuracy") is not None else "-",
+                              f"{s['f1_macro'] * 100:.2f}%" if s.get("f1_macro") is not None else "-",
+                              s.get("cache", "-")] for s in stages], numeric={2, 3, 4, 5, 6, 7}))
+    else:
+        parts.append("<p class=\"note\">No stage table in this manifest.</p>")
+    recipe = m.get("recipe") or {}
+    passes = ", ".join(f"{r.get('pass')}" for r in recipe.get("stages") or [])
+    parts.append(f"<p class=\"note\">Compression recipe {_e(recipe.get('name', 'none'))}: "
+                 f"{_e(passes or 'no model stages (the source model is exported as trained)')}; then quantization "
+                 f"({_e(', '.join(f'{k}={v}' for k, v in (recipe.get('quantize') or {}).items()))}).</p>")
+    src = m.get("source") or {}
+    cal = m.get("calibration") or {}
+    git = m.get("git")
+    prov = [["source weights", f"{src.get('file', '?')} sha256 {src.get('sha256', '?')}"],
+            ["calibration data", f"{cal.get('samples', '?')} samples, sha256 {cal.get('sha256', '-')}"],
+            ["evaluation data", f"{ev.get('samples', '?')} samples, sha256 {ev.get('sha256', '-')}"],
+            ["project commit", "not a git checkout" if not git else f"{git['commit']}{' (uncommitted changes)' if git.get('dirty') else ''}"]]
+    parts.append("<h2>Provenance</h2>" + _table(["what", "value"], prov))
+    tc = m.get("toolchain") or {}
+    parts.append("<h2>Toolchain</h2>" + _table(["package", "version"], [[k, v] for k, v in sorted(tc.items())]))
+    budgets = m.get("budgets") or {}
+    if budgets:
+        parts.append("<h2>Budgets</h2>" + _table(["budget", "value"], [[k, "-" if v is None else v] for k, v in sorted(budgets.items())]))
+        if gates.get("latency"):
+            parts.append(f"<p class=\"note\">Latency gate: {_e(gates['latency'])}</p>")
+    parts.append(f"<p class=\"note\">Generated by edgepack {_e(tc.get('edgepack', '?'))} from manifest schema {_e(m.get('schema', '?'))}.</p>")
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(manifest: dict, folder: Path) -> Path:
+    """Write folder/report.html for this manifest and return its path."""
+    path = folder / REPORT_FILE
+    path.write_text(render(manifest), encoding="utf-8")
+    return path
