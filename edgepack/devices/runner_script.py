@@ -26,6 +26,16 @@ import traceback
 
 SCHEMA = "edgepack.run/1"
 
+# Marker syscalls bracket the timed loop so an instruction-counting emulator (qemu with
+# edgepack's TCG plugin) can measure exactly that window. The number is not a syscall on
+# any Linux architecture, so a kernel returns ENOSYS at once; they are issued only when
+# EDGEPACK_MARKERS=1, because a seccomp filter (Android's, for one) may kill a process
+# for an unknown syscall. Must equal the values in native/et_runner.cpp and insn_count.c.
+MARKER_SYSCALL = 0xED9E
+MARKER_MAGIC = 0x65646765
+MARKER_START = 1
+MARKER_STOP = 2
+
 
 def _rss_mb():
     """Peak resident memory of this process so far, in MiB. VmHWM belongs to the address
@@ -39,6 +49,22 @@ def _rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _marker_function():
+    """A function issuing one marker, or a no-op when markers were not asked for."""
+    if os.environ.get("EDGEPACK_MARKERS") != "1":
+        return lambda phase: None
+    import ctypes
+
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
+
+    def marker(phase):
+        syscall(MARKER_SYSCALL, MARKER_MAGIC, phase)
+
+    return marker
 
 
 def load_tflite(path, threads):
@@ -172,13 +198,16 @@ def execute(args):
     outputs = [run(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))]
     np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
 
+    marker = _marker_function()
     for _ in range(args.warmup):
         run(sample)
     latencies = []
+    marker(MARKER_START)
     for _ in range(args.iterations):
         t0 = time.perf_counter()
         run(sample)
         latencies.append((time.perf_counter() - t0) * 1e3)
+    marker(MARKER_STOP)
 
     return {
         "runtime": runtime,
