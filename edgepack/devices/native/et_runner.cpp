@@ -14,6 +14,7 @@
 // runner_script.py), so an instruction-counting emulator can measure exactly that window.
 
 #include <executorch/extension/module/module.h>
+#include <executorch/runtime/core/error.h>
 #include <executorch/runtime/core/portable_type/tensor_impl.h>
 #include <executorch/runtime/platform/runtime.h>
 
@@ -213,7 +214,7 @@ Args parse(int argc, char** argv) {
 }
 
 std::string error_name(executorch::runtime::Error e) {
-  return "executorch error " + std::to_string(static_cast<int>(e));
+  return std::string(executorch::runtime::to_string(e)) + ", executorch error " + std::to_string(static_cast<int>(e));
 }
 
 // Runs the artifact and returns the JSON fields after the common header.
