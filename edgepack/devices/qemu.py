@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,6 +66,10 @@ class QemuRunner:
                 "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
             ]
             qemu = ["qemu-aarch64", "-cpu", self.cpu, "-L", str(root)]
+            if self.count_instructions and shutil.which("setarch"):
+                # Without address randomization the guest's memory layout, and with it
+                # pointer hashing and memcpy alignment paths, repeats from run to run.
+                qemu = ["setarch", "-R", *qemu]
             counts_file = tmp / "instructions.json"
             if self.count_instructions:
                 qemu += ["-plugin", f"{env.plugin},outfile={counts_file}"]
