@@ -94,7 +94,7 @@ class QemuRunner:
                     format=fmt, stage="run",
                 )
             outputs = np.load(tmp / "outputs.npy", allow_pickle=False)
-            counts = self._read_counts(counts_file, fmt, artifact, iterations) if self.count_instructions else None
+            counts = self._read_counts(counts_file, fmt, artifact, iterations, threads) if self.count_instructions else None
         base = result_from_json(self.name, doc, outputs)
         return _with(base, emulated_cpu=self.cpu, instructions=counts)
 
@@ -130,7 +130,7 @@ class QemuRunner:
             ) from None
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
-    def _read_counts(self, path: Path, fmt: str, artifact: Path, iterations: int) -> dict:
+    def _read_counts(self, path: Path, fmt: str, artifact: Path, iterations: int, threads: int) -> dict:
         if not path.is_file():
             raise ToolchainError(f"{fmt}: the instruction-count plugin wrote nothing for {artifact.name}", format=fmt, stage="run")
         doc = json.loads(path.read_text())
@@ -146,6 +146,8 @@ class QemuRunner:
             "cpu": self.cpu,
             "method": COUNT_METHOD,
             "iterations": iterations,
+            # The plugin's counters are shared by all guest threads without atomics.
+            "exact": threads == 1,
             "window": window,
             "per_inference": total / iterations,
             "simd_fp_share": window["simd_fp"] / total if total else 0.0,
