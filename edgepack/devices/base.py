@@ -29,10 +29,23 @@ class RunResult:
     peak_rss_mb: float
     iterations: int
     outputs: np.ndarray = field(repr=False, compare=False)
+    # Set by emulating runners: the qemu CPU model the figures come from. Their timings
+    # are then the emulator's wall time, which is not a device's latency.
+    emulated_cpu: str | None = None
+    # Guest instructions over the timed loop, when the runner counted them (see
+    # devices/qemu.py): deterministic where wall time under emulation is not.
+    instructions: dict | None = None
+
+    @property
+    def timing(self) -> str:
+        if self.emulated_cpu:
+            return f"emulated wall time under qemu ({self.emulated_cpu}); not device latency"
+        return f"wall time on the {self.runner} runner"
 
     def latency_dict(self) -> dict:
         return {
             "runner": self.runner,
+            "timing": self.timing,
             "machine": self.machine,
             "runtime": f"{self.runtime} {self.runtime_version}",
             "threads": self.threads,

@@ -11,7 +11,8 @@ never anything from edgepack.
 
 Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed) and the
 outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
-`iterations` timed runs. Exit status 0 on success; otherwise the error is in the JSON.
+`iterations` timed runs, before the pass over all rows. Exit status 0 on success;
+otherwise the error is in the JSON.
 """
 
 import argparse
@@ -26,6 +27,16 @@ import traceback
 
 SCHEMA = "edgepack.run/1"
 
+# Marker syscalls bracket the timed loop so an instruction-counting emulator (qemu with
+# edgepack's TCG plugin) can measure exactly that window. The number is not a syscall on
+# any Linux architecture, so a kernel returns ENOSYS at once; they are issued only when
+# EDGEPACK_MARKERS=1, because a seccomp filter (Android's, for one) may kill a process
+# for an unknown syscall. Must equal the values in native/et_runner.cpp and insn_count.c.
+MARKER_SYSCALL = 0xED9E
+MARKER_MAGIC = 0x65646765
+MARKER_START = 1
+MARKER_STOP = 2
+
 
 def _rss_mb():
     """Peak resident memory of this process so far, in MiB. VmHWM belongs to the address
@@ -39,6 +50,22 @@ def _rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _marker_function():
+    """A function issuing one marker, or a no-op when markers were not asked for."""
+    if os.environ.get("EDGEPACK_MARKERS") != "1":
+        return lambda phase: None
+    import ctypes
+
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long]
+
+    def marker(phase):
+        syscall(MARKER_SYSCALL, MARKER_MAGIC, phase)
+
+    return marker
 
 
 def load_tflite(path, threads):
@@ -169,16 +196,21 @@ def execute(args):
     run(sample)
     first_ms = (time.perf_counter() - t0) * 1e3
 
-    outputs = [run(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))]
-    np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
-
+    marker = _marker_function()
     for _ in range(args.warmup):
         run(sample)
     latencies = []
+    marker(MARKER_START)
     for _ in range(args.iterations):
         t0 = time.perf_counter()
         run(sample)
         latencies.append((time.perf_counter() - t0) * 1e3)
+    marker(MARKER_STOP)
+
+    # The full pass over the inputs comes after the timed loop, so what precedes the timed
+    # (and counted) window is the same whatever the number of inputs.
+    outputs = [run(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))]
+    np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
 
     return {
         "runtime": runtime,

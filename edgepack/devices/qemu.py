@@ -1,0 +1,175 @@
+"""Runs artifacts on an emulated aarch64 CPU: the host runner's protocol under
+`qemu-aarch64 -cpu <profile.qemu_cpu>`, in the environment sysroot.py prepares.
+
+LiteRT and ONNX artifacts run in the same runner_script.py as everywhere else, on the
+sysroot's aarch64 Python; ExecuTorch artifacts run in the native et_runner, which speaks
+the same protocol. Either way the result is a RunResult like the host runner's.
+
+What emulation measures: whether the artifact loads and computes the same outputs on
+aarch64 with the kernels that CPU model selects, and, with `count_instructions`, the
+number and mix of guest instructions in the timed loop. Its wall time is the emulator's
+(hundreds of times the host's, and blind to the microarchitecture): RunResult labels it
+as emulated wall time, never as latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgepack.config.schema import DeviceProfile
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult
+from edgepack.devices.host import result_from_json
+from edgepack.errors import ToolchainError
+
+TIMEOUT_S = 900
+COUNT_METHOD = "guest instructions between marker syscalls around the timed loop (qemu TCG plugin)"
+
+
+class QemuRunner:
+    name = "qemu"
+
+    def __init__(self, profile: DeviceProfile, *, count_instructions: bool = False, timeout_s: float = TIMEOUT_S):
+        self.profile = profile
+        self.cpu = profile.qemu_cpu
+        self.count_instructions = count_instructions
+        self.timeout_s = timeout_s
+
+    def available(self) -> bool:
+        from edgepack.devices.sysroot import find_env
+
+        env = find_env()
+        return env is not None and self.cpu in env.cpu_models()
+
+    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int) -> RunResult:
+        from edgepack.devices.sysroot import require_env
+
+        env = require_env()
+        root = env.cpu_root(self.cpu)
+        artifact = Path(artifact).resolve()
+        if not artifact.is_file():
+            raise ToolchainError(f"{fmt}: no artifact at {artifact}", format=fmt, stage="run")
+        with tempfile.TemporaryDirectory(prefix="edgepack-qemu-") as tmp:
+            tmp = Path(tmp)
+            np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+            protocol = [
+                "--artifact", str(artifact), "--format", fmt,
+                "--inputs", str(tmp / "inputs.npy"), "--outputs", str(tmp / "outputs.npy"),
+                "--result", str(tmp / "result.json"),
+                "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
+            ]
+            qemu = ["qemu-aarch64", "-cpu", self.cpu, "-L", str(root)]
+            if self.count_instructions and shutil.which("setarch"):
+                # Without address randomization the guest's memory layout, and with it
+                # pointer hashing and memcpy alignment paths, repeats from run to run.
+                qemu = ["setarch", "-R", *qemu]
+            counts_file = tmp / "instructions.json"
+            if self.count_instructions:
+                qemu += ["-plugin", f"{env.plugin},outfile={counts_file}"]
+            if fmt == "executorch":
+                cmd = [*qemu, str(env.et_runner), *protocol]
+            elif fmt in ("tflite", "onnx"):
+                cmd = [*qemu, str(root / "usr" / "bin" / "python3.11"), str(RUNNER_SCRIPT), *protocol]
+            else:
+                raise ToolchainError(f"the qemu runner runs tflite, onnx and executorch artifacts, not {fmt!r}", format=fmt, stage="run")
+            proc = self._execute(cmd, tmp, env.site, fmt, artifact)
+            result_file = tmp / "result.json"
+            if not result_file.is_file():
+                raise ToolchainError(
+                    f"{fmt}: the {fmt} runtime crashed running {artifact.name} under qemu {self.cpu} "
+                    f"(exit {proc.returncode}): {_last_line(proc.stderr)}",
+                    format=fmt, stage="run",
+                )
+            doc = json.loads(result_file.read_text())
+            if not doc.get("ok"):
+                raise ToolchainError(
+                    f"{fmt}: the aarch64 {fmt} runtime rejected {artifact.name} under qemu {self.cpu}: {doc.get('error')}",
+                    format=fmt, stage="run",
+                )
+            outputs = np.load(tmp / "outputs.npy", allow_pickle=False)
+            counts = self._read_counts(counts_file, fmt, artifact, iterations, threads) if self.count_instructions else None
+        base = result_from_json(self.name, doc, outputs)
+        return _with(base, emulated_cpu=self.cpu, instructions=counts)
+
+    def _execute(self, cmd: list[str], tmp: Path, site: Path, fmt: str, artifact: Path) -> subprocess.CompletedProcess:
+        # qemu-user hands its own environment to the guest: start from an empty one so the
+        # host's PYTHONPATH, PYTHONHOME or virtualenv can never leak into the aarch64 Python.
+        guest_env = {
+            "PATH": "/usr/bin:/bin",
+            "LC_ALL": "C.UTF-8",
+            "HOME": str(tmp),
+            "PYTHONPATH": str(site),
+            "PYTHONNOUSERSITE": "1",
+            # Deterministic hashing keeps dict and set layouts, and so instruction counts,
+            # identical from run to run; no bytecode writes keep the shared cache read-only.
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        if self.count_instructions:
+            guest_env["EDGEPACK_MARKERS"] = "1"
+        # Own session so a timeout kills qemu and anything it started; cwd in the temporary
+        # folder so a crashing guest's core file goes away with it.
+        proc = subprocess.Popen(cmd, cwd=tmp, env=guest_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise ToolchainError(
+                f"{fmt}: {artifact.name} did not finish under qemu {self.cpu} within {self.timeout_s:g} s",
+                format=fmt, stage="run",
+            ) from None
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+    def _read_counts(self, path: Path, fmt: str, artifact: Path, iterations: int, threads: int) -> dict:
+        if not path.is_file():
+            raise ToolchainError(f"{fmt}: the instruction-count plugin wrote nothing for {artifact.name}", format=fmt, stage="run")
+        doc = json.loads(path.read_text())
+        if doc.get("windows") != 1 or not doc.get("balanced"):
+            raise ToolchainError(
+                f"{fmt}: expected one counted window around the timed loop of {artifact.name}, "
+                f"the plugin saw {doc.get('windows')} (balanced: {doc.get('balanced')})",
+                format=fmt, stage="run",
+            )
+        window = doc["window"]
+        total = window["instructions"]
+        return {
+            "cpu": self.cpu,
+            "method": COUNT_METHOD,
+            "iterations": iterations,
+            # The plugin's counters are shared by all guest threads without atomics.
+            "exact": threads == 1,
+            "window": window,
+            "per_inference": total / iterations,
+            "simd_fp_share": window["simd_fp"] / total if total else 0.0,
+            "dotprod_per_inference": window["dotprod"] / iterations,
+            "mmla_per_inference": window["mmla"] / iterations,
+        }
+
+
+def _with(result: RunResult, **changes) -> RunResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)
+
+
+def _last_line(stderr: str) -> str:
+    """The line that says why: qemu's own report of a fatal signal, else the last line
+    that is not a runtime's informational chatter."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("qemu:"):
+            return line
+    for line in reversed(lines):
+        if not line.startswith(("INFO:", "I ", "W ")):
+            return line
+    return "no output"
