@@ -34,6 +34,7 @@ class ArtifactResult:
     latency_ms: dict
     export_seconds: float
     details: dict = field(default_factory=dict)
+    measurements: tuple[dict, ...] = ()   # per device: emulated runs, estimates, real-device runs
 
     def manifest_entry(self) -> dict:
         p = self.parity
@@ -53,6 +54,7 @@ class ArtifactResult:
             "evaluated_samples": p["samples"],
             "latency_ms": self.latency_ms,
             "export": {k: v for k, v in self.details.items()},
+            "measurements": list(self.measurements),
         }
 
 
@@ -121,6 +123,26 @@ def _reference_outputs(module, x: np.ndarray, batch: int) -> np.ndarray:
     from edgepack.compress.evaluate import predict
 
     return predict(module, x, declared_batch=batch)
+
+
+def _emulate(device, artifact: Path, fmt: str, evaluation, reference: np.ndarray, settings) -> dict:
+    """Run one artifact on the device's emulated CPU: parity on aarch64 (against the fp32
+    reference and, exactly, against the host's run) and the deterministic instruction count.
+    Emulated wall time is recorded as such; it is never presented as latency."""
+    from edgepack.devices.qemu import QemuRunner
+    from edgepack.verify.metrics import compare
+
+    run = QemuRunner(device, count_instructions=True).run(artifact, fmt, evaluation.x, warmup=2,
+                                                          iterations=min(settings.iterations, 10), threads=1)
+    parity = compare(reference, run.outputs, evaluation.y).as_dict()
+    return {
+        "method": "emulated", "runner": "qemu", "cpu": run.emulated_cpu, "machine": run.machine,
+        "runtime": f"{run.runtime} {run.runtime_version}", "threads": run.threads,
+        "p50_ms": None, "p90_ms": None,   # emulation is not latency
+        "emulated_wall_p50_ms": round(run.p50_ms, 3), "timing": run.timing,
+        "parity": {k: parity[k] for k in ("accuracy", "agreement", "max_abs_error", "snr_db", "samples")},
+        "instructions": run.instructions,
+    }
 
 
 def _compress(plan: BuildPlan, source, evaluation, say):
@@ -211,6 +233,13 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     else:
         stage_rows = list(compressed.rows)
     runner = HostRunner()
+    emulated: dict[tuple[str, str, str], dict] = {}   # (format, precision, qemu cpu) -> measurement
+    if plan.runner == "qemu":
+        from edgepack.devices import sysroot
+
+        if sysroot.find_env() is None:
+            say("preparing the emulated aarch64 environment (once; cached)")
+            sysroot.setup(progress=False)
     settings = project.build
     toolchain = toolchain_versions()
     exported: dict[tuple[str, str], object] = {}  # one export per (format, precision), shared by targets
@@ -244,11 +273,19 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     recorded[key] = run.outputs[:TEST_VECTOR_SAMPLES]
                 artifact = exported[key]
                 parity, latency = measured[key]
+                measurements = []
+                if plan.runner == "qemu":
+                    ekey = (*key, tp.device.qemu_cpu)
+                    if ekey not in emulated:
+                        say(f"running {spec.format} {spec.precision} under qemu ({tp.device.qemu_cpu})")
+                        emulated[ekey] = _emulate(tp.device, artifact.path, spec.format, evaluation, reference, settings)
+                    measurements.append({"device": tp.device.name, **emulated[ekey]})
                 arts.append(ArtifactResult(
                     format=spec.format, precision=spec.precision, file=file_name,
                     sha256=artifact.sha256, size_bytes=artifact.size_bytes,
                     fp32_reference_bytes=source.fp32_bytes, parity=parity, latency_ms=latency,
                     export_seconds=round(artifact.export_seconds, 2), details=artifact.details,
+                    measurements=tuple(measurements),
                 ))
             failures = [f for a in arts for f in _gate(tp, a)]
             manifest = {

@@ -41,7 +41,7 @@ def _root(
 
 app.command("build")(build_cmd.build)
 app.add_typer(targets_cmd.app, name="targets")
-app.command("devices")(devices_cmd.devices)
+app.add_typer(devices_cmd.app, name="devices")
 app.command("package")(package_cmd.package)
 app.command("verify")(verify_cmd.verify)
 app.command("keygen")(keygen_cmd.keygen)

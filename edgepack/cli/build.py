@@ -14,6 +14,7 @@ def build(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Target to build (repeatable); default: the project's [build] targets."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding edgepack.toml."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: the project's build.output_dir, 'dist')."),
+    runner: str = typer.Option("host", "--runner", help="Where artifacts also run: host only, or qemu (emulated aarch64 of the target's device: parity and instruction counts)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Compression preset (int8, prune-distill-int8, compact, or a project recipes/*.toml); overrides [compress]."),
     target_dir: Optional[list[Path]] = typer.Option(None, "--target-dir", help="Extra folder of target TOML files (repeatable)."),
     profile_dir: Optional[list[Path]] = typer.Option(None, "--profile-dir", help="Extra folder of device profile TOML files (repeatable)."),
@@ -24,7 +25,11 @@ def build(
     """Build the project's artifacts for a target: export, verify against the reference, measure, write dist/<target>/."""
     from edgepack import api
 
-    plan = api.make_plan(project, targets=target, output_dir=output,
+    if runner not in ("host", "qemu"):
+        from edgepack.errors import ConfigError
+
+        raise ConfigError(f"--runner {runner!r} is not a build runner; valid: host, qemu (ssh and adb: edgepack profile)")
+    plan = api.make_plan(project, targets=target, output_dir=output, runner=runner,
                          target_dirs=target_dir or [], profile_dirs=profile_dir or [], recipe=recipe)
     if dry_run:
         if json_out:
