@@ -47,8 +47,10 @@ def mlp(hidden: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def trained(model: nn.Module, epochs: int, *, seed: int = 0, lr: float = 3e-3, data: Dataset | None = None) -> nn.Module:
+def trained(build, epochs: int, *, seed: int = 0, lr: float = 3e-3, data: Dataset | None = None) -> nn.Module:
+    """build() under a fixed seed, then trained: the same weights whichever tests ran before."""
     torch.manual_seed(seed)
+    model = build()
     train(model, data or digits()[0], epochs=epochs, settings=TrainingFields(learning_rate=lr), seed=seed)
     return model.eval()
 

@@ -15,7 +15,7 @@ from passes_support import context, digits, mlp, small_cnn, trained, val_accurac
 
 @pytest.fixture(scope="module")
 def teacher() -> nn.Module:
-    return trained(small_cnn(16), 12)
+    return trained(small_cnn, 12)
 
 
 def _resolver(models: dict):

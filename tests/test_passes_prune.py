@@ -13,7 +13,7 @@ STANDARD = (nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.
 
 @pytest.fixture(scope="module")
 def base() -> nn.Module:
-    return trained(small_cnn(), 12)
+    return trained(small_cnn, 12)
 
 
 def _state(model):

@@ -82,7 +82,7 @@ def test_reorganize_keeps_batchnorm_that_does_not_follow_a_layer():
 
 
 def test_reorganize_folds_the_digits_cnn_within_tolerance():
-    model = trained(small_cnn(), 2)
+    model = trained(small_cnn, 2)
     result = Reorganize().run(model, Reorganize.Config(), context())
     assert len(result.report["folded_batchnorm"]) == 2
     assert result.report["max_abs_output_change"] <= 1e-5
