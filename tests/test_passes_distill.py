@@ -98,9 +98,9 @@ def test_distill_small_student_matches_teacher_and_plain_training(teacher):
     """Fair comparison: same student init, data order, epochs, optimiser and learning rate;
     the only difference is the loss. Three seeds, deterministic.
 
-    Observed on digits: with T = 1, alpha = 0.5 the distilled 4-channel CNN averages about
-    0.3 pt above plain training (within noise: ~2 of 597 images); with T >= 4 it is 1-2 pt
-    *below* plain training at this short budget. So this test claims what holds: the
+    Observed on digits: with T = 1, alpha = 0.5 the distilled 4-channel CNN averages 0.45 pt
+    above plain training (0.9771 vs 0.9726; ~3 of 597 images, within seed noise); with
+    T >= 4 it was 1-2 pt *below* plain training at this short budget. So this test claims what holds: the
     distilled student is no worse than plain training (0.5 pt margin) and within 3 pt of a
     teacher with 6x its parameters."""
     tr, _ = digits()
