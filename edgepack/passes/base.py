@@ -8,16 +8,46 @@ runs passes in order, evaluates and gates after each, and caches each stage's ou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgepack.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy stays out of `import edgepack.passes`; only annotations need it
+    import numpy as np
 
 
 class PassConfig(BaseModel):
     """Typed parameters of one stage. Unknown keys are errors; fields are snake_case."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> "PassConfig":
+        """Validate one stage's table; every problem becomes one line `where.field: message`.
+
+        Pydantic's own text for an unknown key ("Extra inputs are not permitted") does not say
+        what would have been valid, so that case lists the accepted keys.
+        """
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as e:
+            problems = [_describe(cls, where, err) for err in e.errors()]
+            raise ConfigError("; ".join(problems), problems=problems) from None
+
+
+def _describe(cls: type[PassConfig], where: str, err: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join([where, *loc])
+    if err["type"] == "extra_forbidden":
+        parent = ".".join([where, *loc[:-1]])
+        valid = ", ".join(sorted(cls.model_fields)) if len(loc) == 1 else "see the pass documentation"
+        return f"{parent}: unknown key {loc[-1]!r}; valid keys: {valid}"
+    if err["type"] == "missing":
+        return f"{path}: required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {msg} (got {err.get('input')!r})"
 
 
 @dataclass(frozen=True)

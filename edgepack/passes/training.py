@@ -1,0 +1,147 @@
+"""The one fine-tuning loop that prune, distill and cluster share.
+
+A pass supplies the loss (hard labels, distillation targets, ...) and optional hooks that
+keep its constraint while weights move: pruning masks stay applied by torch's own
+parametrization, cluster assignments are enforced by `after_backward`/`after_step`.
+Torch is imported inside the functions so `import edgepack.passes` stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import Field
+
+from edgepack.errors import ConfigError
+from edgepack.passes.base import Dataset, PassConfig, PassContext
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TrainingFields(PassConfig):
+    """Optimiser settings every pass that trains accepts, flat in the stage's table."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    batch_size: int = Field(64, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    epochs: int
+    steps: int
+    loss_per_epoch: tuple[float, ...]
+
+    def as_dict(self) -> dict:
+        return {"epochs": self.epochs, "steps": self.steps,
+                "loss_per_epoch": [round(v, 6) for v in self.loss_per_epoch]}
+
+
+def require_training(ctx: PassContext, stage: str) -> Dataset:
+    if ctx.training is None or len(ctx.training.y) == 0:
+        raise ConfigError(f"{stage} trains the model, but the project has no training data: "
+                          "set `data.training` in edgepack.toml (a hook returning (x, y)) or set the "
+                          "stage's epochs to 0")
+    return ctx.training
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with `n` intra-op threads and restore the caller's setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cross_entropy_loss(model, xb, yb, idx):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(model(xb), yb)
+
+
+def train(model: "torch.nn.Module", data: Dataset, *, epochs: int, settings: TrainingFields, seed: int,
+          loss_fn: Callable[[Any, Any, Any, Any], Any] = cross_entropy_loss,
+          after_backward: Callable[[Any], None] | None = None,
+          after_step: Callable[[Any], None] | None = None,
+          progress: Callable[[str], None] = lambda msg: None,
+          label: str = "fine-tune") -> TrainLog:
+    """Train `model` in place on `data`; return it in eval mode.
+
+    loss_fn(model, x_batch, y_batch, index_batch) -> scalar: the index lets a loss look up
+    per-sample targets computed once beforehand (e.g. teacher probabilities).
+    The shuffling order comes from a generator seeded with `seed`, so two runs with the same
+    seed and thread count produce the same weights.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.as_tensor(data.x, dtype=torch.float32)
+    y = torch.as_tensor(data.y, dtype=torch.long)
+    n = len(y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum,
+                              weight_decay=settings.weight_decay)
+    steps_per_epoch = (n + settings.batch_size - 1) // settings.batch_size
+    total = max(1, epochs * steps_per_epoch)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+             if settings.schedule == "cosine" else None)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    step = 0
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for start in range(0, n, settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, x[idx], y[idx], idx)
+            loss.backward()
+            if after_backward is not None:
+                after_backward(model)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model)
+            running += float(loss.detach()) * len(idx)
+            step += 1
+        losses.append(running / n)
+        progress(f"{label}: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
+    model.eval()
+    return TrainLog(epochs=epochs, steps=step, loss_per_epoch=tuple(losses))
+
+
+def predict_logits(model, x, batch_size: int = 256):
+    """Logits of `model` (eval mode, no grad) on numpy or tensor inputs."""
+    import torch
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def accuracy(model, data: Dataset) -> float:
+    import torch
+
+    logits = predict_logits(model, data.x)
+    return float((logits.argmax(1) == torch.as_tensor(data.y)).float().mean())

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgepack.errors import ConfigError
+from edgepack.passes.prune import Prune
+from passes_support import context, small_cnn, trained, val_accuracy
+
+STANDARD = (nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.Dropout)
+
+
+@pytest.fixture(scope="module")
+def base() -> nn.Module:
+    return trained(small_cnn, 12)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_plain_modules(model):
+    for name, m in model.named_modules():
+        assert type(m) in STANDARD, f"{name} is {type(m)}"
+        assert not m._forward_pre_hooks and not m._forward_hooks, name
+        assert not hasattr(m, "weight_orig") and not hasattr(m, "weight_mask"), name
+
+
+def test_prune_structured_half_the_channels_gives_smaller_dense_model(base):
+    before = _state(base)
+    cfg = Prune.Config(method="structured", ratio=0.5)
+    result = Prune().run(base, cfg, context())
+    model, rep = result.model, result.report
+
+    measured_params = sum(p.numel() for p in model.parameters())
+    assert rep["params_after"] == measured_params
+    # Halving every hidden width cuts params and MACs of hidden-to-hidden layers to ~1/4.
+    assert rep["params_after"] < 0.35 * rep["params_before"], rep
+    assert rep["macs_after"] < 0.35 * rep["macs_before"], rep
+    assert model[0].out_channels == 8 and model[3].in_channels == 8 and model[4].num_features == 16
+    assert model[14].out_features == 10, "the classifier keeps its classes"
+    assert rep["shapes_changed"]["0.weight"] == {"before": [16, 1, 3, 3], "after": [8, 1, 3, 3]}
+    x = torch.as_tensor(context().validation.x[:5])
+    assert model(x).shape == base(x).shape == (5, 10)
+    assert not model.training
+    _assert_plain_modules(model)
+    for k, v in base.state_dict().items():
+        assert torch.equal(v, before[k]), f"input model changed at {k}"
+
+
+@pytest.mark.slow
+def test_prune_structured_fine_tuning_recovers_accuracy_on_digits(base):
+    base_acc = val_accuracy(base)
+    pruned = Prune().run(base, Prune.Config(method="structured", ratio=0.5), context()).model
+    tuned = Prune().run(base, Prune.Config(method="structured", ratio=0.5, fine_tune_epochs=8,
+                                         learning_rate=3e-3), context()).model
+    acc_pruned, acc_tuned = val_accuracy(pruned), val_accuracy(tuned)
+    print(f"digits accuracy: base {base_acc:.4f}, pruned 50% {acc_pruned:.4f}, after 8 epochs {acc_tuned:.4f}")
+    assert base_acc > 0.97
+    assert acc_tuned >= base_acc - 0.02, (base_acc, acc_tuned)
+    assert acc_tuned > acc_pruned
+
+
+def test_prune_structured_leaves_skipped_layer_outputs_alone(base):
+    model = Prune().run(base, Prune.Config(method="structured", ratio=0.5, skip_layers=["0"]), context()).model
+    assert model[0].out_channels == 16
+    assert model[3].out_channels == 16
+
+
+def test_prune_unstructured_global_zeros_stay_zero_after_fine_tuning(base):
+    rounds = {}
+    for epochs in (0, 2):
+        cfg = Prune.Config(method="unstructured", ratio=0.8, fine_tune_epochs=epochs)
+        rounds[epochs] = Prune().run(base, cfg, context())
+    rep = rounds[2].report
+    assert rep["scope"] == "global" and rep["skipped_layers"] == ["14"]
+    prunable = ["0", "3", "7", "11"]
+    mods0, mods2 = dict(rounds[0].model.named_modules()), dict(rounds[2].model.named_modules())
+    zeros = sum(int((mods2[n].weight == 0).sum()) for n in prunable)
+    total = sum(mods2[n].weight.numel() for n in prunable)
+    assert zeros / total >= 0.80, zeros / total
+    assert rep["sparsity"] == pytest.approx(zeros / total, abs=1e-9)
+    for n in prunable:
+        mask = mods0[n].weight != 0
+        assert torch.equal(mods2[n].weight != 0, mask), f"layer {n}: zeros moved during fine-tuning"
+        assert not torch.allclose(mods2[n].weight[mask], mods0[n].weight[mask]), f"layer {n} was not fine-tuned"
+    assert (mods2["14"].weight == 0).float().mean() < 0.01, "the output layer is skipped by default"
+    _assert_plain_modules(rounds[2].model)
+    assert set(rounds[2].model.state_dict()) == set(base.state_dict())
+
+
+def test_prune_unstructured_layer_scope_prunes_each_layer_by_ratio(base):
+    model = Prune().run(base, Prune.Config(method="unstructured", ratio=0.6, scope="layer"), context()).model
+    for n in ("0", "3", "7", "11"):
+        assert (dict(model.named_modules())[n].weight == 0).float().mean().item() == pytest.approx(0.6, abs=0.01)
+
+
+def test_prune_same_seed_gives_identical_weights(base):
+    cfg = Prune.Config(method="structured", ratio=0.3, fine_tune_epochs=1)
+    a = Prune().run(base, cfg, context(seed=3)).model.state_dict()
+    b = Prune().run(base, cfg, context(seed=3)).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prune_fine_tuning_without_training_data_names_data_training(base):
+    with pytest.raises(ConfigError, match=r"data\.training"):
+        Prune().run(base, Prune.Config(method="unstructured", ratio=0.5, fine_tune_epochs=1), context(training=False))
+
+
+def test_prune_unknown_skip_layer_lists_the_layers(base):
+    with pytest.raises(ConfigError, match=r"skip_layers: no module named 'classifier'.*: 0, 3, 7, 11, 14"):
+        Prune().run(base, Prune.Config(method="structured", ratio=0.5, skip_layers=["classifier"]), context())
+
+
+@pytest.mark.parametrize("ratio", [1.5, 1.0, 0.0, -0.2])
+def test_prune_config_rejects_ratio_outside_open_unit_interval(ratio):
+    with pytest.raises(ConfigError) as e:
+        Prune.Config.from_mapping({"method": "structured", "ratio": ratio}, where="compress.stages[0]")
+    assert str(e.value) == (f"compress.stages[0].ratio: ratio must be strictly between 0 and 1 "
+                            f"(the fraction removed) (got {ratio!r})")
+
+
+def test_prune_config_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        Prune.Config.from_mapping({"method": "structured", "ratio": 0.5, "ratoi": 0.5}, where="compress.stages[1]")
+    msg = str(e.value)
+    assert msg.startswith("compress.stages[1]: unknown key 'ratoi'; valid keys: ")
+    assert "ratio" in msg and "fine_tune_epochs" in msg and "skip_layers" in msg
+
+
+def test_prune_config_reports_every_problem_at_once():
+    with pytest.raises(ConfigError) as e:
+        Prune.Config.from_mapping({"method": "magic", "ratio": 2, "fine_tune_epochs": -1}, where="s")
+    assert len(e.value.problems) == 3
+    assert e.value.problems[0].startswith("s.method: Input should be 'unstructured' or 'structured'")
+    assert e.value.problems[2] == "s.fine_tune_epochs: Input should be greater than or equal to 0 (got -1)"

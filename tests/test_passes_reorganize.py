@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgepack.errors import ConfigError, ToolchainError
+from edgepack.passes.reorganize import Reorganize
+from passes_support import context, small_cnn, trained
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout2d(0.3)
+        self.fc = nn.Linear(8 * 16, 32)
+        self.bn_fc = nn.BatchNorm1d(32)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+        self.unused = nn.Sequential(nn.Linear(10, 10), nn.BatchNorm1d(10))
+        self.aux = nn.Linear(8 * 16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = nn.functional.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+        x = self.drop(x).flatten(1)
+        out = self.head(self.bn_fc(self.fc(x)))
+        if self.training:  # an auxiliary loss head: dead in eval, alive in training
+            out = out + 0.0 * self.aux(x)
+        return out
+
+
+def _randomise_batchnorm(model):
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g))
+
+
+def test_reorganize_folds_batchnorm_and_drops_dropout_with_same_outputs():
+    torch.manual_seed(0)
+    model = Net()
+    _randomise_batchnorm(model)
+    model.eval()
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    out = result.model
+    x = torch.as_tensor(context().validation.x)
+    with torch.no_grad():
+        err = (out(x) - model(x)).abs().max().item()
+    assert err <= 1e-5, err
+    kinds = {type(m) for m in out.modules()}
+    assert not any(issubclass(k, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)) for k in kinds)
+    rep = result.report
+    assert rep["folded_batchnorm"] == [{"layer": "conv", "batchnorm": "bn"}, {"layer": "conv2", "batchnorm": "bn2"},
+                                       {"layer": "fc", "batchnorm": "bn_fc"}]
+    assert rep["removed_dropout"] == ["drop", "head.1"]
+    assert rep["removed_dead"] == ["unused"]
+    assert rep["modules_before"]["BatchNorm2d"] == 2 and "BatchNorm2d" not in rep["modules_after"]
+    assert out.conv2.bias is not None and isinstance(out.conv2.bias, nn.Parameter)
+    assert not any(k.startswith("unused.") for k in out.state_dict())
+    assert hasattr(out, "aux"), "a module used only in training mode is kept"
+    out.train()
+    out(x[:4])  # still runs in training mode
+    assert isinstance(model.bn, nn.BatchNorm2d) and hasattr(model, "unused"), "input untouched"
+
+
+def test_reorganize_keeps_batchnorm_that_does_not_follow_a_layer():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 10))
+    _randomise_batchnorm(model)
+    model.eval()
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    assert isinstance(result.model[2], nn.BatchNorm2d)
+    assert result.report["folded_batchnorm"] == []
+
+
+def test_reorganize_folds_the_digits_cnn_within_tolerance():
+    model = trained(small_cnn, 2)
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    assert len(result.report["folded_batchnorm"]) == 2
+    assert result.report["max_abs_output_change"] <= 1e-5
+    assert result.report["params_after"] < sum(p.numel() for p in model.parameters())
+
+
+def test_reorganize_untraceable_model_says_which_options_to_turn_off():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) if x.sum() > 0 else -self.fc(x.flatten(1))
+
+    with pytest.raises(ToolchainError, match="fold_batchnorm = false and remove_dead_modules = false"):
+        Reorganize().run(DataDependent().eval(), Reorganize.Config(), context())
+    out = Reorganize().run(DataDependent().eval(), Reorganize.Config(fold_batchnorm=False, remove_dead_modules=False),
+                           context())
+    assert out.report["removed_dropout"] == []
+
+
+def test_reorganize_config_rejects_unknown_key():
+    with pytest.raises(ConfigError, match=r"s: unknown key 'fuse_bn'; valid keys: fold_batchnorm, remove_dead_modules"):
+        Reorganize.Config.from_mapping({"fuse_bn": True}, where="s")
