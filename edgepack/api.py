@@ -161,7 +161,7 @@ def _compress(plan: BuildPlan, source, evaluation, say):
     if project.data.validation:
         validation, evaluated_on = load_split(pdir, project, "validation"), "validation"
     else:
-        validation, evaluated_on = evaluation, "evaluation (no data.validation hook)"
+        validation, evaluated_on = evaluation, "evaluation (the project has no data.validation hook)"
 
     def load_model(ref: str, weights: str | None = None):
         if ref == "original":

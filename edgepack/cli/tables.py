@@ -36,7 +36,7 @@ def _count(n: int) -> str:
 
 
 def stage_table(stages: list[dict], evaluated_on: str) -> Table:
-    table = Table(title=f"compression stages (evaluated on the {evaluated_on} split)", title_justify="left")
+    table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left")
     for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", "accuracy", "F1 macro", "Δ acc", "Δ vs original", "time", "cache"):
         table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
     for r in stages:

@@ -79,11 +79,13 @@ def describe_edits(model, fresh) -> list[dict]:
         if now["type"] not in _REBUILDABLE:
             raise NotSnapshottable(f"module {name!r} is a {now['type']}, which a snapshot cannot rebuild")
         edits.append({"module": name, **now})
+    # A module deleted from the tree (dead code) holds no state; standing in an
+    # nn.Identity at its place rebuilds the same computation.
     missing = set(fresh_modules) - {n for n, _ in model.named_modules()}
     for name in sorted(missing):
         parent = name.rsplit(".", 1)[0] if "." in name else ""
         if parent not in missing:
-            raise NotSnapshottable(f"module {name!r} was removed from the tree; replace it with nn.Identity instead")
+            edits.append({"module": name, "type": "Identity"})
     return edits
 
 

@@ -30,5 +30,11 @@ def calibration():
     return _splits()["calibration"]
 
 
+def validation():
+    """Held out from training and from the test split: the calibration images double as
+    the split compression stages are measured on."""
+    return _splits()["calibration"]
+
+
 def evaluation():
     return _splits()["test"]
