@@ -35,6 +35,7 @@ class ArtifactResult:
     export_seconds: float
     details: dict = field(default_factory=dict)
     measurements: tuple[dict, ...] = ()   # per device: emulated runs, estimates, real-device runs
+    key: tuple = field(default=(), compare=False, repr=False)   # the build's export cache key
 
     def manifest_entry(self) -> dict:
         p = self.parity
@@ -51,6 +52,7 @@ class ArtifactResult:
             "agreement": round(p["agreement"], 6),
             "max_abs_error": round(p["max_abs_error"], 6),
             "snr_db": None if p["snr_db"] is None else round(p["snr_db"], 2),
+            "dynamic_check": p.get("dynamic_check", []),
             "evaluated_samples": p["samples"],
             "latency_ms": self.latency_ms,
             "export": {k: v for k, v in self.details.items()},
@@ -143,6 +145,45 @@ def _emulate(device, artifact: Path, fmt: str, evaluation, reference: np.ndarray
         "parity": {k: parity[k] for k in ("accuracy", "agreement", "max_abs_error", "snr_db", "samples")},
         "instructions": run.instructions,
     }
+
+
+def _dynamic_dims(project, target, spec) -> tuple:
+    if not spec.dynamic:
+        return ()
+    return tuple(target.dynamic_dims if target.dynamic_dims is not None else project.model.dynamic_dims)
+
+
+def _check_dynamic(runner, artifact: Path, fmt: str, dims, model, eval_x: np.ndarray, input_shape) -> list[dict]:
+    """Run the artifact at two sizes of every dynamic dim and compare with the torch model
+    on the same inputs: the batch dim on real evaluation samples, other dims on fixed
+    pseudo-random inputs of that size. A size the runtime refuses fails the build (exit 3)."""
+    from edgepack.compress.evaluate import predict
+
+    rng = np.random.default_rng(0)
+    checks = []
+    for d in dims:
+        for size in sorted({d.min, min(d.max, max(d.min + 1, 7))}):
+            shape = list(input_shape)
+            shape[d.dim] = size
+            if d.dim == 0 and size <= len(eval_x) and tuple(eval_x.shape[1:]) == tuple(shape[1:]):
+                x = np.ascontiguousarray(eval_x[:size])
+            else:
+                x = rng.standard_normal(shape).astype(np.float32)
+            from edgepack.errors import ToolchainError
+
+            try:
+                run = runner.run(artifact, fmt, x, warmup=0, iterations=1, threads=1, batch=shape[0])
+            except ToolchainError as e:
+                raise ToolchainError(f"{fmt}: {artifact.name} was exported with dynamic {d.name} in [{d.min}, {d.max}] "
+                                     f"but fails at {d.name}={size}: {e}", format=fmt, stage="verify") from e
+            ref = predict(model, x, declared_batch=shape[0])
+            if run.outputs.shape != ref.shape:
+                raise ToolchainError(f"{fmt}: {artifact.name} with {d.name}={size} returned shape {list(run.outputs.shape)}, "
+                                     f"the model {list(ref.shape)}", format=fmt, stage="verify")
+            checks.append({"dim": d.dim, "name": d.name, "size": size, "input_shape": shape,
+                           "max_abs_error": float(np.max(np.abs(run.outputs - ref))),
+                           "agreement": float(np.mean(run.outputs.reshape(len(ref), -1).argmax(1) == ref.reshape(len(ref), -1).argmax(1)))})
+    return checks
 
 
 def _compress(plan: BuildPlan, source, evaluation, say):
@@ -251,17 +292,18 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
         for tp in plan.targets:
             arts = []
             for spec in tp.target.artifacts:
-                key = (spec.format, spec.precision)
-                file_name = tp.files[key]
+                dims = _dynamic_dims(project, tp.target, spec)
+                key = (spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims))
+                file_name = tp.files[(spec.format, spec.precision)]
                 if key not in exported:
                     say(f"exporting {spec.format} {spec.precision}")
-                    out = work / f"{spec.format}-{spec.precision}" / file_name
+                    out = work / f"{spec.format}-{spec.precision}-{len(exported)}" / file_name
                     out.parent.mkdir(parents=True)
                     exported[key] = export(spec.format, ExportRequest(
                         module=model, example=np.zeros(project.model.input_shape, np.float32),
                         calibration=calib_x, precision=spec.precision, out_path=out,
                         input_name=project.model.input_name, output_name=project.model.output_name,
-                        parent_sha256=source.sha256, quantize=plan.recipe.quantize,
+                        parent_sha256=source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims,
                     ))
                     say(f"verifying {spec.format} {spec.precision} on {len(evaluation)} samples")
                     run = runner.run(exported[key].path, spec.format, evaluation.x,
@@ -269,13 +311,17 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     parity = compare(reference, run.outputs, evaluation.y).as_dict()
                     parity["reference_accuracy"] = original_accuracy
                     parity["accuracy_drop_pt"] = (original_accuracy - parity["accuracy"]) * 100.0
+                    if dims:
+                        say(f"checking {spec.format} {spec.precision} at two sizes of each dynamic dim")
+                        parity["dynamic_check"] = _check_dynamic(runner, exported[key].path, spec.format, dims, model,
+                                                                 evaluation.x, project.model.input_shape)
                     measured[key] = (parity, run.latency_dict())
                     recorded[key] = run.outputs[:TEST_VECTOR_SAMPLES]
                 artifact = exported[key]
                 parity, latency = measured[key]
                 measurements = []
                 if plan.runner == "qemu":
-                    ekey = (*key, tp.device.qemu_cpu)
+                    ekey = (key, tp.device.qemu_cpu)
                     if ekey not in emulated:
                         say(f"running {spec.format} {spec.precision} under qemu ({tp.device.qemu_cpu})")
                         emulated[ekey] = _emulate(tp.device, artifact.path, spec.format, evaluation, reference, settings)
@@ -285,7 +331,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     sha256=artifact.sha256, size_bytes=artifact.size_bytes,
                     fp32_reference_bytes=source.fp32_bytes, parity=parity, latency_ms=latency,
                     export_seconds=round(artifact.export_seconds, 2), details=artifact.details,
-                    measurements=tuple(measurements),
+                    measurements=tuple(measurements), key=key,
                 ))
             failures = [f for a in arts for f in _gate(tp, a)]
             manifest = {
@@ -320,11 +366,11 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             say(f"writing {final}")
             with staged_folder(final) as staging:
                 for a in arts:
-                    shutil.copyfile(exported[(a.format, a.precision)].path, staging / a.file)
+                    shutil.copyfile(exported[a.key].path, staging / a.file)
                 manifest = complete_dist(
                     staging, manifest, project_dir=pdir, description=project.project.description,
                     calibration_x=calib_x, evaluation_x=evaluation.x, evaluation_y=evaluation.y, reference=reference,
-                    outputs={a.file: recorded[(a.format, a.precision)] for a in arts},
+                    outputs={a.file: recorded[a.key] for a in arts},
                     artifact_paths={a.file: staging / a.file for a in arts},
                 )
             if not failures:  # a stale rejected build would contradict this one

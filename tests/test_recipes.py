@@ -195,3 +195,63 @@ def test_keep_float_leaves_named_layer_unquantized_in_onnx(tiny_project):
     inits = {t.name: t for t in model.graph.initializer}
     weight = inits.get(gemm[0].input[1])
     assert weight is not None and weight.data_type == onnx.TensorProto.FLOAT
+
+
+DYNAMIC_TARGET = '''
+name = "dyn"
+device = "pixel-7"
+[[dynamic_dims]]
+dim = 0
+name = "batch"
+max = 32
+[[artifacts]]
+format = "onnx"
+[[artifacts]]
+format = "executorch"
+[[artifacts]]
+format = "tflite"
+dynamic = {tflite_dynamic}
+'''
+
+
+def _digits_copy(tmp_path):
+    import shutil
+
+    project = tmp_path / "digits"
+    shutil.copytree(DIGITS, project, ignore=shutil.ignore_patterns("dist", ".edgepack-cache", "__pycache__"))
+    (project / "targets").mkdir()
+    return project
+
+
+@pytest.mark.slow
+def test_dynamic_batch_artifacts_run_at_two_sizes(tmp_path):
+    project = _digits_copy(tmp_path)
+    (project / "targets" / "dyn.toml").write_text(DYNAMIC_TARGET.format(tflite_dynamic="false"))
+    run = cli("build", "-p", project, "-t", "dyn", "--json")
+    assert run.code == 0, run.stderr
+    arts = {a["format"]: a for a in run.json()["targets"][0]["manifest"]["artifacts"]}
+    for fmt in ("onnx", "executorch"):
+        checks = arts[fmt]["dynamic_check"]
+        assert [c["size"] for c in checks] == [1, 7], checks
+        for c in checks:  # the whole batch in one call agrees with the fp32 model
+            assert c["agreement"] == 1.0 and c["max_abs_error"] < 0.5, c
+        assert arts[fmt]["export"]["dynamic_dims"] == [{"dim": 0, "name": "batch", "min": 1, "max": 32}]
+    assert arts["tflite"]["dynamic_check"] == [] and arts["tflite"]["export"]["dynamic_dims"] == []
+
+
+@pytest.mark.slow
+def test_dynamic_batch_where_the_converter_cannot_gives_a_clear_error(tmp_path):
+    project = _digits_copy(tmp_path)
+    (project / "targets" / "dyn.toml").write_text(DYNAMIC_TARGET.format(tflite_dynamic="true"))
+    run = cli("build", "-p", project, "-t", "dyn")
+    assert run.code == 3, run.stderr
+    assert "tflite: litert-torch cannot convert this model with dynamic dims ['batch']" in run.stderr
+    assert "dynamic = false" in run.stderr and "Traceback" not in run.stderr
+    assert not (project / "dist" / "dyn").exists()
+
+
+def test_dynamic_dim_outside_the_input_shape_is_rejected(tiny_project):
+    text = (tiny_project.root / "edgepack.toml").read_text().replace(
+        "input_shape = [1, 1, 4, 4]", "input_shape = [1, 1, 4, 4]\ndynamic_dims = [{dim = 4, name = \"seq\", max = 8}]")
+    tiny_project.write_toml(text)
+    assert_one_line_error(cli("build", "-p", tiny_project.root, "--dry-run"), 2, "dynamic_dims", "dim 4")

@@ -31,6 +31,10 @@ def print_json(doc: dict) -> None:
 
 def fail(err: EdgepackError) -> int:
     problems = getattr(err, "problems", None) or []
+    if "--json" in sys.argv[1:]:  # machines get the error as a document too
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "edgepack")
+        print_json({"schema": f"edgepack.{command}/1", "ok": False, "exit_code": err.exit_code,
+                    "error": str(err), "problems": problems})
     stderr.print("[bold red]error:[/] ", end="", highlight=False)
     # soft_wrap: the message stays one line however long, for logs and grep.
     stderr.print(str(err) + (":" if len(problems) > 1 else ""), markup=False, highlight=False, soft_wrap=True)

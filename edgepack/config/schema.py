@@ -43,6 +43,23 @@ class ProjectInfo(Strict):
     description: str = ""
 
 
+class DynamicDim(Strict):
+    """An input dimension the artifacts accept at any size in [min, max] (batch, sequence
+    length...). Formats whose converter or runtime cannot do it fail with a clear error;
+    an artifact can opt out with `dynamic = false`."""
+
+    dim: int = Field(ge=0)
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    min: int = Field(default=1, ge=1)
+    max: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _range(self) -> "DynamicDim":
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be larger than min ({self.min})")
+        return self
+
+
 class ModelSource(Strict):
     """Where the trained model comes from: a factory plus safetensors weights, or a
     `torch.export` program (.pt2). Exactly one of the two."""
@@ -54,6 +71,7 @@ class ModelSource(Strict):
     input_dtype: Literal["float32"] = "float32"
     input_name: str = "input"
     output_name: str = "logits"
+    dynamic_dims: tuple[DynamicDim, ...] = ()
 
     @field_validator("factory")
     @classmethod
@@ -66,6 +84,13 @@ class ModelSource(Strict):
         if not v or any(d <= 0 for d in v):
             raise ValueError(f"every dimension must be a positive integer, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _dims_inside_shape(self) -> "ModelSource":
+        for d in self.dynamic_dims:
+            if d.dim >= len(self.input_shape):
+                raise ValueError(f"dynamic_dims: dim {d.dim} is outside input_shape {list(self.input_shape)}")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSource":
@@ -146,6 +171,7 @@ class ArtifactSpec(Strict):
     format: Format
     precision: Precision = "int8"
     delegate: Literal["xnnpack", "none"] = "xnnpack"
+    dynamic: bool = True   # apply the declared dynamic_dims to this artifact
 
 
 class Budgets(Strict):
@@ -160,6 +186,8 @@ class Target(Strict):
     device: str
     artifacts: tuple[ArtifactSpec, ...] = Field(min_length=1)
     budgets: Budgets = Budgets()
+    # Replaces the project's model.dynamic_dims for this target when given.
+    dynamic_dims: tuple[DynamicDim, ...] | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> "Target":

@@ -47,7 +47,8 @@ class HostRunner:
     def available(self) -> bool:
         return True
 
-    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int) -> RunResult:
+    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
+            batch: int = 1) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
@@ -57,6 +58,7 @@ class HostRunner:
                 "--inputs", str(tmp / "inputs.npy"), "--outputs", str(tmp / "outputs.npy"),
                 "--result", str(tmp / "result.json"),
                 "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
+                "--batch", str(batch),
             ]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
             try:

@@ -9,8 +9,8 @@ never anything from edgepack.
     python3 runner_script.py --artifact m.tflite --format tflite --inputs x.npy \
         --outputs y.npy --result r.json --warmup 10 --iterations 50 --threads 1
 
-Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed) and the
-outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
+Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed; --batch N
+runs N rows per call) and the outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
 `iterations` timed runs, before the pass over all rows. Exit status 0 on success;
 otherwise the error is in the JSON.
 """
@@ -191,7 +191,8 @@ def execute(args):
     run, runtime, runtime_version = LOADERS[args.format](args.artifact, args.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
 
-    sample = np.ascontiguousarray(inputs[:1])
+    batch = max(1, args.batch)
+    sample = np.ascontiguousarray(inputs[:batch])
     t0 = time.perf_counter()
     run(sample)
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -209,7 +210,7 @@ def execute(args):
 
     # The full pass over the inputs comes after the timed loop, so what precedes the timed
     # (and counted) window is the same whatever the number of inputs.
-    outputs = [run(np.ascontiguousarray(inputs[i : i + 1])) for i in range(len(inputs))]
+    outputs = [run(np.ascontiguousarray(inputs[i : i + batch])) for i in range(0, len(inputs), batch)]
     np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
 
     return {
@@ -240,6 +241,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="samples per call (1 as deployed; more to check an artifact with a dynamic batch)")
     args = parser.parse_args(argv)
     result = {
         "schema": SCHEMA,

@@ -48,6 +48,7 @@ class ExportRequest:
     output_name: str
     parent_sha256: str
     quantize: object = None        # compress.quantize_stage.QuantizeConfig; None = defaults
+    dynamic_dims: tuple = ()       # config.schema.DynamicDim: dims exported as dynamic
 
     @property
     def options(self):
@@ -73,6 +74,8 @@ def export(fmt: str, request: ExportRequest) -> ModelArtifact:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ToolchainError(f"{fmt}: export ({request.precision}) failed: {type(e).__name__}: {first}", format=fmt, stage="export") from e
     path = request.out_path
+    if request.dynamic_dims and not (details or {}).get("dynamic_dims"):
+        raise ToolchainError(f"{fmt}: the exporter did not apply dynamic_dims", format=fmt, stage="export")
     if not path.is_file():
         raise ToolchainError(f"{fmt}: the exporter wrote no file at {path}", format=fmt, stage="export")
     return ModelArtifact(
@@ -85,3 +88,23 @@ def export(fmt: str, request: ExportRequest) -> ModelArtifact:
         export_seconds=time.perf_counter() - start,
         details=dict(details or {}),
     )
+
+
+def dynamic_shapes_spec(dims, rank: int):
+    """torch.export's dynamic_shapes for the single input, and a trace example shape
+    helper: each dynamic dim traced at `trace_size(d)` to avoid 0/1 specialisation."""
+    import torch
+
+    return ({d.dim: torch.export.Dim(d.name, min=d.min, max=d.max) for d in dims},)
+
+
+def example_for(example: np.ndarray, dims, *, at_max: bool) -> np.ndarray:
+    """The example input resized along each dynamic dim: to its max (ExecuTorch plans
+    memory for the traced size's guards) or to max(2, min) (no 0/1 specialisation)."""
+    shape = list(example.shape)
+    for d in dims:
+        shape[d.dim] = d.max if at_max else max(2, d.min)
+    out = np.zeros(shape, dtype=np.float32)
+    index = tuple(slice(0, min(a, b)) for a, b in zip(shape, example.shape))
+    out[index] = example[index]
+    return out

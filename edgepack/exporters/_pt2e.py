@@ -17,7 +17,7 @@ def as_tensor(x) -> "torch.Tensor":  # noqa: F821
     return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
 
 
-def capture_for_calibration(module, example, calibration: np.ndarray):
+def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0):
     """Capture `module` for PT2E and split the calibration set into batches it accepts.
 
     Preferably with a dynamic batch (calibration in batches of 32, traced at that size:
@@ -26,12 +26,19 @@ def capture_for_calibration(module, example, calibration: np.ndarray):
     and calibrated in batches of that size."""
     import torch
 
-    bound = max(2, min(CALIBRATION_BATCH, len(calibration)))
+    # The capture's guards survive convert_pt2e: its batch bound must cover any dynamic
+    # batch the artifact is exported with afterwards (`min_bound`).
+    size = max(2, min(CALIBRATION_BATCH, len(calibration)))
+    bound = max(size, min_bound)
+    if min_bound:
+        # Traced exactly at the declared max: shape guards evaluated on a smaller trace
+        # (torch's conv backend choice guards on batch >= 16) would narrow the range.
+        bound, size = min_bound, min(size, min_bound)
     try:
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
         shapes = ({0: torch.export.Dim("batch", min=1, max=bound)},)
         captured = torch.export.export(module, (traced,), dynamic_shapes=shapes).module()
-        return captured, [as_tensor(calibration[i : i + bound]) for i in range(0, len(calibration), bound)]
+        return captured, [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
     except Exception:
         pass
     captured = torch.export.export(module, (example,)).module()

@@ -24,7 +24,7 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def _lower(program, path) -> dict:
+def _lower(program, path, dims=()) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
@@ -42,7 +42,18 @@ def _lower(program, path) -> dict:
             sub = child.original_module
             int8 += sum(1 for t in [*sub.state_dict.values(), *sub.constants.values()]
                         if hasattr(t, "dtype") and str(t.dtype) == "torch.int8")
-    path.write_bytes(edge.to_executorch().buffer)
+    program_et = edge.to_executorch()
+    for d in dims:
+        # XNNPACK's lowering re-runs shape guards with the traced size; check the planned
+        # capacity really reaches the declared max instead of trusting the request.
+        from executorch.exir.sym_util import eval_upper_bound
+
+        placeholder = [n for n in program_et.exported_program().graph.nodes if n.op == "placeholder"][-1]
+        capacity = eval_upper_bound(placeholder.meta["val"].shape[d.dim])
+        if capacity != d.max:
+            raise ToolchainError(f"executorch: dynamic dim {d.name!r} was planned for at most {capacity}, not {d.max}",
+                                 format="executorch", stage="lower")
+    path.write_bytes(program_et.buffer)
     non_delegated = {k: v.non_delegated for k, v in info.delegation_by_operator.items() if v.non_delegated}
     # The delegate's own output unpacking (getitem) is bookkeeping, not compute left behind.
     non_delegated.pop("getitem", None)
@@ -52,7 +63,7 @@ def _lower(program, path) -> dict:
         "delegated_nodes": info.num_delegated_nodes,
         "non_delegated_ops": dict(sorted(non_delegated.items())),
         "int8_delegate_tensors": int8,
-        "dynamic_batch": False,
+        "dynamic_dims": [d.model_dump() for d in dims],
     }
 
 
@@ -78,15 +89,31 @@ def export(req) -> dict:
     _quiet_imports()
     import torch
 
+    from edgepack.exporters import dynamic_shapes_spec, example_for
+
     opts = req.options
+    dims = tuple(req.dynamic_dims)
     module = req.module.eval()
     example = as_tensor(req.example)
+    # With dynamic dims the program is traced at each dim's max: XNNPACK's lowering
+    # evaluates shape guards at the traced size, and a small one silently narrows the range.
+    traced = as_tensor(example_for(req.example, dims, at_max=True)) if dims else example
+    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+
+    def export_program(m):
+        try:
+            with torch.no_grad():
+                return torch.export.export(m, (traced,), dynamic_shapes=shapes)
+        except Exception as e:
+            if not dims:
+                raise
+            raise ToolchainError(f"executorch: torch.export with dynamic dims {[d.name for d in dims]} failed: "
+                                 f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", format="executorch", stage="export") from e
+
     if req.precision in ("fp32", "fp16"):
         if req.precision == "fp16":
             module = _fp16_module(module)
-        with torch.no_grad():
-            program = torch.export.export(module, (example,))
-        return {**_lower(program, req.out_path), "precision": req.precision}
+        return {**_lower(export_program(module), req.out_path, dims), "precision": req.precision}
     if req.precision not in ("int8", "int8-dynamic"):
         raise ToolchainError(f"executorch: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="executorch")
 
@@ -96,7 +123,8 @@ def export(req) -> dict:
     dynamic = req.precision == "int8-dynamic"
     try:
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
-        captured, calibration = capture_for_calibration(module, example, req.calibration)
+        captured, calibration = capture_for_calibration(module, example, req.calibration,
+                                                        min_bound=max([d.max for d in dims if d.dim == 0], default=0))
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         for name in opts.keep_float:  # mixed precision: these modules stay float
@@ -106,14 +134,13 @@ def export(req) -> dict:
             for batch in calibration[: 1 if dynamic else None]:  # dynamic ranges need no calibration
                 prepared(batch)
         converted = convert_pt2e(prepared)
-        with torch.no_grad():
-            program = torch.export.export(converted, (example,))
+        program = export_program(converted)
     except ToolchainError:
         raise
     except Exception as e:
         raise ToolchainError(f"executorch: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="executorch", stage="quantize") from e
-    info = _lower(program, req.out_path)
+    info = _lower(program, req.out_path, dims)
     if info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
     return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float)}

@@ -71,27 +71,40 @@ def nodes_of_modules(model, modules: tuple[str, ...]) -> list[str]:
 
 
 def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str,
-                keep_float: tuple[str, ...] = ()) -> tuple[bool, list[str]]:
-    """Write one self-contained .onnx. Returns whether its batch dimension is dynamic, and
-    the names of the nodes that belong to the `keep_float` modules."""
+                keep_float: tuple[str, ...] = (), dims: tuple = ()) -> tuple[list[dict], list[str]]:
+    """Write one self-contained .onnx. Returns the dims exported as dynamic, and the names
+    of the nodes that belong to the `keep_float` modules.
+
+    With declared `dims` those are exported dynamic or the export fails. Without, the
+    batch dimension is made dynamic when the model allows it (ONNX Runtime handles it at
+    no cost), else the declared shape is kept."""
     import onnx
     import torch
 
-    # A fresh C-contiguous example of batch 2: torch.export rejects a dynamic batch dim
-    # specialised on a size-1 example with unusual strides (seen on numpy-derived inputs).
-    x = torch.from_numpy(np.ascontiguousarray(example)).clone()
+    from edgepack.exporters import dynamic_shapes_spec, example_for
+
     common = dict(dynamo=True, external_data=False, optimize=True, verbose=False,
                   input_names=[input_name], output_names=[output_name])
     with _quiet(), torch.no_grad():
-        try:
-            torch.onnx.export(module, (x.repeat(2, *([1] * (x.dim() - 1))),), str(path),
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
-            dynamic = True
-        except Exception:
-            # A model that only takes its declared batch (a .pt2 exported with static
-            # shapes) is exported as it is.
-            torch.onnx.export(module, (x,), str(path), **common)
-            dynamic = False
+        if dims:
+            x = torch.from_numpy(example_for(example, dims, at_max=False))
+            try:
+                torch.onnx.export(module, (x,), str(path), dynamic_shapes=dynamic_shapes_spec(dims, x.dim()), **common)
+            except Exception as e:
+                raise ToolchainError(f"onnx: export with dynamic dims {[d.name for d in dims]} failed: "
+                                     f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", format="onnx", stage="export") from e
+            applied = [d.model_dump() for d in dims]
+        else:
+            # A fresh C-contiguous example: torch.export rejects a dynamic batch dim traced
+            # on a size-1 example with unusual strides (seen on numpy-derived inputs).
+            x = torch.from_numpy(np.ascontiguousarray(example)).clone()
+            try:
+                torch.onnx.export(module, (x.repeat(2, *([1] * (x.dim() - 1))),), str(path),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
+                applied = [{"dim": 0, "name": "batch", "min": 1, "max": MAX_BATCH}]
+            except Exception:
+                torch.onnx.export(module, (x,), str(path), **common)
+                applied = []
     model = onnx.load_model(str(path), load_external_data=True)
     sidecars = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     float_nodes = nodes_of_modules(model, keep_float) if keep_float else []
@@ -100,7 +113,7 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
     for s in sidecars:
         (path.parent / s).unlink(missing_ok=True)
     onnx.checker.check_model(str(path))
-    return dynamic, float_nodes
+    return applied, float_nodes
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
@@ -178,8 +191,8 @@ def export(req) -> dict:
         raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="onnx")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
-        dynamic, float_nodes = export_fp32(req.module, req.example, fp32, input_name=req.input_name,
-                                           output_name=req.output_name, keep_float=opts.keep_float)
+        applied, float_nodes = export_fp32(req.module, req.example, fp32, input_name=req.input_name,
+                                           output_name=req.output_name, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims))
         if opts.keep_float and req.precision != "fp32" and not float_nodes:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
                                  "name modules as model.named_modules() does", format="onnx", stage="quantize")
@@ -196,7 +209,7 @@ def export(req) -> dict:
             raise ToolchainError(f"onnx: {req.precision} conversion (onnxruntime) failed: {type(e).__name__}: {e}",
                                  format="onnx", stage="quantize") from e
         simplified = simplify(out)
-    info = {**describe(out), "dynamic_batch": dynamic, "float_nodes": float_nodes,
+    info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
             "nodes_exported": nodes_before, "simplify": simplified}
     if req.precision.startswith("int8") and not info["initializers_by_dtype"].get("int8"):
         raise ToolchainError("onnx: int8 quantization produced no int8 weights", format="onnx", stage="quantize")

@@ -56,7 +56,6 @@ def describe(path) -> dict:
         "ops": dict(sorted(ops.items())),
         "inputs": [io(d) for d in interpreter.get_input_details()],
         "outputs": [io(d) for d in interpreter.get_output_details()],
-        "dynamic_batch": False,
     }
 
 
@@ -65,26 +64,49 @@ def export(req) -> dict:
     import litert_torch
     import torch
 
+    from edgepack.exporters import dynamic_shapes_spec, example_for
+
     opts = req.options
+    dims = tuple(req.dynamic_dims)
     module = req.module.eval()
     example = as_tensor(req.example)
+    # Dynamic dims are traced at max(2, min): a size-1 trace specialises to the constant 1.
+    traced = as_tensor(example_for(req.example, dims, at_max=False)) if dims else example
+    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+
+    def convert(m, **kw):
+        try:
+            return litert_torch.convert(m, (traced,), dynamic_shapes=shapes, **kw)
+        except Exception as e:
+            if not dims:
+                raise
+            raise ToolchainError(
+                f"tflite: litert-torch cannot convert this model with dynamic dims {[d.name for d in dims]} "
+                f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}); ops that reshape with a "
+                "symbolic size (e.g. Flatten) need static shapes in LiteRT: set dynamic = false on the tflite artifact",
+                format="tflite", stage="convert") from e
+
+    def finish(info: dict) -> dict:
+        info["dynamic_dims"] = [d.model_dump() for d in dims]
+        return info
+
     if req.precision == "fp32":
-        litert_torch.convert(module, (example,)).export(str(req.out_path))
-        return describe(req.out_path)
+        convert(module).export(str(req.out_path))
+        return finish(describe(req.out_path))
     if req.precision == "fp16":
         from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
 
         # fp16 weights, dequantized to fp32 at load time by the runtime (or computed in
         # fp16 by XNNPACK where the CPU has it); inputs and outputs stay float32.
         try:
-            litert_torch.convert(module, (example,), quant_config=full_fp16_recipe()).export(str(req.out_path))
+            convert(module, quant_config=full_fp16_recipe()).export(str(req.out_path))
         except Exception as e:
             raise ToolchainError(f"tflite: fp16 conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                                  format="tflite", stage="convert") from e
         info = describe(req.out_path)
         if not info["tensors_by_dtype"].get("float16"):
             raise ToolchainError("tflite: fp16 conversion left no float16 tensors", format="tflite", stage="convert")
-        return info
+        return finish(info)
     if req.precision not in ("int8", "int8-dynamic"):
         raise ToolchainError(f"tflite: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="tflite")
 
@@ -94,7 +116,8 @@ def export(req) -> dict:
 
     dynamic = req.precision == "int8-dynamic"
     try:
-        captured, calibration = capture_for_calibration(module, example, req.calibration)
+        captured, calibration = capture_for_calibration(module, example, req.calibration,
+                                                        min_bound=max([d.max for d in dims if d.dim == 0], default=0))
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         for name in opts.keep_float:  # mixed precision: these modules stay float
@@ -109,11 +132,13 @@ def export(req) -> dict:
         raise ToolchainError(f"tflite: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="tflite", stage="quantize") from e
     try:
-        litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
+        convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
+    except ToolchainError:
+        raise
     except Exception as e:
         raise ToolchainError(f"tflite: LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="tflite", stage="convert") from e
-    info = {**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float)}
+    info = finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float)})
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
