@@ -46,6 +46,7 @@ class ArtifactResult:
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
             "size_vs_fp32_weights": round(self.size_bytes / self.fp32_reference_bytes, 4),
+            "zipped_bytes": self.details.get("zipped_bytes"),
             "accuracy": round(p["accuracy"], 6),
             "reference_accuracy": round(p["reference_accuracy"], 6),
             "accuracy_drop_pt": round(p["accuracy_drop_pt"], 4),
@@ -55,7 +56,7 @@ class ArtifactResult:
             "dynamic_check": p.get("dynamic_check", []),
             "evaluated_samples": p["samples"],
             "latency_ms": self.latency_ms,
-            "export": {k: v for k, v in self.details.items()},
+            "export": {k: v for k, v in self.details.items() if k != "zipped_bytes"},
             "measurements": list(self.measurements),
         }
 
