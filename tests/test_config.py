@@ -63,7 +63,7 @@ def test_target_naming_an_unknown_device_is_reported(tiny_project):
     path.write_text(path.read_text().replace('device = "raspberry-pi-4"', 'device = "pixel-99"'))
     with pytest.raises(ConfigError) as e:
         make_plan(tiny_project.root, targets=["odd"])
-    assert "unknown profile 'pixel-99'" in str(e.value.problems)
+    assert "unknown device profile 'pixel-99'" in str(e.value.problems)
     assert "pixel-7" in str(e.value.problems)
 
 

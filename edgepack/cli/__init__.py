@@ -10,6 +10,7 @@ import typer
 from edgepack import __version__
 from edgepack.cli import build as build_cmd
 from edgepack.cli import devices as devices_cmd
+from edgepack.cli import profile as profile_cmd
 from edgepack.cli import diff as diff_cmd
 from edgepack.cli import keygen as keygen_cmd
 from edgepack.cli import package as package_cmd
@@ -41,6 +42,7 @@ def _root(
 
 app.command("build")(build_cmd.build)
 app.add_typer(targets_cmd.app, name="targets")
+app.command("profile")(profile_cmd.profile)
 app.add_typer(devices_cmd.app, name="devices")
 app.command("package")(package_cmd.package)
 app.command("verify")(verify_cmd.verify)

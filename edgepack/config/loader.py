@@ -104,7 +104,7 @@ class Catalog:
     def path(self, name: str) -> Path:
         files = self.files()
         if name not in files:
-            singular = self.kind.rstrip("s")
+            singular = {"profiles": "device profile"}.get(self.kind, self.kind.rstrip("s"))
             raise ConfigError(f"unknown {singular} {name!r}; valid: {', '.join(files) or '(none found)'}")
         return files[name]
 

@@ -1,0 +1,69 @@
+"""`edgepack profile`: run artifacts on a device (host, emulated, ssh, adb) and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgepack.cli.output import print_json, stderr, stdout
+
+
+def profile(
+    path: Path = typer.Argument(..., help="A dist/<target> folder from `edgepack build`, or one .tflite/.pte/.onnx file."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device profile (default: the build's); see `edgepack devices`."),
+    runner: str = typer.Option("host", "--runner", help="host, qemu (emulated aarch64), ssh (a board) or adb (a phone)."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Inputs as .npy (default: the dist's testdata/inputs.npy)."),
+    iterations: int = typer.Option(50, "--iterations", min=1, help="Timed runs after warm-up."),
+    warmup: int = typer.Option(10, "--warmup", min=0),
+    threads: int = typer.Option(1, "--threads", min=1),
+    project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder (for project-local device profiles)."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not add the figures to the dist's manifest.json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
+) -> None:
+    """Run each artifact on a device: parity with the build's reference, load time, first
+    inference, p50/p90/p99, memory; under qemu the instruction count per inference."""
+    from edgepack import profile as prof
+
+    kwargs = dict(device=device, runner=runner, inputs=inputs, iterations=iterations, warmup=warmup, threads=threads,
+                  project_dir=project, write_manifest=not no_record)
+    if json_out:
+        print_json(prof.profile(path, **kwargs).as_dict())
+        return
+    with stderr.status("profiling") as status:
+        result = prof.profile(path, progress=lambda m: status.update(m), **kwargs)
+    stdout.print(profile_table(result))
+    for a in result.artifacts:
+        for w in a.warnings:
+            stderr.print(f"[yellow]warning:[/] {a.file}: {w}", highlight=False)
+
+
+def profile_table(result) -> Table:
+    emulated = result.runner == "qemu"
+    title = f"{result.source} on {result.device} (runner: {result.runner})"
+    if emulated:
+        title += ": emulated, so no latency; instructions per inference are exact and repeatable"
+    table = Table(title=title, title_justify="left")
+    timing = ("emulated wall p50",) if emulated else ("p50", "p90", "p99", "std")
+    counts = ("instructions / inference", "SDOT / inference") if emulated else ()
+    for col in ("file", "precision", "agreement", "max abs err", "vs build host", "load", "first", *timing, "peak mem", *counts):
+        table.add_column(col, justify="left" if col in ("file", "precision") else "right")
+    for a in result.artifacts:
+        m = a.measurement
+        parity = m.get("parity") or {}
+        ins = m.get("instructions") or {}
+        times = ([f"{m['emulated_wall_p50_ms']:.2f} ms"] if emulated
+                 else [f"{m[k]:.3f} ms" for k in ("p50", "p90", "p99", "std")])
+        table.add_row(
+            a.file, a.precision,
+            f"{parity['agreement'] * 100:.1f}%" if "agreement" in parity else "-",
+            f"{parity['max_abs_error']:.3g}" if "max_abs_error" in parity else "-",
+            f"{parity['max_abs_diff_vs_build_host']:.3g}" if "max_abs_diff_vs_build_host" in parity else "-",
+            f"{m.get('load_ms', 0):.1f} ms", f"{m.get('first_inference_ms', 0):.2f} ms", *times,
+            f"{m.get('peak_rss_mb', 0):.0f} MB" + (" (qemu)" if emulated else ""),
+            *([f"{ins.get('per_inference', 0):,.0f}", f"{ins.get('dotprod_per_inference', 0):,.0f}"] if emulated else []),
+        )
+    return table
