@@ -1,0 +1,64 @@
+"""`edgepack profile` on real artifacts: host and emulated aarch64."""
+
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, cli
+
+
+@pytest.fixture
+def built(tiny_project):
+    run = cli("build", "-p", tiny_project.root)
+    assert run.code == 0, run.stderr
+    return tiny_project.root / "dist" / "onnx-only"
+
+
+def test_profile_on_host_checks_parity_and_records_the_figures(built):
+    run = cli("profile", built, "--json", "--iterations", "5")
+    assert run.code == 0, run.stderr
+    doc = run.json()
+    assert doc["schema"] == "edgepack.profile/1" and doc["device"] == "raspberry-pi-4" and doc["runner"] == "host"
+    (a,) = doc["artifacts"]
+    m = a["measurement"]
+    assert m["method"] == "measured" and m["p50_ms"] > 0 and m["p90_ms"] >= m["p50_ms"]
+    assert m["parity"]["agreement"] == 1.0
+    assert m["parity"]["max_abs_diff_vs_build_host"] == 0.0   # same runtime, same machine, same inputs
+    assert any("dot-product" in w for w in a["warnings"])    # the Pi 4 has no SDOT
+    manifest = json.loads((built / "manifest.json").read_text())
+    rows = manifest["artifacts"][0]["measurements"]
+    assert [(r["device"], r["runner"]) for r in rows] == [("raspberry-pi-4", "host")]
+    again = cli("profile", built, "--json", "--iterations", "5")
+    assert again.code == 0
+    rows = json.loads((built / "manifest.json").read_text())["artifacts"][0]["measurements"]
+    assert len(rows) == 1  # re-profiling replaces this device's row instead of piling up
+
+
+@pytest.mark.slow
+def test_profile_under_qemu_matches_the_host_exactly_and_counts_instructions(built):
+    run = cli("profile", built, "--runner", "qemu", "--device", "raspberry-pi-5", "--json", "--iterations", "3")
+    assert run.code == 0, run.stderr
+    (a,) = run.json()["artifacts"]
+    m = a["measurement"]
+    assert m["method"] == "emulated" and m["p50_ms"] is None and m["cpu"] == "cortex-a76"
+    assert m["parity"]["max_abs_diff_vs_build_host"] == 0.0  # int8: integer arithmetic, no rounding to differ
+    assert m["instructions"]["per_inference"] > 0
+
+
+def test_profile_unknown_device_lists_the_valid_ones(built):
+    assert_one_line_error(cli("profile", built, "--device", "pixel-99"), 2, "unknown device profile 'pixel-99'", "pixel-7")
+
+
+def test_profile_single_artifact_needs_inputs(built):
+    assert_one_line_error(cli("profile", built / "tiny.onnx", "--device", "pixel-7"), 2, "--inputs")
+
+
+def test_profile_path_that_does_not_exist(tmp_path):
+    assert_one_line_error(cli("profile", tmp_path / "nothing"), 2, "no such file or folder")
+
+
+def test_profile_artifact_the_runtime_rejects_exits_3(built, tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x00" * 64)
+    run = cli("profile", bad, "--device", "pixel-7", "--inputs", built / "testdata" / "inputs.npy")
+    assert_one_line_error(run, 3, "broken.onnx")
