@@ -156,12 +156,21 @@ class Recipe(Strict):
     max_total_drop_pt: float = Field(default=1.0, ge=0)
 
 
+class BudgetOverrides(Strict):
+    """A project's own budgets; each given field replaces the target's."""
+
+    max_accuracy_drop_pt: float | None = Field(default=None, ge=0)
+    max_size_bytes: int | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+
+
 class Project(Strict):
     project: ProjectInfo
     model: ModelSource
     data: DataHooks
     build: BuildSettings = BuildSettings()
     compress: CompressSettings = CompressSettings()
+    budgets: BudgetOverrides = BudgetOverrides()
 
 
 # --------------------------------------------------------------------------- target
@@ -209,6 +218,25 @@ class CoreCluster(Strict):
     core: str
     count: int = Field(gt=0)
     max_clock_ghz: float = Field(gt=0)
+    # Effective instructions per cycle of this core on NN inference kernels (XNNPACK, one
+    # thread): what devices/estimate.py turns instruction counts into time with. It must
+    # say where it comes from (a published latency and the count it was divided into).
+    nn_ipc: float | None = Field(default=None, gt=0, le=8)
+    nn_ipc_basis: str = ""
+    # The same for static int8 kernels, where a published int8 latency exists: int8 and
+    # fp32 kernels retire instructions at very different rates on the same core.
+    nn_ipc_int8: float | None = Field(default=None, gt=0, le=8)
+    nn_ipc_int8_basis: str = ""
+
+    @model_validator(mode="after")
+    def _ipc_has_basis(self) -> "CoreCluster":
+        for value, basis, name in ((self.nn_ipc, self.nn_ipc_basis, "nn_ipc"),
+                                   (self.nn_ipc_int8, self.nn_ipc_int8_basis, "nn_ipc_int8")):
+            if value is not None and not basis.strip():
+                raise ValueError(f"cluster {self.core!r}: {name} needs {name}_basis (the published figure it was derived from)")
+        if self.nn_ipc_int8 is not None and self.nn_ipc is None:
+            raise ValueError(f"cluster {self.core!r}: nn_ipc_int8 is given without nn_ipc")
+        return self
 
 
 class Reach(Strict):

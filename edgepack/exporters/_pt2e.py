@@ -3,6 +3,10 @@ calibration and feeding it calibration batches."""
 
 from __future__ import annotations
 
+import sys
+import types
+from contextlib import contextmanager
+
 import numpy as np
 
 CALIBRATION_BATCH = 32
@@ -17,14 +21,27 @@ def as_tensor(x) -> "torch.Tensor":  # noqa: F821
     return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
 
 
-def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0):
+def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0, strict: bool = False):
     """Capture `module` for PT2E and split the calibration set into batches it accepts.
 
     Preferably with a dynamic batch (calibration in batches of 32, traced at that size:
     a batch-1 trace specialises the dimension to the constant 1). A model that only takes
     its declared batch (a .pt2 program exported with static shapes) is captured as it is
-    and calibrated in batches of that size."""
+    and calibrated in batches of that size.
+
+    `strict=True` captures with TorchDynamo first, for quantizers that find ops by the
+    Python call that produced them (`source_fn_stack`, which only a strict capture
+    records); a model Dynamo cannot trace is then captured non-strictly."""
     import torch
+
+    def capture(args, shapes=None):
+        if strict:
+            try:
+                with _classes_importable(module):
+                    return torch.export.export(module, args, dynamic_shapes=shapes, strict=True).module()
+            except Exception:
+                pass
+        return torch.export.export(module, args, dynamic_shapes=shapes).module()
 
     # The capture's guards survive convert_pt2e: its batch bound must cover any dynamic
     # batch the artifact is exported with afterwards (`min_bound`).
@@ -36,15 +53,40 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
         bound, size = min_bound, min(size, min_bound)
     try:
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
-        shapes = ({0: torch.export.Dim("batch", min=1, max=bound)},)
-        captured = torch.export.export(module, (traced,), dynamic_shapes=shapes).module()
+        captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
         return captured, [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
     except Exception:
         pass
-    captured = torch.export.export(module, (example,)).module()
+    captured = capture((example,))
     size = example.shape[0]
     # Only whole batches fit a static model; at most size-1 samples are left out.
     batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration) - size + 1, size)]
     if not batches:
         raise ValueError(f"the model takes batches of exactly {size} and there are only {len(calibration)} calibration samples")
     return captured, batches
+
+
+@contextmanager
+def _classes_importable(module):
+    """Make the modules that define `module`'s classes importable by name while it is
+    captured. Dynamo resolves a forward()'s globals by importing its `__module__`;
+    project files are loaded from a path (sources.hooks) and are not in sys.modules, so
+    a strict capture of them fails. Only missing names are added, as snapshots of the
+    forward()'s own globals, and removed afterwards: two projects' `model.py` never see
+    each other."""
+    added = []
+    for sub in module.modules():
+        cls = type(sub)
+        name = cls.__module__
+        glob = getattr(getattr(cls, "forward", None), "__globals__", None)
+        if name in sys.modules or glob is None or glob.get("__name__") != name:
+            continue
+        shim = types.ModuleType(name)
+        shim.__dict__.update(glob)
+        sys.modules[name] = shim
+        added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)

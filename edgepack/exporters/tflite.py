@@ -116,7 +116,10 @@ def export(req) -> dict:
 
     dynamic = req.precision == "int8-dynamic"
     try:
-        captured, calibration = capture_for_calibration(module, example, req.calibration,
+        # litert-torch's quantizer finds add, mul, cat, GRU and module patterns by their
+        # source call: without a strict capture a residual add stays float and the model
+        # is not full-integer (MobileNetV2's chained residual blocks).
+        captured, calibration = capture_for_calibration(module, example, req.calibration, strict=True,
                                                         min_bound=max([d.max for d in dims if d.dim == 0], default=0))
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))

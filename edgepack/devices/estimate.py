@@ -1,0 +1,309 @@
+"""Latency estimates for a device profile, from what is deterministic about an artifact.
+
+Emulation cannot time a device (qemu's wall time ignores the microarchitecture), but it
+can count exactly what the device would execute: the guest instructions per inference
+under the runtime's own kernels for that CPU model (devices/qemu.py). The estimate turns
+that count into time with the device's published facts:
+
+    compute_ms = instructions / (ipc * clock * threads * efficiency(threads))
+    memory_ms  = bytes_moved / memory_bandwidth
+    estimate   = max(compute_ms, memory_ms) * calibration_factor
+
+- `instructions`: guest instructions per inference counted on the profile's `qemu_cpu`,
+  one runtime thread (exact).
+- `ipc`: the core's effective instructions per cycle on NN kernels, stored per cluster in
+  the profile (`nn_ipc`, and `nn_ipc_int8` for static int8) with how it was derived
+  (`*_basis`): this project's own instruction count for MobileNetV2 on the same qemu CPU
+  model divided by a published XNNPACK latency of MobileNetV2 times the clock. The
+  fastest cluster is used (a runtime's threads run there first).
+- `efficiency(n)`: multi-thread scaling; 1 for one thread, PARALLEL_EFFICIENCY beyond.
+- `bytes_moved`: weights read once plus every activation written and read once: a roofline
+  floor (caches hide part of it), which only wins for memory-starved boards.
+- `calibration_factor`: measured_ms / estimated_ms from a real unit of this device
+  (ssh/adb), stored per profile; 1 when none was measured.
+
+Every result says it is an estimate, its method, and every input it used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgepack.config.schema import CoreCluster, DeviceProfile
+from edgepack.errors import ConfigError
+
+METHOD = ("estimate: max(instructions / (nn_ipc * clock * threads * efficiency), bytes_moved / memory_bandwidth) "
+          "x calibration factor; instructions counted under qemu on the profile's CPU model, nn_ipc from the "
+          "profile's cited basis")
+
+# Measured 1 -> 4 thread scaling of MobileNetV2 fp32 under XNNPACK on a Pixel 2 (4 big
+# cores): 53 ms -> 18 ms, a speed-up of 2.94 on 4 threads, 0.74 per thread (XNNPACK
+# README, "Performance / Mobile phones", single- and multi-threaded tables).
+PARALLEL_EFFICIENCY = 0.74
+CALIBRATION_SCHEMA = "edgepack.calibration/1"
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """One estimated latency, with its method and inputs. Never a measurement."""
+
+    device: str
+    estimate_ms: float
+    compute_ms: float
+    memory_ms: float
+    bound: str                      # "compute" or "memory"
+    core: str
+    clock_ghz: float
+    nn_ipc: float
+    precision: str                  # int8 selects the cluster's nn_ipc_int8 when it has one
+    threads: int
+    instructions_per_inference: float
+    counted_on: str                 # qemu CPU model the instructions were counted on
+    bytes_moved: int
+    memory_bandwidth_gbs: float
+    calibration_factor: float
+    calibration_source: str         # a file path, or "none (no device measured)"
+    ipc_basis: str
+    kind: str = "estimate"
+    method: str = METHOD
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("estimate_ms", "compute_ms", "memory_ms"):
+            d[key] = round(d[key], 3)
+        d["notes"] = list(self.notes)
+        return d
+
+    @property
+    def label(self) -> str:
+        return f"~{self.estimate_ms:.1f} ms (estimate, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.core})"
+
+
+def fastest_cluster(profile: DeviceProfile) -> CoreCluster:
+    """The cluster a runtime's threads land on first: highest nn_ipc * clock among those
+    that have an nn_ipc."""
+    rated = [c for c in profile.clusters if c.nn_ipc is not None]
+    if not rated:
+        raise ConfigError(
+            f"profile {profile.name!r}: no cluster has nn_ipc, so no latency can be estimated; "
+            f"add nn_ipc and nn_ipc_basis to a [[clusters]] table")
+    return max(rated, key=lambda c: c.nn_ipc * c.max_clock_ghz)
+
+
+def parallel_efficiency(threads: int) -> float:
+    return 1.0 if threads <= 1 else PARALLEL_EFFICIENCY
+
+
+def estimate_latency(
+    profile: DeviceProfile,
+    *,
+    instructions_per_inference: float,
+    counted_on: str,
+    bytes_moved: int,
+    precision: str = "fp32",
+    threads: int = 1,
+    calibration: "Calibration | None" = None,
+) -> LatencyEstimate:
+    """Estimate one inference's latency on `profile`. `counted_on` must be the profile's
+    qemu CPU model: counts from another model ran other kernels (dotprod or not, tuned
+    for another core) and would describe another program."""
+    if instructions_per_inference <= 0:
+        raise ValueError(f"instructions_per_inference must be positive, got {instructions_per_inference}")
+    if bytes_moved < 0:
+        raise ValueError(f"bytes_moved must be >= 0, got {bytes_moved}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if counted_on != profile.qemu_cpu:
+        raise ValueError(
+            f"instructions were counted on {counted_on!r}, but profile {profile.name!r} is emulated as "
+            f"{profile.qemu_cpu!r}; count on the profile's own CPU model")
+    cluster = fastest_cluster(profile)
+    notes = []
+    usable = min(threads, cluster.count)
+    if usable < threads:
+        notes.append(f"{threads} threads asked, the {cluster.core} cluster has {cluster.count} cores: estimated with {usable}")
+    ipc, basis = cluster.nn_ipc, cluster.nn_ipc_basis
+    if precision == "int8":
+        if cluster.nn_ipc_int8 is not None:
+            ipc, basis = cluster.nn_ipc_int8, cluster.nn_ipc_int8_basis
+        else:
+            notes.append(f"no published int8 figure for {cluster.core}: int8 instructions timed at the fp32 kernels' rate")
+    cycles_per_s = cluster.max_clock_ghz * 1e9
+    compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * parallel_efficiency(usable)) * 1e3
+    memory_ms = bytes_moved / (profile.memory_bandwidth_gbs * 1e9) * 1e3
+    factor, source = (calibration.factor, str(calibration.path)) if calibration else (1.0, "none (no device measured)")
+    if calibration and calibration.profile != profile.name:
+        raise ValueError(f"calibration {calibration.path} is for profile {calibration.profile!r}, not {profile.name!r}")
+    if threads > 1:
+        notes.append(f"multi-thread efficiency {PARALLEL_EFFICIENCY} per thread (XNNPACK's published Pixel 2 scaling)")
+    return LatencyEstimate(
+        device=profile.name,
+        estimate_ms=max(compute_ms, memory_ms) * factor,
+        compute_ms=compute_ms,
+        memory_ms=memory_ms,
+        bound="compute" if compute_ms >= memory_ms else "memory",
+        core=cluster.core,
+        clock_ghz=cluster.max_clock_ghz,
+        nn_ipc=ipc,
+        precision=precision,
+        threads=usable,
+        instructions_per_inference=float(instructions_per_inference),
+        counted_on=counted_on,
+        bytes_moved=int(bytes_moved),
+        memory_bandwidth_gbs=profile.memory_bandwidth_gbs,
+        calibration_factor=factor,
+        calibration_source=source,
+        ipc_basis=basis,
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- bytes moved
+
+
+def bytes_moved(*, weight_bytes: int, activation_elements: int, activation_bytes_per_element: int) -> int:
+    """Weights read once, every activation written once and read once."""
+    if min(weight_bytes, activation_elements, activation_bytes_per_element) < 0:
+        raise ValueError("byte and element counts must be >= 0")
+    return int(weight_bytes + 2 * activation_elements * activation_bytes_per_element)
+
+
+def activation_bytes_per_element(precision: str) -> int:
+    """What each activation element costs in memory for an artifact of `precision`:
+    static int8 keeps activations in int8; every other precision computes in float32 on
+    CPUs (fp16 weights are widened unless the runtime has fp16 kernels)."""
+    return 1 if precision == "int8" else 4
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Measurement:
+    artifact: str
+    measured_ms: float
+    estimated_ms: float             # the uncalibrated estimate for the same artifact
+    runner: str                     # ssh, adb
+    recorded: str                   # UTC timestamp
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """measured / estimated on a real unit of one device profile. The factor is the
+    geometric mean of the per-artifact ratios: ratios multiply, so an artifact that ran
+    2x slow and one that ran 2x fast cancel out."""
+
+    profile: str
+    path: Path
+    measurements: tuple[Measurement, ...] = field(default_factory=tuple)
+
+    @property
+    def factor(self) -> float:
+        if not self.measurements:
+            return 1.0
+        logs = [math.log(m.measured_ms / m.estimated_ms) for m in self.measurements]
+        return math.exp(sum(logs) / len(logs))
+
+    def as_dict(self) -> dict:
+        return {
+            "schema": CALIBRATION_SCHEMA,
+            "profile": self.profile,
+            "factor": round(self.factor, 6),
+            "measurements": [asdict(m) for m in self.measurements],
+        }
+
+
+def calibration_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "edgepack" / "calibration"
+
+
+def calibration_path(profile: str, *, project_dir: Path | None = None) -> Path:
+    """A project's own `calibration/<profile>.json` when the project has one, else the
+    user's cache folder: a team can commit the calibration of its own boards."""
+    if project_dir is not None:
+        local = Path(project_dir) / "calibration" / f"{profile}.json"
+        if local.is_file():
+            return local
+    return calibration_dir() / f"{profile}.json"
+
+
+def load_calibration(profile: str, *, project_dir: Path | None = None, path: Path | None = None) -> Calibration | None:
+    """The stored calibration for `profile`, or None when no device was measured."""
+    path = Path(path) if path else calibration_path(profile, project_dir=project_dir)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("schema") != CALIBRATION_SCHEMA:
+            raise ValueError(f"schema {doc.get('schema')!r}, expected {CALIBRATION_SCHEMA!r}")
+        if doc.get("profile") != profile:
+            raise ValueError(f"it is for profile {doc.get('profile')!r}")
+        measurements = tuple(Measurement(**m) for m in doc["measurements"])
+        for m in measurements:
+            if m.measured_ms <= 0 or m.estimated_ms <= 0:
+                raise ValueError(f"{m.artifact}: times must be positive")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"calibration file {path}: {e}") from None
+    return Calibration(profile, path, measurements)
+
+
+def record_calibration(profile: str, *, artifact: str, measured_ms: float, estimated_ms: float, runner: str,
+                       path: Path | None = None) -> Calibration:
+    """Add one real-device measurement (replacing an earlier one of the same artifact)
+    and write the file atomically."""
+    if measured_ms <= 0 or estimated_ms <= 0:
+        raise ValueError(f"measured_ms and estimated_ms must be positive, got {measured_ms} and {estimated_ms}")
+    path = Path(path) if path else calibration_dir() / f"{profile}.json"
+    old = load_calibration(profile, path=path)
+    kept = tuple(m for m in (old.measurements if old else ()) if m.artifact != artifact)
+    new = Measurement(artifact, float(measured_ms), float(estimated_ms), runner,
+                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    cal = Calibration(profile, path, kept + (new,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cal.as_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return cal
+
+
+# --------------------------------------------------------------------------- int8 warning
+
+
+def int8_slower_warnings(
+    profile: DeviceProfile,
+    *,
+    fp32_instructions: float | None = None,
+    int8_instructions: float | None = None,
+    int8_dotprod: float | None = None,
+    int8_mmla: float | None = None,
+    delegated_share: float | None = None,
+) -> list[str]:
+    """Reasons int8 is likely to be no faster, or slower, than fp32 on this device. Empty
+    when none applies. Each reason names the evidence."""
+    warnings = []
+    fast_int8 = {"dotprod", "i8mm"} & set(profile.features)
+    if not fast_int8:
+        warnings.append(
+            f"{profile.name}: no dotprod or i8mm ({', '.join(profile.features)}): int8 kernels widen to 16-bit "
+            f"multiplies (SMULL/SMLAL), doing no more multiplies per instruction than fp32 FMLA; int8 is faster "
+            f"only where the runtime's int8 kernels are well tuned for this core: measure before choosing it")
+    elif int8_dotprod is not None and int8_mmla is not None and int8_dotprod == 0 and int8_mmla == 0:
+        warnings.append(
+            f"{profile.name} has {', '.join(sorted(fast_int8))}, but the int8 artifact executed no SDOT/UDOT or "
+            f"SMMLA/UMMLA instructions on {profile.qemu_cpu}: its kernels do not use them")
+    if delegated_share is not None and delegated_share < 1.0:
+        warnings.append(
+            f"only {delegated_share * 100:.0f}% of the int8 ops are delegated to XNNPACK: the rest run in the "
+            f"runtime's reference kernels with quantize/dequantize around them")
+    if fp32_instructions is not None and int8_instructions is not None and int8_instructions >= fp32_instructions:
+        warnings.append(
+            f"int8 executes {int8_instructions / fp32_instructions:.2f}x the instructions of fp32 on "
+            f"{profile.qemu_cpu} ({int8_instructions:,.0f} vs {fp32_instructions:,.0f} per inference)")
+    return warnings

@@ -1,0 +1,146 @@
+"""Latency estimates: arithmetic on known inputs, calibration, int8 warnings, profile facts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from edgepack.config.loader import profiles_catalog
+from edgepack.config.schema import DeviceProfile
+from edgepack.devices import estimate as est
+from edgepack.errors import ConfigError
+
+
+def make_profile(**changes) -> DeviceProfile:
+    base = {
+        "name": "test-board", "kind": "board", "isa": "armv8-a", "features": ["neon"],
+        "memory_gb": 1, "memory_bandwidth_gbs": 4.0, "qemu_cpu": "cortex-a72",
+        "clusters": [
+            {"core": "little", "count": 4, "max_clock_ghz": 1.0, "nn_ipc": 0.5, "nn_ipc_basis": "test"},
+            {"core": "big", "count": 2, "max_clock_ghz": 2.0, "nn_ipc": 1.0, "nn_ipc_basis": "test fp32",
+             "nn_ipc_int8": 2.0, "nn_ipc_int8_basis": "test int8"},
+        ],
+    }
+    base.update(changes)
+    return DeviceProfile.model_validate(base)
+
+
+def test_estimate_latency_is_instructions_over_ipc_times_clock_on_the_fastest_cluster():
+    e = est.estimate_latency(make_profile(), instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0)
+    # 100e6 / (1.0 * 2.0e9) s = 50 ms, on the big cluster (1.0 * 2.0 > 0.5 * 1.0)
+    assert e.core == "big" and e.estimate_ms == pytest.approx(50.0)
+    assert e.bound == "compute" and e.kind == "estimate" and "estimate" in e.method
+    assert e.as_dict()["instructions_per_inference"] == 100e6
+
+
+def test_estimate_latency_is_memory_bound_when_bytes_dominate():
+    e = est.estimate_latency(make_profile(), instructions_per_inference=1e6, counted_on="cortex-a72", bytes_moved=400_000_000)
+    assert e.compute_ms == pytest.approx(0.5)
+    assert e.memory_ms == pytest.approx(100.0)      # 0.4 GB / 4 GB/s
+    assert e.bound == "memory" and e.estimate_ms == pytest.approx(100.0)
+
+
+def test_estimate_latency_uses_int8_ipc_for_int8_and_notes_its_absence():
+    p = make_profile()
+    assert est.estimate_latency(p, instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
+                                precision="int8").estimate_ms == pytest.approx(25.0)
+    no_int8 = make_profile(clusters=[{"core": "big", "count": 1, "max_clock_ghz": 2.0, "nn_ipc": 1.0, "nn_ipc_basis": "x"}])
+    e = est.estimate_latency(no_int8, instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0, precision="int8")
+    assert e.estimate_ms == pytest.approx(50.0) and any("no published int8" in n for n in e.notes)
+
+
+def test_estimate_latency_scales_threads_with_parallel_efficiency_capped_at_cluster_size():
+    e = est.estimate_latency(make_profile(), instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0, threads=4)
+    assert e.threads == 2
+    assert e.estimate_ms == pytest.approx(50.0 / (2 * est.PARALLEL_EFFICIENCY))
+    assert any("cluster has 2 cores" in n for n in e.notes)
+
+
+def test_estimate_latency_rejects_counts_from_another_cpu_model():
+    with pytest.raises(ValueError, match="cortex-a53"):
+        est.estimate_latency(make_profile(), instructions_per_inference=1e6, counted_on="cortex-a53", bytes_moved=0)
+
+
+def test_estimate_latency_needs_a_rated_cluster():
+    p = make_profile(clusters=[{"core": "x", "count": 1, "max_clock_ghz": 1.0}])
+    with pytest.raises(ConfigError, match="nn_ipc"):
+        est.estimate_latency(p, instructions_per_inference=1e6, counted_on="cortex-a72", bytes_moved=0)
+
+
+def test_profile_nn_ipc_without_basis_is_rejected():
+    with pytest.raises(ValueError, match="nn_ipc_basis"):
+        make_profile(clusters=[{"core": "x", "count": 1, "max_clock_ghz": 1.0, "nn_ipc": 1.0}])
+
+
+def test_shipped_profiles_rate_their_fastest_cluster_with_a_cited_basis():
+    catalog = profiles_catalog()
+    for name in ("pixel-7", "raspberry-pi-4", "raspberry-pi-5", "cortex-a53-iot", "graviton2"):
+        p = catalog.load(name)
+        c = est.fastest_cluster(p)
+        assert c.nn_ipc and "XNNPACK README" in c.nn_ipc_basis, name
+        assert any("XNNPACK" in s for s in p.sources), name
+
+
+def test_bytes_moved_counts_weights_once_and_activations_twice():
+    assert est.bytes_moved(weight_bytes=1000, activation_elements=10, activation_bytes_per_element=4) == 1080
+    assert est.activation_bytes_per_element("int8") == 1
+    assert est.activation_bytes_per_element("fp16") == 4
+
+
+def test_calibration_factor_is_geometric_mean_and_is_applied(tmp_path):
+    path = tmp_path / "test-board.json"
+    est.record_calibration("test-board", artifact="a.tflite", measured_ms=20.0, estimated_ms=10.0, runner="ssh", path=path)
+    cal = est.record_calibration("test-board", artifact="b.tflite", measured_ms=5.0, estimated_ms=10.0, runner="ssh", path=path)
+    assert cal.factor == pytest.approx(1.0)            # 2x and 0.5x cancel
+    cal = est.record_calibration("test-board", artifact="b.tflite", measured_ms=20.0, estimated_ms=10.0, runner="adb", path=path)
+    assert len(cal.measurements) == 2 and cal.factor == pytest.approx(2.0)   # b replaced
+    loaded = est.load_calibration("test-board", path=path)
+    assert loaded.factor == pytest.approx(2.0) and json.loads(path.read_text())["factor"] == 2.0
+    e = est.estimate_latency(make_profile(), instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
+                             calibration=loaded)
+    assert e.estimate_ms == pytest.approx(100.0) and e.calibration_factor == pytest.approx(2.0)
+    assert e.calibration_source == str(path)
+
+
+def test_calibration_path_prefers_the_project_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert est.calibration_path("pixel-7") == tmp_path / "cache" / "edgepack" / "calibration" / "pixel-7.json"
+    (tmp_path / "proj" / "calibration").mkdir(parents=True)
+    (tmp_path / "proj" / "calibration" / "pixel-7.json").write_text("{}")
+    assert est.calibration_path("pixel-7", project_dir=tmp_path / "proj") == tmp_path / "proj" / "calibration" / "pixel-7.json"
+    assert est.load_calibration("raspberry-pi-4", project_dir=tmp_path / "proj") is None
+
+
+def test_load_calibration_rejects_another_profiles_file(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"schema": est.CALIBRATION_SCHEMA, "profile": "pixel-7", "measurements": []}))
+    with pytest.raises(ConfigError, match="pixel-7"):
+        est.load_calibration("raspberry-pi-4", path=path)
+    path.write_text(json.dumps({"schema": "other/1", "profile": "pixel-7", "measurements": []}))
+    with pytest.raises(ConfigError, match="schema"):
+        est.load_calibration("pixel-7", path=path)
+
+
+def test_int8_warnings_name_missing_dotprod():
+    w = est.int8_slower_warnings(make_profile(features=["neon"]))
+    assert len(w) == 1 and "no dotprod or i8mm" in w[0]
+
+
+def test_int8_warnings_when_dotprod_exists_but_kernels_do_not_use_it():
+    p = make_profile(features=["neon", "dotprod"])
+    assert est.int8_slower_warnings(p, int8_dotprod=1000, int8_mmla=0) == []
+    w = est.int8_slower_warnings(p, int8_dotprod=0, int8_mmla=0)
+    assert len(w) == 1 and "SDOT" in w[0]
+
+
+def test_int8_warnings_when_int8_executes_more_instructions_or_falls_out_of_the_delegate():
+    p = make_profile(features=["neon", "dotprod", "i8mm"])
+    assert est.int8_slower_warnings(p, fp32_instructions=100.0, int8_instructions=40.0) == []
+    w = est.int8_slower_warnings(p, fp32_instructions=100.0, int8_instructions=120.0, delegated_share=0.5)
+    assert len(w) == 2 and any("1.20x" in x for x in w) and any("50%" in x for x in w)
+
+
+def test_parallel_efficiency_is_one_for_one_thread():
+    assert est.parallel_efficiency(1) == 1.0 and math.isclose(est.parallel_efficiency(4), est.PARALLEL_EFFICIENCY)
