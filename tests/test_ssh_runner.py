@@ -124,7 +124,7 @@ SetEnv TMPDIR={self.tmp}
 
     def kill(self) -> None:
         for pid in self.sessions():
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
@@ -234,9 +234,11 @@ def test_ssh_runner_reports_a_lost_link_and_the_board_cleans_up_when_sshd_dies(t
 
     worker = threading.Thread(target=run)
     worker.start()
-    _wait_for(lambda: any((d / "running").exists() for d in doomed.tmp.iterdir()), 60, "the runner to start on the board")
-    killed = time.monotonic()
-    doomed.kill()
+    try:
+        _wait_for(lambda: any((d / "running").exists() for d in doomed.tmp.iterdir()), 60, "the runner to start on the board")
+    finally:
+        killed = time.monotonic()
+        doomed.kill()
     worker.join(timeout=30)
     assert not worker.is_alive(), "the runner hung after sshd died"
     assert time.monotonic() - killed < 30
@@ -263,7 +265,11 @@ def test_ssh_runner_notices_a_silent_link_and_cleans_up_over_a_new_connection(tm
 
     worker = threading.Thread(target=run)
     worker.start()
-    _wait_for(lambda: any((d / "running").exists() for d in stalled.tmp.iterdir()), 60, "the runner to start on the board")
+    try:
+        _wait_for(lambda: any((d / "running").exists() for d in stalled.tmp.iterdir()), 60, "the runner to start on the board")
+    except BaseException:
+        stalled.kill()
+        raise
     # Stopped connection processes keep the TCP connection open but never answer: a link
     # that died without a reset, which only the keep-alive probes can notice.
     frozen = stalled.sshd_descendants()
@@ -279,7 +285,7 @@ def test_ssh_runner_notices_a_silent_link_and_cleans_up_over_a_new_connection(tm
         assert stalled.leftovers() == []
     finally:
         for pid in frozen:
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
         stalled.kill()
 
 
@@ -339,6 +345,13 @@ def test_ssh_runner_says_when_the_board_has_no_such_python(board, artifacts, inp
 def test_ssh_runner_needs_an_ssh_host_in_the_profile():
     with pytest.raises(ConfigError, match="raspberry-pi-4.*no \\[reach\\] ssh_host"):
         SshRunner(profiles_catalog().load("raspberry-pi-4"))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended between the listing and now
+        pass
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:

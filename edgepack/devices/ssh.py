@@ -243,6 +243,14 @@ class SshRunner:
             raise ToolchainError(
                 f"{fmt}: {artifact.name} did not finish on {self.destination} within {self.run_timeout_s:g} s",
                 format=fmt, stage="run") from None
+        except BaseException:  # Ctrl-C: stop ssh too; the closed stdin stops the board's side
+            if keep_w is not None:
+                os.close(keep_w)
+                keep_w = None
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             if keep_w is not None:
                 os.close(keep_w)
