@@ -62,6 +62,19 @@ class RunResult:
         }
 
 
+def stderr_reason(stderr: str) -> str:
+    """The line of a runner's stderr that says why it failed: qemu's own report of a fatal
+    signal, else the last line that is not a runtime's informational chatter."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("qemu:"):
+            return line
+    for line in reversed(lines):
+        if not line.startswith(("INFO:", "I ", "W ")):
+            return line
+    return "no output"
+
+
 class Runner(Protocol):
     name: str
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.config.schema import DeviceProfile
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult, stderr_reason
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ToolchainError
 
@@ -65,7 +65,7 @@ class QemuRunner:
                 "--result", str(tmp / "result.json"),
                 "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
             ]
-            qemu = ["qemu-aarch64", "-cpu", self.cpu, "-L", str(root)]
+            qemu = qemu_prefix(root, self.cpu)
             if self.count_instructions and shutil.which("setarch"):
                 # Without address randomization the guest's memory layout, and with it
                 # pointer hashing and memcpy alignment paths, repeats from run to run.
@@ -84,7 +84,7 @@ class QemuRunner:
             if not result_file.is_file():
                 raise ToolchainError(
                     f"{fmt}: the {fmt} runtime crashed running {artifact.name} under qemu {self.cpu} "
-                    f"(exit {proc.returncode}): {_last_line(proc.stderr)}",
+                    f"(exit {proc.returncode}): {stderr_reason(proc.stderr)}",
                     format=fmt, stage="run",
                 )
             doc = json.loads(result_file.read_text())
@@ -99,22 +99,7 @@ class QemuRunner:
         return _with(base, emulated_cpu=self.cpu, instructions=counts)
 
     def _execute(self, cmd: list[str], tmp: Path, site: Path, fmt: str, artifact: Path) -> subprocess.CompletedProcess:
-        # qemu-user hands its own environment to the guest: start from an empty one so the
-        # host's PYTHONPATH, PYTHONHOME or virtualenv can never leak into the aarch64 Python.
-        guest_env = {
-            "PATH": "/usr/bin:/bin",
-            "LC_ALL": "C.UTF-8",
-            "HOME": str(tmp),
-            "PYTHONPATH": str(site),
-            "PYTHONNOUSERSITE": "1",
-            # Deterministic hashing keeps dict and set layouts, and so instruction counts,
-            # identical from run to run; no bytecode writes keep the shared cache read-only.
-            "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        if self.count_instructions:
-            guest_env["EDGEPACK_MARKERS"] = "1"
+        guest_env = guest_environment(site, home=tmp, markers=self.count_instructions)
         # Own session so a timeout kills qemu and anything it started; cwd in the temporary
         # folder so a crashing guest's core file goes away with it.
         proc = subprocess.Popen(cmd, cwd=tmp, env=guest_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -156,20 +141,35 @@ class QemuRunner:
         }
 
 
+def qemu_prefix(root: Path, cpu: str) -> list[str]:
+    """The command words that run an aarch64 program of the prepared environment on the
+    emulated `cpu`; `root` is that model's `-L` root (Arm64Env.cpu_root)."""
+    return ["qemu-aarch64", "-cpu", cpu, "-L", str(root)]
+
+
+def guest_environment(site: Path, *, home: Path, markers: bool = False) -> dict[str, str]:
+    """The whole environment of an emulated run. qemu-user hands its own environment to
+    the guest, so this starts from nothing: the host's PYTHONPATH, PYTHONHOME or
+    virtualenv can never leak into the aarch64 Python."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(home),
+        "PYTHONPATH": str(site),
+        "PYTHONNOUSERSITE": "1",
+        # Deterministic hashing keeps dict and set layouts, and so instruction counts,
+        # identical from run to run; no bytecode writes keep the shared cache read-only.
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    if markers:
+        env["EDGEPACK_MARKERS"] = "1"
+    return env
+
+
 def _with(result: RunResult, **changes) -> RunResult:
     from dataclasses import replace
 
     return replace(result, **changes)
 
-
-def _last_line(stderr: str) -> str:
-    """The line that says why: qemu's own report of a fatal signal, else the last line
-    that is not a runtime's informational chatter."""
-    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("qemu:"):
-            return line
-    for line in reversed(lines):
-        if not line.startswith(("INFO:", "I ", "W ")):
-            return line
-    return "no output"
