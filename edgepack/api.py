@@ -274,6 +274,9 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                                            np.zeros(project.model.input_shape, np.float32)).as_dict())]
     else:
         stage_rows = list(compressed.rows)
+    from edgepack.devices.costs import model_costs
+
+    costs = model_costs(model, np.zeros(project.model.input_shape, np.float32))
     runner = HostRunner()
     emulated: dict[tuple[str, str, str], dict] = {}   # (format, precision, qemu cpu) -> measurement
     if plan.runner == "qemu":
@@ -327,6 +330,13 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                         say(f"running {spec.format} {spec.precision} under qemu ({tp.device.qemu_cpu})")
                         emulated[ekey] = _emulate(tp.device, artifact.path, spec.format, evaluation, reference, settings)
                     measurements.append({"device": tp.device.name, **emulated[ekey]})
+                    from edgepack.devices.latency import estimate_row
+
+                    row = estimate_row(tp.device, instructions=emulated[ekey]["instructions"], artifact_bytes=artifact.size_bytes,
+                                       precision=spec.precision, activation_elements=costs.activation_elements,
+                                       threads=settings.threads, project_dir=pdir)
+                    if row:
+                        measurements.append(row)
                 arts.append(ArtifactResult(
                     format=spec.format, precision=spec.precision, file=file_name,
                     sha256=artifact.sha256, size_bytes=artifact.size_bytes,
@@ -335,6 +345,18 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     measurements=tuple(measurements), key=key,
                 ))
             failures = [f for a in arts for f in _gate(tp, a)]
+            from edgepack.devices.latency import latency_gate
+
+            estimates = {a.file: next((m for m in a.measurements if m.get("method") == "estimated"), None) for a in arts}
+            for a in arts:
+                failures += latency_gate(a.file, tp.device, estimates[a.file], tp.target.budgets.max_latency_ms)
+            if tp.target.budgets.max_latency_ms is None:
+                latency_gate_note = "no latency budget"
+            elif all(estimates.values()):
+                latency_gate_note = f"gated on estimates for {tp.device.name} (instructions counted on {tp.device.qemu_cpu})"
+            else:
+                latency_gate_note = (f"not gated: host latency is not {tp.device.name} latency; build with --runner qemu "
+                                     f"(or run edgepack profile) to estimate it")
             manifest = {
                 "schema": MANIFEST_SCHEMA,
                 "project": {"name": project.project.name, "version": project.project.version},
@@ -346,6 +368,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                     "parameters": source.parameters,
                     "fp32_weight_bytes": source.fp32_bytes,
                     "input_shape": list(project.model.input_shape),
+                    "activation_elements": costs.activation_elements,
                     "input_name": project.model.input_name,
                     "output_name": project.model.output_name,
                 },
@@ -359,7 +382,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                 "toolchain": toolchain,
                 "budgets": tp.target.budgets.model_dump(),
                 "gates": {"passed": not failures, "failures": failures,
-                          "latency": "not gated: no measurement or estimate on the device yet"},
+                          "latency": latency_gate_note},
                 "artifacts": [a.manifest_entry() for a in arts],
             }
             name = tp.target.name if not failures else f"{tp.target.name}.rejected"

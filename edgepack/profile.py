@@ -37,6 +37,7 @@ class ProfiledArtifact:
     precision: str
     measurement: dict                   # one manifest `measurements` row
     warnings: tuple[str, ...] = ()
+    estimates: tuple[dict, ...] = ()    # estimated-latency rows derived from the run
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class ProfileResult:
     def as_dict(self) -> dict:
         return {"schema": PROFILE_SCHEMA, "device": self.device, "runner": self.runner, "source": self.source,
                 "artifacts": [{"file": a.file, "format": a.format, "precision": a.precision,
-                               "measurement": a.measurement, "warnings": list(a.warnings)} for a in self.artifacts]}
+                               "measurement": a.measurement, "estimates": list(a.estimates),
+                               "warnings": list(a.warnings)} for a in self.artifacts]}
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -86,7 +88,20 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
     return [Subject(path, fmt, "unknown", _load_npy(Path(inputs), "inputs"), None, None)], None
 
 
-def make_runner(name: str, device: DeviceProfile, *, count_instructions: bool = True):
+@dataclass(frozen=True)
+class Reach:
+    """Command-line overrides of a device profile's [reach] settings."""
+
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    identity_file: Path | None = None
+    ssh_python: str | None = None
+    exec_prefix: str = ""
+    connect_timeout_s: float = 10
+    adb_serial: str | None = None
+
+
+def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, count_instructions: bool = True):
     if name == "host":
         from edgepack.devices.host import HostRunner
 
@@ -95,12 +110,24 @@ def make_runner(name: str, device: DeviceProfile, *, count_instructions: bool = 
         from edgepack.devices.qemu import QemuRunner
 
         return QemuRunner(device, count_instructions=count_instructions)
+    if name == "ssh":
+        from edgepack.devices.ssh import SshRunner
+
+        return SshRunner(reach.ssh_host or device, port=reach.ssh_port, identity_file=reach.identity_file,
+                         python=reach.ssh_python, exec_prefix=reach.exec_prefix, connect_timeout_s=reach.connect_timeout_s)
+    if name == "adb":
+        from edgepack.devices.adb import AdbRunner
+
+        serial = reach.adb_serial or device.reach.adb_serial
+        if not serial:
+            raise ConfigError(f"device profile {device.name!r} has no [reach] adb_serial; set it or pass --adb-serial (see `adb devices`)")
+        return AdbRunner(serial)
     raise ConfigError(f"--runner {name!r}: valid runners: {', '.join(RUNNERS)}")
 
 
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,
             iterations: int = 50, warmup: int = 10, threads: int = 1, project_dir: Path = Path("."),
-            write_manifest: bool = True, progress=lambda m: None) -> ProfileResult:
+            write_manifest: bool = True, reach: Reach = Reach(), progress=lambda m: None) -> ProfileResult:
     from edgepack._quiet import quiet_toolchains
     from edgepack.config.loader import profiles_catalog
     from edgepack.verify.metrics import snr_db
@@ -113,29 +140,48 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     if not device:
         raise ConfigError("--device is required when profiling a single artifact; see `edgepack devices`")
     dev = profiles_catalog(project_dir.resolve()).load(device)
-    run_on = make_runner(runner, dev)
+    from edgepack.devices.latency import calibrate_from, estimate_row
+
+    run_on = make_runner(runner, dev, reach)
+    activation_elements = ((manifest or {}).get("source") or {}).get("activation_elements")
+    earlier = {a["file"]: a.get("measurements") or [] for a in (manifest or {}).get("artifacts", [])}
     profiled = []
     for s in found:
         progress(f"{s.path.name}: running on {runner} ({dev.name})")
         result = run_on.run(s.path, s.format, s.inputs, warmup=warmup, iterations=iterations, threads=threads)
-        row = {"device": dev.name, "method": "emulated" if result.emulated_cpu else "measured", **result.latency_dict()}
-        if result.emulated_cpu:  # emulated wall time is not latency
+        emulated = bool(getattr(result, "emulated_cpu", None))
+        lat = result.latency_dict()
+        row = {"device": dev.name, "method": "emulated" if emulated else "measured", **lat}
+        if emulated:  # emulated wall time is not latency
             row.update(p50_ms=None, p90_ms=None, cpu=result.emulated_cpu, emulated_wall_p50_ms=round(result.p50_ms, 3))
             for k in ("p50", "p90", "p99", "mean", "std"):
                 row.pop(k, None)
         else:
-            row.update(p50_ms=round(result.p50_ms, 4), p90_ms=round(result.p90_ms, 4))
+            row.update(p50_ms=lat.get("p50"), p90_ms=lat.get("p90"))
+        extra_rows = []
+        if emulated:
+            est = estimate_row(dev, instructions=result.instructions, artifact_bytes=s.path.stat().st_size,
+                               precision=s.precision, activation_elements=activation_elements, threads=threads,
+                               project_dir=project_dir.resolve())
+            if est:
+                extra_rows.append(est)
+        elif runner in ("ssh", "adb"):
+            written = calibrate_from(dev, file=s.path.name, measured_ms=lat.get("p50"), previous_rows=earlier.get(s.path.name, []),
+                                     runner=runner)
+            if written:
+                row["calibrated"] = written
         out = result.outputs
-        if s.reference is not None and out.shape == s.reference.shape:
+        if out is not None and s.reference is not None and out.shape == s.reference.shape:
             row["parity"] = {"samples": int(len(out)),
                              "agreement": float(np.mean(out.argmax(1) == s.reference.argmax(1))),
                              "max_abs_error": float(np.max(np.abs(out - s.reference))),
                              "snr_db": _finite(snr_db(s.reference, out))}
-        if s.recorded is not None and out.shape == s.recorded.shape:
+        if out is not None and s.recorded is not None and out.shape == s.recorded.shape:
             row.setdefault("parity", {})["max_abs_diff_vs_build_host"] = float(np.max(np.abs(out - s.recorded)))
-        if result.instructions:
+        if getattr(result, "instructions", None):
             row["instructions"] = result.instructions
-        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(_warnings(dev, s, result))))
+        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(_warnings(dev, s, result)),
+                                         tuple(extra_rows)))
     res = ProfileResult(dev.name, runner, str(path), tuple(profiled))
     if manifest is not None and write_manifest:
         _record(path.resolve() / "manifest.json", manifest, res)
@@ -151,7 +197,7 @@ def _warnings(dev: DeviceProfile, s: Subject, result) -> list[str]:
     if s.precision.startswith("int8") and "dotprod" not in dev.features and "i8mm" not in dev.features:
         warnings.append(f"{dev.name} has no dot-product (SDOT) or I8MM instructions: int8 kernels fall back to "
                         "widening multiplies and may not beat fp32 there")
-    ins = result.instructions or {}
+    ins = getattr(result, "instructions", None) or {}
     if s.precision.startswith("int8") and "dotprod" in dev.features and ins and not ins.get("dotprod_per_inference"):
         warnings.append(f"no SDOT/UDOT executed on the emulated {ins.get('cpu')}: the int8 kernels missed the dot-product path")
     return warnings
@@ -166,8 +212,9 @@ def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
         p = by_file.get(a["file"])
         if p is None:
             continue
-        rows = [m for m in a.get("measurements") or [] if not (m.get("device") == res.device and m.get("runner") == res.runner)]
-        a["measurements"] = rows + [p.measurement]
+        replaced = {res.runner, *(["estimate"] if p.estimates else [])}
+        rows = [m for m in a.get("measurements") or [] if not (m.get("device") == res.device and m.get("runner") in replaced)]
+        a["measurements"] = rows + [p.measurement, *p.estimates]
     tmp = manifest_file.with_suffix(".json.tmp")
     write_json(tmp, manifest)
     tmp.replace(manifest_file)

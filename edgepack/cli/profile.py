@@ -20,6 +20,13 @@ def profile(
     warmup: int = typer.Option(10, "--warmup", min=0),
     threads: int = typer.Option(1, "--threads", min=1),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder (for project-local device profiles)."),
+    ssh_host: Optional[str] = typer.Option(None, "--ssh-host", help="user@host of the board (default: the profile's [reach] ssh_host)."),
+    ssh_port: Optional[int] = typer.Option(None, "--ssh-port"),
+    identity_file: Optional[Path] = typer.Option(None, "--identity-file", help="ssh private key."),
+    ssh_python: Optional[str] = typer.Option(None, "--ssh-python", help="Python on the board (default: python3)."),
+    exec_prefix: str = typer.Option("", "--exec-prefix", help="Command put before every program run on the board, e.g. 'taskset -c 4-7'."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=1, help="Seconds to wait for ssh/adb to connect."),
+    adb_serial: Optional[str] = typer.Option(None, "--adb-serial", help="Phone serial (default: the profile's [reach] adb_serial)."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not add the figures to the dist's manifest.json."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
@@ -28,15 +35,23 @@ def profile(
     inference, p50/p90/p99, memory; under qemu the instruction count per inference."""
     from edgepack import profile as prof
 
+    reach = prof.Reach(ssh_host=ssh_host, ssh_port=ssh_port, identity_file=identity_file, ssh_python=ssh_python,
+                       exec_prefix=exec_prefix, connect_timeout_s=connect_timeout, adb_serial=adb_serial)
     kwargs = dict(device=device, runner=runner, inputs=inputs, iterations=iterations, warmup=warmup, threads=threads,
-                  project_dir=project, write_manifest=not no_record)
+                  project_dir=project, write_manifest=not no_record, reach=reach)
     if json_out:
         print_json(prof.profile(path, **kwargs).as_dict())
         return
     with stderr.status("profiling") as status:
         result = prof.profile(path, progress=lambda m: status.update(m), **kwargs)
     stdout.print(profile_table(result))
+    methods = set()
     for a in result.artifacts:
+        for e in a.estimates:
+            stdout.print(f"{a.file} on {e['device']}: {e['label']}", highlight=False)
+            methods.add(e["estimate"]["method"])
+    for m in sorted(methods):
+        stdout.print(f"[dim]estimate method: {m}[/]", highlight=False)
         for w in a.warnings:
             stderr.print(f"[yellow]warning:[/] {a.file}: {w}", highlight=False)
 
@@ -56,14 +71,14 @@ def profile_table(result) -> Table:
         parity = m.get("parity") or {}
         ins = m.get("instructions") or {}
         times = ([f"{m['emulated_wall_p50_ms']:.2f} ms"] if emulated
-                 else [f"{m[k]:.3f} ms" for k in ("p50", "p90", "p99", "std")])
+                 else [f"{m[k]:.3f} ms" if m.get(k) is not None else "-" for k in ("p50", "p90", "p99", "std")])
         table.add_row(
             a.file, a.precision,
             f"{parity['agreement'] * 100:.1f}%" if "agreement" in parity else "-",
             f"{parity['max_abs_error']:.3g}" if "max_abs_error" in parity else "-",
             f"{parity['max_abs_diff_vs_build_host']:.3g}" if "max_abs_diff_vs_build_host" in parity else "-",
-            f"{m.get('load_ms', 0):.1f} ms", f"{m.get('first_inference_ms', 0):.2f} ms", *times,
-            f"{m.get('peak_rss_mb', 0):.0f} MB" + (" (qemu)" if emulated else ""),
+            f"{m.get('load_ms') or 0:.1f} ms", f"{m.get('first_inference_ms') or 0:.2f} ms", *times,
+            f"{m.get('peak_rss_mb') or 0:.0f} MB" + (" (qemu)" if emulated else ""),
             *([f"{ins.get('per_inference', 0):,.0f}", f"{ins.get('dotprod_per_inference', 0):,.0f}"] if emulated else []),
         )
     return table

@@ -63,6 +63,9 @@ def build_tables(result) -> list:
                           ("vs fp32", "right"), ("accuracy", "right"), ("vs ref", "right"), ("agree", "right"),
                           ("SNR dB", "right"), ("host p50", "right")):
             table.add_column(col, justify=just)
+        has_estimates = any(r.get("method") == "estimated" for a in m["artifacts"] for r in a.get("measurements") or [])
+        if has_estimates:
+            table.add_column(f"est. {t.device}", justify="right")
         for a in m["artifacts"]:
             lat = a["latency_ms"]
             drop = a["accuracy_drop_pt"]
@@ -72,6 +75,8 @@ def build_tables(result) -> list:
                 Text(f"{(-drop) + 0.0:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
                 f"{a['agreement'] * 100:.1f}%", "exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}",
                 f"{lat['p50']:.3f} ms",
+                *([next((r["label"] for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
+                  if has_estimates else []),
             )
         out.append(table)
         ref = m["evaluation"]
@@ -81,6 +86,7 @@ def build_tables(result) -> list:
             f"vs fp32 = size / fp32 weights ({human_bytes(m['source']['fp32_weight_bytes'])}); "
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))
+        out.append(Text(f"latency: {m['gates'].get('latency', '')}", style="dim"))
         if t.passed:
             out.append(Text(f"wrote {t.dist}", style="green"))
         else:
