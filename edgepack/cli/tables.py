@@ -75,7 +75,7 @@ def build_tables(result) -> list:
                 Text(f"{(-drop) + 0.0:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
                 f"{a['agreement'] * 100:.1f}%", "exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}",
                 f"{lat['p50']:.3f} ms",
-                *([next((r["label"] for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
+                *([next((f"~{r['p50_ms']:.2f} ms" for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
                   if has_estimates else []),
             )
         out.append(table)
