@@ -62,3 +62,28 @@ def test_profile_artifact_the_runtime_rejects_exits_3(built, tmp_path):
     bad.write_bytes(b"\x00" * 64)
     run = cli("profile", bad, "--device", "pixel-7", "--inputs", built / "testdata" / "inputs.npy")
     assert_one_line_error(run, 3, "broken.onnx")
+
+
+@pytest.mark.slow
+def test_build_under_qemu_gates_latency_on_the_device_estimate(tiny_project):
+    tiny_project.add_target("onnx-only", extra="max_latency_ms = 0.000001")
+    run = cli("build", "-p", tiny_project.root, "--runner", "qemu", "--json")
+    assert run.code == 1, run.stderr
+    (target,) = run.json()["targets"]
+    (failure,) = target["failures"]
+    assert "tiny.onnx on raspberry-pi-4: estimated" in failure and "exceeds the latency budget of 1e-06 ms" in failure
+    rows = target["manifest"]["artifacts"][0]["measurements"]
+    emulated = next(r for r in rows if r["method"] == "emulated")
+    estimate = next(r for r in rows if r["method"] == "estimated")
+    assert emulated["cpu"] == "cortex-a72" and emulated["p50_ms"] is None       # emulation is never latency
+    assert estimate["estimate"]["kind"] == "estimate" and estimate["estimate"]["counted_on"] == "cortex-a72"
+    assert estimate["p50_ms"] == pytest.approx(estimate["estimate"]["estimate_ms"], abs=1e-3)  # both rounded
+    tiny_project.add_target("onnx-only", extra="max_latency_ms = 1000")
+    ok = cli("build", "-p", tiny_project.root, "--runner", "qemu", "--json")
+    assert ok.code == 0, ok.stderr
+    assert ok.json()["targets"][0]["manifest"]["gates"]["latency"].startswith("gated on estimates for raspberry-pi-4")
+
+
+def test_host_only_build_says_latency_was_not_gated(built):
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["gates"]["latency"].startswith("no latency budget") or "not gated" in manifest["gates"]["latency"]
