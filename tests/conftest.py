@@ -200,3 +200,24 @@ def assert_one_line_error(run: Run, code: int, *fragments: str) -> None:
     text = run.stderr.lower()
     for fragment in fragments:
         assert fragment.lower() in text, f"{fragment!r} not in: {run.stderr}"
+
+
+@pytest.fixture(scope="session")
+def digits_android(tmp_path_factory):
+    """The digits sample built for android once per test run: (dist folder, --json result).
+    Several test modules check these same real artifacts from different sides."""
+    out = tmp_path_factory.mktemp("digits") / "dist"
+    run = cli("build", "-p", DIGITS, "-t", "android", "-o", out, "--json")
+    assert run.code == 0, run.stderr
+    return out / "android", run.json()
+
+
+@pytest.fixture(scope="session")
+def digits_artifacts(digits_android) -> dict:
+    """format -> path of the digits sample's int8 artifacts."""
+    from edgepack.config.schema import EXTENSIONS
+
+    folder, _ = digits_android
+    found = {fmt: folder / f"digits{ext}" for fmt, ext in EXTENSIONS.items()}
+    assert all(p.is_file() for p in found.values()), found
+    return found

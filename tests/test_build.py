@@ -12,11 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def digits_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits") / "dist"
-    run = cli("build", "-p", DIGITS, "-t", "android", "-o", out, "--json")
-    assert run.code == 0, run.stderr
-    return out / "android", run.json()
+def digits_build(digits_android):
+    return digits_android
 
 
 def test_digits_android_build_writes_three_int8_artifacts_and_manifest(digits_build):

@@ -7,9 +7,34 @@ import sys
 import types
 from contextlib import contextmanager
 
+from dataclasses import dataclass
+
 import numpy as np
 
 CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What both PT2E exporters start from: the request's options, its dynamic dims, the
+    model, the example at the deployed shape, and the example and dynamic_shapes to trace."""
+
+    opts: object
+    dims: tuple
+    module: object
+    example: object
+    traced: object
+    shapes: object
+
+
+def prepare(req, *, trace_at_max: bool) -> Prepared:
+    from edgepack.exporters import dynamic_shapes_spec, example_for
+
+    dims = tuple(req.dynamic_dims)
+    example = as_tensor(req.example)
+    traced = as_tensor(example_for(req.example, dims, at_max=trace_at_max)) if dims else example
+    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+    return Prepared(req.options, dims, req.module.eval(), example, traced, shapes)
 
 
 def as_tensor(x) -> "torch.Tensor":  # noqa: F821

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
+from edgepack.exporters._pt2e import capture_for_calibration, prepare
 
 
 def _quiet_imports() -> None:
@@ -89,16 +88,10 @@ def export(req) -> dict:
     _quiet_imports()
     import torch
 
-    from edgepack.exporters import dynamic_shapes_spec, example_for
-
-    opts = req.options
-    dims = tuple(req.dynamic_dims)
-    module = req.module.eval()
-    example = as_tensor(req.example)
     # With dynamic dims the program is traced at each dim's max: XNNPACK's lowering
     # evaluates shape guards at the traced size, and a small one silently narrows the range.
-    traced = as_tensor(example_for(req.example, dims, at_max=True)) if dims else example
-    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+    p = prepare(req, trace_at_max=True)
+    opts, dims, module, example, traced, shapes = p.opts, p.dims, p.module, p.example, p.traced, p.shapes
 
     def export_program(m):
         try:

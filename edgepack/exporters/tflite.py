@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
+from edgepack.exporters._pt2e import capture_for_calibration, prepare
 
 
 def _quiet_imports() -> None:
@@ -64,15 +64,9 @@ def export(req) -> dict:
     import litert_torch
     import torch
 
-    from edgepack.exporters import dynamic_shapes_spec, example_for
-
-    opts = req.options
-    dims = tuple(req.dynamic_dims)
-    module = req.module.eval()
-    example = as_tensor(req.example)
     # Dynamic dims are traced at max(2, min): a size-1 trace specialises to the constant 1.
-    traced = as_tensor(example_for(req.example, dims, at_max=False)) if dims else example
-    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+    p = prepare(req, trace_at_max=False)
+    opts, dims, module, example, traced, shapes = p.opts, p.dims, p.module, p.example, p.traced, p.shapes
 
     def convert(m, **kw):
         try:
