@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgepack import api  # noqa: E402
+from edgepack.compress.engine import StageBudgetError  # noqa: E402
 
 FP32_TARGET = """
 name = "bench-fp32"
@@ -68,7 +69,14 @@ def main() -> int:
         for sample in args.samples:
             rows = []
             for label, target, recipe in CONFIGS[sample]:
-                m = run_config(sample, target, recipe, tmp, args.iterations)
+                try:
+                    m = run_config(sample, target, recipe, tmp, args.iterations)
+                except StageBudgetError as e:  # a recipe that breaks its budget is a result too
+                    last = e.rows[-1].as_dict()
+                    rows.append({"config": label, "recipe": recipe, "failed": str(e), "parameters": last["parameters"],
+                                 "macs": last["macs"], "stage_accuracy": last["accuracy"],
+                                 "stage_seconds": sum(r.seconds for r in e.rows)})
+                    continue
                 arts = {a["format"]: a for a in m["artifacts"]}
                 last = m["stages"][-1]
                 rows.append({"config": label, "recipe": recipe, "parameters": last["parameters"], "macs": last["macs"],
@@ -79,6 +87,9 @@ def main() -> int:
                              "stage_seconds": sum(s["seconds"] for s in m["stages"])})
             base = rows[0]
             for r in rows:
+                if "failed" in r:
+                    r["macs_ratio"] = r["macs"] / base["macs"]
+                    continue
                 r["size_ratio"] = max(r["sizes"][f] / base["sizes"][f] for f in r["sizes"])
                 r["macs_ratio"] = r["macs"] / base["macs"]
                 r["drop_pt"] = (r["reference_accuracy"] - min(r["accuracy"].values())) * 100
@@ -94,6 +105,11 @@ def main() -> int:
                     "min accuracy", "drop", "p50 tflite / pte / onnx", "compress time"):
             table.add_column(col, justify="left" if col == "config" else "right")
         for r in rows:
+            if "failed" in r:
+                table.add_row(r["config"], f"{r['parameters']:,}", f"{r['macs']:,}", f"{r['macs_ratio']:.2f}x", "-", "-", "-", "-",
+                              f"{r['stage_accuracy'] * 100:.2f}% (torch, validation)", "over budget", "-",
+                              f"{r['stage_seconds']:.0f} s")
+                continue
             table.add_row(
                 r["config"], f"{r['parameters']:,}", f"{r['macs']:,}", f"{r['macs_ratio']:.2f}x",
                 *(f"{r['sizes'][f]:,}" for f in ("tflite", "executorch", "onnx")), f"{r['size_ratio']:.3f}x",
@@ -101,6 +117,9 @@ def main() -> int:
                 " / ".join(f"{r['p50_ms'][f] * 1000:.0f}" for f in ("tflite", "executorch", "onnx")) + " us",
                 f"{r['stage_seconds']:.0f} s")
         console.print(table)
+        for r in rows:
+            if "failed" in r:
+                console.print(f"{r['config']}: {r['failed']}", highlight=False)
     return 0
 
 
