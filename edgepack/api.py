@@ -187,6 +187,28 @@ def _check_dynamic(runner, artifact: Path, fmt: str, dims, model, eval_x: np.nda
     return checks
 
 
+def _check_teachers(recipe, model, load_model, example: np.ndarray) -> None:
+    """Load every distillation teacher and compare its output shape with the model's
+    before the first stage runs: a bad teacher fails the build before any work."""
+    import torch
+
+    with torch.no_grad():
+        expected = tuple(model(torch.from_numpy(example)).shape)
+        for spec in recipe.stages:
+            for t in getattr(spec.config, "teachers", ()) or ():
+                if t.model == "original":
+                    continue
+                teacher = load_model(t.model, t.weights)
+                try:
+                    got = tuple(teacher(torch.from_numpy(example)).shape)
+                except Exception as e:
+                    raise ConfigError(f"stage {spec.index} (distill): teacher {t.model!r} fails on an input of shape "
+                                      f"{list(example.shape)}: {type(e).__name__}: {e}") from None
+                if got != expected:
+                    raise ConfigError(f"stage {spec.index} (distill): teacher {t.model!r} outputs {list(got)}, "
+                                      f"the model {list(expected)}; a teacher must predict the same classes")
+
+
 def _compress(plan: BuildPlan, source, evaluation, say):
     """Run the recipe's model stages (None when it has none)."""
     import copy
@@ -215,6 +237,7 @@ def _compress(plan: BuildPlan, source, evaluation, say):
     def build_fresh(base: str):
         return build_untrained(pdir, project.model.factory if base == "original" else base, what="model.factory")
 
+    _check_teachers(recipe, source.module, load_model, np.zeros(project.model.input_shape, np.float32))
     ctx = PassContext(
         training=Dataset(training.x, training.y) if training else None,
         validation=Dataset(validation.x, validation.y),

@@ -83,9 +83,12 @@ def test_distill_teacher_with_mismatched_outputs_fails_with_exit_2(tiny_project)
     from safetensors.torch import save_file
 
     save_file({"1.weight": torch.zeros(7, 16), "1.bias": torch.zeros(7)}, str(tiny_project.root / "other.safetensors"))
-    _with_compress(tiny_project, '[[compress.stages]]\npass = "distill"\nepochs = 1\n'
+    _with_compress(tiny_project, '[[compress.stages]]\npass = "prune"\nmethod = "structured"\nratio = 0.5\n'
+                                 '[[compress.stages]]\npass = "distill"\nepochs = 1\n'
                                  '[[compress.stages.teachers]]\nmodel = "other.py:build"\nweights = "other.safetensors"\n')
-    assert_one_line_error(cli("build", "-p", tiny_project.root), 2, "teacher")
+    assert_one_line_error(cli("build", "-p", tiny_project.root), 2, "stage 2 (distill): teacher 'other.py:build' outputs [1, 7]",
+                          "the model [1, 3]")
+    assert not (tiny_project.root / ".edgepack-cache").exists()  # the prune stage before it never ran
 
 
 @pytest.mark.slow
