@@ -127,7 +127,8 @@ def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, cou
 
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,
             iterations: int = 50, warmup: int = 10, threads: int = 1, project_dir: Path = Path("."),
-            write_manifest: bool = True, reach: Reach = Reach(), progress=lambda m: None) -> ProfileResult:
+            write_manifest: bool = True, reach: Reach = Reach(), op_profile: bool = False,
+            progress=lambda m: None) -> ProfileResult:
     from edgepack._quiet import quiet_toolchains
     from edgepack.config.loader import profiles_catalog
     from edgepack.verify.metrics import snr_db
@@ -148,7 +149,8 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     profiled = []
     for s in found:
         progress(f"{s.path.name}: running on {runner} ({dev.name})")
-        result = run_on.run(s.path, s.format, s.inputs, warmup=warmup, iterations=iterations, threads=threads)
+        extra = {"op_profile": True} if op_profile and runner in ("host", "ssh") else {}
+        result = run_on.run(s.path, s.format, s.inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
         emulated = bool(getattr(result, "emulated_cpu", None))
         lat = result.latency_dict()
         row = {"device": dev.name, "method": "emulated" if emulated else "measured", **lat}
@@ -180,6 +182,8 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
             row.setdefault("parity", {})["max_abs_diff_vs_build_host"] = float(np.max(np.abs(out - s.recorded)))
         if getattr(result, "instructions", None):
             row["instructions"] = result.instructions
+        if op_profile:
+            row["ops"] = getattr(result, "ops", None) or f"not exposed by {s.format}'s runtime on the {runner} runner"
         profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(_warnings(dev, s, result)),
                                          tuple(extra_rows)))
     res = ProfileResult(dev.name, runner, str(path), tuple(profiled))

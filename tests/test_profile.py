@@ -87,3 +87,13 @@ def test_build_under_qemu_gates_latency_on_the_device_estimate(tiny_project):
 def test_host_only_build_says_latency_was_not_gated(built):
     manifest = json.loads((built / "manifest.json").read_text())
     assert manifest["gates"]["latency"].startswith("no latency budget") or "not gated" in manifest["gates"]["latency"]
+
+
+def test_profile_ops_breaks_onnx_time_down_by_operator(built):
+    run = cli("profile", built, "--json", "--ops", "--iterations", "10", "--no-record")
+    assert run.code == 0, run.stderr
+    ops = run.json()["artifacts"][0]["measurement"]["ops"]
+    names = {r["op"] for r in ops}
+    assert {"QLinearConv", "QGemm"} & names, names          # the int8 kernels ran and were timed
+    assert sum(r["share"] for r in ops) == pytest.approx(1.0, abs=1e-6)
+    assert all(r["ms_per_inference"] >= 0 and r["nodes"] >= 1 for r in ops)

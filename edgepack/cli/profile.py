@@ -27,6 +27,7 @@ def profile(
     exec_prefix: str = typer.Option("", "--exec-prefix", help="Command put before every program run on the board, e.g. 'taskset -c 4-7'."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=1, help="Seconds to wait for ssh/adb to connect."),
     adb_serial: Optional[str] = typer.Option(None, "--adb-serial", help="Phone serial (default: the profile's [reach] adb_serial)."),
+    ops: bool = typer.Option(False, "--ops", help="Also time each operator where the runtime exposes it (ONNX Runtime)."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not add the figures to the dist's manifest.json."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
@@ -38,13 +39,24 @@ def profile(
     reach = prof.Reach(ssh_host=ssh_host, ssh_port=ssh_port, identity_file=identity_file, ssh_python=ssh_python,
                        exec_prefix=exec_prefix, connect_timeout_s=connect_timeout, adb_serial=adb_serial)
     kwargs = dict(device=device, runner=runner, inputs=inputs, iterations=iterations, warmup=warmup, threads=threads,
-                  project_dir=project, write_manifest=not no_record, reach=reach)
+                  project_dir=project, write_manifest=not no_record, reach=reach, op_profile=ops)
     if json_out:
         print_json(prof.profile(path, **kwargs).as_dict())
         return
     with stderr.status("profiling") as status:
         result = prof.profile(path, progress=lambda m: status.update(m), **kwargs)
     stdout.print(profile_table(result))
+    for a in result.artifacts:
+        rows = a.measurement.get("ops")
+        if isinstance(rows, list) and rows:
+            table = Table(title=f"{a.file}: time per operator type ({a.measurement.get('runtime')}'s profiler)", title_justify="left")
+            for col in ("op", "nodes", "ms / inference", "share"):
+                table.add_column(col, justify="left" if col == "op" else "right")
+            for r in rows:
+                table.add_row(r["op"], str(r["nodes"]), f"{r['ms_per_inference']:.4f}", f"{r['share'] * 100:.1f}%")
+            stdout.print(table)
+        elif isinstance(rows, str):
+            stdout.print(f"{a.file}: per-operator times {rows}", highlight=False)
     methods = set()
     for a in result.artifacts:
         for e in a.estimates:

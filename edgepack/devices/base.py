@@ -35,6 +35,8 @@ class RunResult:
     # Guest instructions over the timed loop, when the runner counted them (see
     # devices/qemu.py): deterministic where wall time under emulation is not.
     instructions: dict | None = None
+    # Time per operator type, where the runtime exposes it (ONNX Runtime's profiler).
+    ops: list | None = None
 
     @property
     def timing(self) -> str:

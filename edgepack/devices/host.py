@@ -38,6 +38,7 @@ def result_from_json(runner: str, doc: dict, outputs: np.ndarray) -> RunResult:
         peak_rss_mb=doc["peak_rss_mb"],
         iterations=doc["iterations"],
         outputs=outputs,
+        ops=doc.get("ops"),
     )
 
 
@@ -48,7 +49,7 @@ class HostRunner:
         return True
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int = 1) -> RunResult:
+            batch: int = 1, op_profile: bool = False) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
@@ -58,7 +59,7 @@ class HostRunner:
                 "--inputs", str(tmp / "inputs.npy"), "--outputs", str(tmp / "outputs.npy"),
                 "--result", str(tmp / "result.json"),
                 "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
-                "--batch", str(batch),
+                "--batch", str(batch), *(["--op-profile"] if op_profile else []),
             ]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
             try:

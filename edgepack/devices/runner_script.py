@@ -146,6 +146,42 @@ def load_executorch(path, threads):
 LOADERS = {"tflite": load_tflite, "onnx": load_onnx, "executorch": load_executorch}
 
 
+def profile_onnx_ops(path, threads, sample, runs):
+    """Per-operator time from ONNX Runtime's own profiler, in a second session so the
+    profiler's overhead never touches the timed loop. Returns rows by op type."""
+    import json as _json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(sample[1])), "ort-profile")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: sample[0]})
+    trace = session.end_profiling()
+    with open(trace) as f:
+        events = _json.load(f)
+    os.remove(trace)
+    by_op = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            total, calls = by_op.get(op, (0.0, 0))
+            by_op[op] = (total + e.get("dur", 0) / 1000.0, calls + 1)
+    grand = sum(t for t, _ in by_op.values()) or 1.0
+    rows = [{"op": op, "ms_per_inference": t / runs, "nodes": c // runs, "share": t / grand}
+            for op, (t, c) in by_op.items()]
+    return sorted(rows, key=lambda r: -r["ms_per_inference"])
+
+
+OP_PROFILERS = {"onnx": profile_onnx_ops}
+
+
 def _first_available(*names):
     import importlib.util
 
@@ -213,6 +249,11 @@ def execute(args):
     outputs = [run(np.ascontiguousarray(inputs[i : i + batch])) for i in range(0, len(inputs), batch)]
     np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
 
+    ops = None
+    if args.op_profile:
+        profiler = OP_PROFILERS.get(args.format)
+        ops = profiler(args.artifact, args.threads, (sample, args.outputs), max(args.iterations, 10)) if profiler else None
+
     return {
         "runtime": runtime,
         "runtime_version": runtime_version,
@@ -228,6 +269,7 @@ def execute(args):
         "baseline_rss_mb": baseline_mb,
         "peak_rss_mb": _rss_mb(),
         "samples": int(len(inputs)),
+        "ops": ops,
     }
 
 
@@ -241,6 +283,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--op-profile", action="store_true",
+                        help="also time each operator where the runtime exposes it (ONNX Runtime's profiler)")
     parser.add_argument("--batch", type=int, default=1,
                         help="samples per call (1 as deployed; more to check an artifact with a dynamic batch)")
     args = parser.parse_args(argv)

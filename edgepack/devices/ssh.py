@@ -161,7 +161,8 @@ class SshRunner:
 
     # ------------------------------------------------------------------ one run
 
-    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int) -> RunResult:
+    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
+            op_profile: bool = False) -> RunResult:
         artifact = Path(artifact).resolve()
         if fmt not in EXTENSIONS:
             raise ToolchainError(f"the ssh runner runs {', '.join(EXTENSIONS)} artifacts, not {fmt!r}", format=fmt, stage="run")
@@ -177,6 +178,7 @@ class SshRunner:
             "--artifact", f"model{EXTENSIONS[fmt]}", "--format", fmt, "--inputs", "inputs.npy",
             "--outputs", "outputs.npy", "--result", "result.json",
             "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
+            *(["--op-profile"] if op_profile else []),
         ]
         if machine == "aarch64":
             # ExecuTorch's Python runtime needs an aarch64 torch; the native runner needs
