@@ -221,3 +221,25 @@ def digits_artifacts(digits_android) -> dict:
     found = {fmt: folder / f"digits{ext}" for fmt, ext in EXTENSIONS.items()}
     assert all(p.is_file() for p in found.values()), found
     return found
+
+
+def load_sample_module(sample: Path, name: str):
+    """Import a sample's `model.py` or `data.py` under a name of its own. The samples all
+    call their files model.py and data.py, and import each other by those names: a plain
+    import would hand one sample's module to another's test."""
+    import importlib.util
+    import sys
+
+    shared = ("model", "data")
+    saved = {k: sys.modules.pop(k) for k in shared if k in sys.modules}
+    sys.path.insert(0, str(sample))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_sample_{sample.name}_{name}", sample / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(sample))
+        for k in shared:
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)

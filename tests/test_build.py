@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DIGITS, assert_one_line_error, cli
+from conftest import DIGITS, assert_one_line_error, cli, load_sample_module
 from edgepack.errors import ToolchainError
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,6 @@ def test_digits_onnx_has_int8_weights_and_qdq_nodes(digits_build):
 def test_digits_artifacts_agree_with_torch_when_run_independently(digits_build):
     """Load each artifact directly in its runtime (not through edgepack's runner) and
     compare with the torch model on real test images."""
-    import sys
 
     import onnxruntime as ort
     import torch
@@ -83,12 +82,8 @@ def test_digits_artifacts_agree_with_torch_when_run_independently(digits_build):
     from executorch.runtime import Runtime
     from safetensors.torch import load_file
 
-    sys.path.insert(0, str(DIGITS))
-    try:
-        from data import evaluation
-        from model import build_model
-    finally:
-        sys.path.remove(str(DIGITS))
+    evaluation = load_sample_module(DIGITS, "data").evaluation
+    build_model = load_sample_module(DIGITS, "model").build_model
     folder, _ = digits_build
     x, y = evaluation()
     x = x[:100]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import load_sample_module
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "mobilenet_v2"
 WEIGHTS = SAMPLE / "weights" / "mobilenet_v2.safetensors"
@@ -26,11 +28,7 @@ CHECKPOINT_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeee
 
 
 def _sample_module(name: str):
-    sys.path.insert(0, str(SAMPLE))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(SAMPLE))
+    return load_sample_module(SAMPLE, name)
 
 
 def test_mobilenet_weights_are_the_checked_imagenet_checkpoint():

@@ -153,11 +153,9 @@ def artifacts(digits_artifacts) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def inputs() -> np.ndarray:
-    sys.path.insert(0, str(SAMPLE))
-    try:
-        import data
-    finally:
-        sys.path.remove(str(SAMPLE))
+    from conftest import load_sample_module
+
+    data = load_sample_module(SAMPLE, "data")
     x, _ = data.evaluation()
     return np.ascontiguousarray(x[:32], dtype=np.float32)
 

@@ -45,7 +45,7 @@ def model_costs(module, example: np.ndarray) -> ModelCosts:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            module.eval()(torch.as_tensor(np.asarray(example, dtype=np.float32)))
+            module(torch.as_tensor(np.asarray(example, dtype=np.float32)))  # models arrive in eval mode
     finally:
         for h in handles:
             h.remove()

@@ -108,12 +108,17 @@ def photos(names: tuple[str, ...]) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _fp32_model():
+    import importlib.util
+
     import torch
     from safetensors.torch import load_file
 
-    from model import build_model
-
-    model = build_model()
+    # model.py beside this file, by path: a bare `import model` would pick up whichever
+    # project's model.py a long-lived process imported first.
+    spec = importlib.util.spec_from_file_location("mobilenet_v2_sample_model", HERE / "model.py")
+    model_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_py)
+    model = model_py.build_model()
     model.load_state_dict(load_file(str(HERE / "weights" / "mobilenet_v2.safetensors")), strict=True)
     model.eval()
     torch.set_num_threads(max(1, torch.get_num_threads()))
