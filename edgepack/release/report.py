@@ -115,6 +115,12 @@ def _pareto(items: list[tuple[str, float, float]], *, xlabel: str, title: str, x
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     ax.margins(0.2)
+    # Equal accuracies would otherwise get an axis of 1e-5 steps with an offset label.
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ys = [y for _, y in pts]
+    if ys and max(ys) - min(ys) < 1.0:
+        mid = (max(ys) + min(ys)) / 2
+        ax.set_ylim(mid - 1.0, mid + 1.0)
     return _png(fig)
 
 
