@@ -448,10 +448,11 @@ def dist_folder(project_dir: Path, target: str, output_dir: Path | None = None) 
 
 
 def package(dist: Path, *, archive: Path | None = None, sign_key: Path | None = None, against: Path | None = None,
-            thresholds: Thresholds | None = None):
+            thresholds: Thresholds | None = None, reproducible: bool = False):
     from edgepack.release.packaging import package as _package
 
-    return _package(dist, archive=archive, sign_key=sign_key, against=against, thresholds=thresholds)
+    return _package(dist, archive=archive, sign_key=sign_key, against=against, thresholds=thresholds,
+                    reproducible=reproducible)
 
 
 def verify(archive: Path, *, public_key: Path | None = None, run: bool = False):

@@ -37,3 +37,26 @@ def test_building_twice_gives_identical_artifacts_and_test_vectors():
     m1 = _without_measurements(json.loads((one / "manifest.json").read_text()))
     m2 = _without_measurements(json.loads((two / "manifest.json").read_text()))
     assert m1 == m2
+
+
+def test_two_builds_package_to_identical_bytes_when_reproducible(tmp_path, monkeypatch):
+    from edgepack.release.packaging import TIMINGS_OMITTED, package
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    one = package(built_output() / "android", archive=tmp_path / "one.tar.gz", reproducible=True)
+    two = package(built_output("second") / "android", archive=tmp_path / "two.tar.gz", reproducible=True)
+    assert one.sha256 == two.sha256
+    assert (tmp_path / "one.tar.gz").read_bytes() == (tmp_path / "two.tar.gz").read_bytes()
+    # what was left out is said, not silently dropped
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "one.tar.gz") as tar:
+        name = next(n for n in tar.getnames() if n.endswith("/manifest.json"))
+        manifest = json.load(io.TextIOWrapper(tar.extractfile(name)))
+    lat = manifest["artifacts"][0]["latency_ms"]
+    assert lat["omitted"] == TIMINGS_OMITTED and "p50" not in lat
+    # and without the flag the two builds' measured latencies make the archives differ
+    plain_one = package(built_output() / "android", archive=tmp_path / "p1.tar.gz")
+    plain_two = package(built_output("second") / "android", archive=tmp_path / "p2.tar.gz")
+    assert plain_one.sha256 != plain_two.sha256

@@ -20,6 +20,7 @@ def package(
     max_accuracy_drop_pt: float = typer.Option(0.5, help="With --against: accuracy points an artifact may lose."),
     max_size_increase_pct: float = typer.Option(5.0, help="With --against: percent an artifact may grow."),
     max_latency_increase_pct: float = typer.Option(25.0, help="With --against: percent host latency may grow (same machine only)."),
+    reproducible: bool = typer.Option(False, "--reproducible", help="Leave out the clock-measured figures (host latency, memory, durations): two builds of the same inputs then package to identical bytes."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> int:
@@ -27,7 +28,7 @@ def package(
     from edgepack import api
 
     result = api.package(
-        api.dist_folder(project, target, output), archive=archive, sign_key=sign_key, against=against,
+        api.dist_folder(project, target, output), archive=archive, sign_key=sign_key, against=against, reproducible=reproducible,
         thresholds=api.Thresholds(max_accuracy_drop_pt=max_accuracy_drop_pt, max_size_increase_pct=max_size_increase_pct,
                                   max_latency_increase_pct=max_latency_increase_pct),
     )

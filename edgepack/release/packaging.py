@@ -115,9 +115,32 @@ def _collect(dist: Path, manifest: dict) -> dict[str, Path]:
     return files
 
 
+# Figures that come from a clock or the memory of one run: they differ between two builds
+# of the same inputs. Estimates (from instruction counts) and everything else do not.
+RUN_TIMINGS = frozenset({"p50", "p90", "p99", "mean", "std", "load_ms", "import_ms", "first_inference_ms",
+                         "peak_rss_mb", "p50_ms", "p90_ms", "emulated_wall_p50_ms", "seconds"})
+TIMINGS_OMITTED = "omitted from this reproducible release: timings of one run differ between builds"
+
+
+def without_run_timings(manifest: dict) -> dict:
+    """The manifest less its wall-clock figures (host latency, memory, emulated wall time,
+    stage durations), so that two builds of the same inputs package to the same bytes."""
+    m = json.loads(json.dumps(manifest))
+    for a in m.get("artifacts") or []:
+        lat = a.get("latency_ms") or {}
+        a["latency_ms"] = {**{k: v for k, v in lat.items() if k not in RUN_TIMINGS}, "omitted": TIMINGS_OMITTED}
+        a["measurements"] = [r if r.get("method") == "estimated" else {k: v for k, v in r.items() if k not in RUN_TIMINGS}
+                             for r in a.get("measurements") or []]
+    for stage in m.get("stages") or []:
+        stage.pop("seconds", None)
+    return m
+
+
 def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = None, sign_key: Path | None = None,
-            against: Path | None = None, thresholds=None) -> PackageResult:
-    """Package dist (a dist/<target> folder written by a passing build)."""
+            against: Path | None = None, thresholds=None, reproducible: bool = False) -> PackageResult:
+    """Package dist (a dist/<target> folder written by a passing build). `reproducible`
+    leaves out the figures measured with a clock (see RUN_TIMINGS): two builds of the same
+    inputs then give byte-identical archives."""
     from edgepack.release import card, signing
     from edgepack.release.dist import write_json
     from edgepack.release.report import REPORT_FILE, write_report
@@ -128,6 +151,8 @@ def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = N
     if problem:
         raise ConfigError(problem)
     manifest = load_manifest(dist / MANIFEST_FILE)
+    if reproducible:
+        manifest = without_run_timings(manifest)
     gates = manifest.get("gates") or {}
     if gates.get("passed") is False:
         raise ConfigError(f"{dist}: this build failed its budget ({'; '.join(gates.get('failures') or [])}); a failed build is not released")
@@ -153,7 +178,7 @@ def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = N
                                                    "public_key_sha256": signing.fingerprint(key.public_key())},
             "files": [],
         }
-        if (dist / REPORT_FILE).is_file():
+        if (dist / REPORT_FILE).is_file() and not reproducible:
             files[REPORT_FILE] = dist / REPORT_FILE
         else:  # a dist written before reports existed: render it from the same manifest
             files[REPORT_FILE] = write_report(manifest, tmp)
