@@ -32,8 +32,7 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> None:
-    """Run each artifact on a device: parity with the build's reference, load time, first
-    inference, p50/p90/p99, memory; under qemu the instruction count per inference."""
+    """Run each artifact on a device: parity, load time, latency percentiles, memory; under qemu, instructions per inference."""
     from edgepack import profile as prof
 
     reach = prof.Reach(ssh_host=ssh_host, ssh_port=ssh_port, identity_file=identity_file, ssh_python=ssh_python,
