@@ -122,7 +122,7 @@ def _gate(target_plan: TargetPlan, art: ArtifactResult) -> list[str]:
     return failures
 
 
-def _reference_outputs(module, x: np.ndarray, batch: int) -> np.ndarray:
+def _predict(module, x: np.ndarray, batch: int) -> np.ndarray:
     from edgepack.compress.evaluate import predict
 
     return predict(module, x, declared_batch=batch)
@@ -281,13 +281,13 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     evaluation = load_split(pdir, project, "evaluation")
     calib_x = calibration.x[: plan.recipe.quantize.calibration_samples or project.data.calibration_samples]
 
-    original_outputs = _reference_outputs(source.module, evaluation.x, project.model.input_shape[0])
+    original_outputs = _predict(source.module, evaluation.x, project.model.input_shape[0])
     original_accuracy = float(np.mean(original_outputs.argmax(1) == evaluation.y))
     compressed = _compress(plan, source, evaluation, say)
     model = compressed.model if compressed else source.module
     # Parity is checked against the fp32 torch model the artifacts were exported from;
     # the accuracy budget is against the original model.
-    reference = original_outputs if compressed is None else _reference_outputs(model, evaluation.x, project.model.input_shape[0])
+    reference = original_outputs if compressed is None else _predict(model, evaluation.x, project.model.input_shape[0])
 
     if compressed is None:  # the table still shows what the model costs and scores
         from edgepack.compress.engine import original_row

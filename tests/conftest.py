@@ -243,3 +243,12 @@ def load_sample_module(sample: Path, name: str):
         for k in shared:
             sys.modules.pop(k, None)
         sys.modules.update(saved)
+
+
+@pytest.fixture(scope="session")
+def digits_evaluation_inputs():
+    """The digits sample's evaluation images as one contiguous float32 array."""
+    import numpy as np
+
+    x, _ = load_sample_module(DIGITS, "data").evaluation()
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -9,9 +9,6 @@ rounding to differ; any difference, even one quantization step, would be a real 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +22,6 @@ from edgepack.errors import ToolchainError
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "digits"
 from edgepack.config.schema import EXTENSIONS  # noqa: E402
 FORMATS = tuple(EXTENSIONS)
 
@@ -44,12 +39,8 @@ def artifacts(digits_artifacts) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def inputs() -> np.ndarray:
-    from conftest import load_sample_module
-
-    data = load_sample_module(SAMPLE, "data")
-    x, _ = data.evaluation()
-    return np.ascontiguousarray(x[:48], dtype=np.float32)
+def inputs(digits_evaluation_inputs) -> np.ndarray:
+    return np.ascontiguousarray(digits_evaluation_inputs[:48])
 
 
 def profile(name: str):

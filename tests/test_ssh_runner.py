@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,8 +34,6 @@ from edgepack.errors import ConfigError, ToolchainError
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "digits"
 from edgepack.config.schema import EXTENSIONS  # noqa: E402
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
 CPU = "cortex-a72"
@@ -152,12 +149,8 @@ def artifacts(digits_artifacts) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def inputs() -> np.ndarray:
-    from conftest import load_sample_module
-
-    data = load_sample_module(SAMPLE, "data")
-    x, _ = data.evaluation()
-    return np.ascontiguousarray(x[:32], dtype=np.float32)
+def inputs(digits_evaluation_inputs) -> np.ndarray:
+    return np.ascontiguousarray(digits_evaluation_inputs[:32])
 
 
 @pytest.mark.parametrize("fmt", tuple(EXTENSIONS))
@@ -212,19 +205,7 @@ def test_ssh_runner_reports_a_lost_link_and_the_board_cleans_up_when_sshd_dies(t
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (apt package openssh-server)")
     doomed = Board(tmp_path, arm64_env)
-    runner = doomed.runner(alive_interval_s=1, alive_count_max=2)
-    outcome: dict = {}
-
-    def run():
-        try:
-            runner.run(artifacts["onnx"], "onnx", inputs, warmup=0, iterations=10_000_000, threads=1)
-        except ToolchainError as e:
-            outcome["error"] = e
-
-    import threading
-
-    worker = threading.Thread(target=run)
-    worker.start()
+    worker, outcome = _start_endless_run(doomed, artifacts, inputs)
     try:
         _wait_for(lambda: any((d / "running").exists() for d in doomed.tmp.iterdir()), 60, "the runner to start on the board")
     finally:
@@ -243,19 +224,7 @@ def test_ssh_runner_notices_a_silent_link_and_cleans_up_over_a_new_connection(tm
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (apt package openssh-server)")
     stalled = Board(tmp_path, arm64_env)
-    runner = stalled.runner(alive_interval_s=1, alive_count_max=2)
-    outcome: dict = {}
-
-    def run():
-        try:
-            runner.run(artifacts["onnx"], "onnx", inputs, warmup=0, iterations=10_000_000, threads=1)
-        except ToolchainError as e:
-            outcome["error"] = e
-
-    import threading
-
-    worker = threading.Thread(target=run)
-    worker.start()
+    worker, outcome = _start_endless_run(stalled, artifacts, inputs)
     try:
         _wait_for(lambda: any((d / "running").exists() for d in stalled.tmp.iterdir()), 60, "the runner to start on the board")
     except BaseException:
@@ -343,6 +312,25 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:  # it ended between the listing and now
         pass
+
+
+def _start_endless_run(board, artifacts, inputs):
+    """Start a run that would go on for hours on `board`, in a thread, with keep-alive
+    probes every second; the ToolchainError it ends with lands in outcome["error"]."""
+    import threading
+
+    runner = board.runner(alive_interval_s=1, alive_count_max=2)
+    outcome: dict = {}
+
+    def run():
+        try:
+            runner.run(artifacts["onnx"], "onnx", inputs, warmup=0, iterations=10_000_000, threads=1)
+        except ToolchainError as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    return worker, outcome
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:

@@ -37,6 +37,27 @@ def prepare(req, *, trace_at_max: bool) -> Prepared:
     return Prepared(req.options, dims, req.module.eval(), example, traced, shapes)
 
 
+def batch_bound(dims) -> int:
+    """The largest batch a dynamic batch dim allows (0 when the batch is static)."""
+    return max([d.max for d in dims if d.dim == 0], default=0)
+
+
+def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bool, fold_quantize: bool = True):
+    """The PT2E steps both backends share: modules named in keep_float stay float, observers
+    are inserted, calibration batches run (dynamic ranges need none), and the observed
+    graph is converted to quantize/dequantize form."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    for name in opts.keep_float:
+        quantizer.set_module_name(name, None)
+    prepared = prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for batch in calibration[: 1 if dynamic else None]:
+            prepared(batch)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
 def as_tensor(x) -> "torch.Tensor":  # noqa: F821
     """A row-major float32 copy. Arrays sliced from numpy can carry strides such as
     (64, 1, 8, 1) on size-1 dims; `is_contiguous()` accepts them, torch.export records

@@ -12,7 +12,7 @@ import warnings
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import capture_for_calibration, prepare
+from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, prepare
 
 
 def _quiet_imports() -> None:
@@ -111,22 +111,14 @@ def export(req) -> dict:
         raise ToolchainError(f"executorch: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="executorch")
 
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = req.precision == "int8-dynamic"
     try:
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
-        captured, calibration = capture_for_calibration(module, example, req.calibration,
-                                                        min_bound=max([d.max for d in dims if d.dim == 0], default=0))
+        captured, calibration = capture_for_calibration(module, example, req.calibration, min_bound=batch_bound(dims))
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
-        for name in opts.keep_float:  # mixed precision: these modules stay float
-            quantizer.set_module_name(name, None)
-        prepared = prepare_pt2e(captured, quantizer)
-        with torch.no_grad():
-            for batch in calibration[: 1 if dynamic else None]:  # dynamic ranges need no calibration
-                prepared(batch)
-        converted = convert_pt2e(prepared)
+        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
         program = export_program(converted)
     except ToolchainError:
         raise

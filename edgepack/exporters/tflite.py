@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import capture_for_calibration, prepare
+from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, prepare
 
 
 def _quiet_imports() -> None:
@@ -62,7 +62,6 @@ def describe(path) -> dict:
 def export(req) -> dict:
     _quiet_imports()
     import litert_torch
-    import torch
 
     # Dynamic dims are traced at max(2, min): a size-1 trace specialises to the constant 1.
     p = prepare(req, trace_at_max=False)
@@ -106,7 +105,6 @@ def export(req) -> dict:
 
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = req.precision == "int8-dynamic"
     try:
@@ -114,16 +112,10 @@ def export(req) -> dict:
         # source call: without a strict capture a residual add stays float and the model
         # is not full-integer (MobileNetV2's chained residual blocks).
         captured, calibration = capture_for_calibration(module, example, req.calibration, strict=True,
-                                                        min_bound=max([d.max for d in dims if d.dim == 0], default=0))
+                                                        min_bound=batch_bound(dims))
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
-        for name in opts.keep_float:  # mixed precision: these modules stay float
-            quantizer.set_module_name(name, None)
-        prepared = prepare_pt2e(captured, quantizer)
-        with torch.no_grad():
-            for batch in calibration[: 1 if dynamic else None]:  # dynamic ranges need no calibration
-                prepared(batch)
-        converted = convert_pt2e(prepared, fold_quantize=False)
+        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     except Exception as e:
         raise ToolchainError(f"tflite: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
