@@ -208,8 +208,10 @@ def _warnings(dev: DeviceProfile, s: Subject, result) -> list[str]:
 
 
 def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
-    """Keep the figures with the build: replace this device+runner's rows, keep others."""
+    """Keep the figures with the build: replace this device+runner's rows, keep others,
+    and draw the report again so it shows them."""
     from edgepack.release.dist import write_json
+    from edgepack.release.report import write_report
 
     by_file = {a.file: a for a in res.artifacts}
     for a in manifest["artifacts"]:
@@ -222,3 +224,4 @@ def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
     tmp = manifest_file.with_suffix(".json.tmp")
     write_json(tmp, manifest)
     tmp.replace(manifest_file)
+    write_report(manifest, manifest_file.parent)

@@ -14,10 +14,16 @@ def built(tiny_project):
     return tiny_project.root / "dist" / "onnx-only"
 
 
+PROFILE_KEYS = {"schema", "device", "runner", "source", "artifacts"}
+PROFILE_ARTIFACT_KEYS = {"file", "format", "precision", "measurement", "estimates", "warnings"}
+
+
 def test_profile_on_host_checks_parity_and_records_the_figures(built):
     run = cli("profile", built, "--json", "--iterations", "5")
     assert run.code == 0, run.stderr
     doc = run.json()
+    assert set(doc) == PROFILE_KEYS                                 # the JSON contract
+    assert all(set(a) == PROFILE_ARTIFACT_KEYS for a in doc["artifacts"])
     assert doc["schema"] == "edgepack.profile/1" and doc["device"] == "raspberry-pi-4" and doc["runner"] == "host"
     (a,) = doc["artifacts"]
     m = a["measurement"]
@@ -90,9 +96,11 @@ def test_host_only_build_says_latency_was_not_gated(built):
 
 
 def test_profile_ops_breaks_onnx_time_down_by_operator(built):
-    run = cli("profile", built, "--json", "--ops", "--iterations", "10", "--no-record")
+    run = cli("profile", built, "--json", "--ops", "--iterations", "10")
     assert run.code == 0, run.stderr
     ops = run.json()["artifacts"][0]["measurement"]["ops"]
+    report = (built / "report.html").read_text()
+    assert "Time per operator" in report and ops[0]["op"] in report   # recorded and drawn
     names = {r["op"] for r in ops}
     assert {"QLinearConv", "QGemm"} & names, names          # the int8 kernels ran and were timed
     assert sum(r["share"] for r in ops) == pytest.approx(1.0, abs=1e-6)

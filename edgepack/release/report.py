@@ -312,6 +312,12 @@ def render(m: dict) -> str:
     else:
         parts.append("<p class=\"note\">Nothing to plot.</p>")
     stages = m.get("stages") or []
+    op_rows = [[a["file"], f"{m.get('device', '?')} ({m.get('runner', '?')})", r["op"], r["nodes"],
+                f"{r['ms_per_inference']:.4f}", f"{r['share'] * 100:.1f}%"]
+               for a in arts for m in a.get("measurements") or [] if isinstance(m.get("ops"), list) for r in m["ops"]]
+    if op_rows:  # recorded by `edgepack profile --ops` where the runtime has a profiler
+        parts.append("<h2>Time per operator</h2>" + _table(["file", "device (runner)", "op", "nodes", "ms / inference", "share"],
+                                                           op_rows, numeric={3, 4, 5}))
     parts.append("<h2>Stages</h2>")
     if stages:
         parts.append(_table(["stage", "kind", "parameters", "MACs", "size (fp32)", "zipped", "accuracy", "F1 macro", "cache"],
