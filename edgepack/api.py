@@ -35,6 +35,7 @@ class ArtifactResult:
     export_seconds: float
     details: dict = field(default_factory=dict)
     measurements: tuple[dict, ...] = ()   # per device: emulated runs, estimates, real-device runs
+    warnings: tuple[str, ...] = ()        # why this artifact may not pay off on the target's device
     key: tuple = field(default=(), compare=False, repr=False)   # the build's export cache key
 
     def manifest_entry(self) -> dict:
@@ -58,6 +59,7 @@ class ArtifactResult:
             "latency_ms": self.latency_ms,
             "export": {k: v for k, v in self.details.items() if k != "zipped_bytes"},
             "measurements": list(self.measurements),
+            "warnings": list(self.warnings),
         }
 
 
@@ -360,12 +362,17 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                                        threads=settings.threads, project_dir=pdir)
                     if row:
                         measurements.append(row)
+                from edgepack.devices.latency import int8_warnings
+
+                emulated_row = next((m for m in measurements if m.get("method") == "emulated"), {})
                 arts.append(ArtifactResult(
                     format=spec.format, precision=spec.precision, file=file_name,
                     sha256=artifact.sha256, size_bytes=artifact.size_bytes,
                     fp32_reference_bytes=source.fp32_bytes, parity=parity, latency_ms=latency,
                     export_seconds=round(artifact.export_seconds, 2), details=artifact.details,
                     measurements=tuple(measurements), key=key,
+                    warnings=tuple(int8_warnings(tp.device, precision=spec.precision, export_details=artifact.details,
+                                                 instructions=emulated_row.get("instructions"))),
                 ))
             failures = [f for a in arts for f in _gate(tp, a)]
             from edgepack.devices.latency import latency_gate

@@ -28,6 +28,7 @@ class Subject:
     inputs: np.ndarray
     reference: np.ndarray | None        # the fp32 model's outputs on `inputs`
     recorded: np.ndarray | None         # the same artifact's outputs on the build host
+    export_details: dict | None = None  # what the exporter reported (delegation, ops)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
         for a in manifest["artifacts"]:
             recorded = tv / f"{a['file']}.npy"
             found.append(Subject(path / a["file"], a["format"], a["precision"], x, reference,
-                                 None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs")))
+                                 None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs"),
+                                 a.get("export")))
         return found, manifest
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
@@ -141,7 +143,7 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     if not device:
         raise ConfigError("--device is required when profiling a single artifact; see `edgepack devices`")
     dev = profiles_catalog(project_dir.resolve()).load(device)
-    from edgepack.devices.latency import calibrate_from, estimate_row
+    from edgepack.devices.latency import calibrate_from, estimate_row, int8_warnings
 
     run_on = make_runner(runner, dev, reach)
     activation_elements = ((manifest or {}).get("source") or {}).get("activation_elements")
@@ -184,8 +186,9 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
             row["instructions"] = result.instructions
         if op_profile:
             row["ops"] = getattr(result, "ops", None) or f"not exposed by {s.format}'s runtime on the {runner} runner"
-        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(_warnings(dev, s, result)),
-                                         tuple(extra_rows)))
+        warnings = int8_warnings(dev, precision=s.precision, export_details=s.export_details,
+                                 instructions=getattr(result, "instructions", None))
+        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(warnings), tuple(extra_rows)))
     res = ProfileResult(dev.name, runner, str(path), tuple(profiled))
     if manifest is not None and write_manifest:
         _record(path.resolve() / "manifest.json", manifest, res)
@@ -194,17 +197,6 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
 
 def _finite(v: float):
     return None if v in (float("inf"), float("-inf")) else v
-
-
-def _warnings(dev: DeviceProfile, s: Subject, result) -> list[str]:
-    warnings = []
-    if s.precision.startswith("int8") and "dotprod" not in dev.features and "i8mm" not in dev.features:
-        warnings.append(f"{dev.name} has no dot-product (SDOT) or I8MM instructions: int8 kernels fall back to "
-                        "widening multiplies and may not beat fp32 there")
-    ins = getattr(result, "instructions", None) or {}
-    if s.precision.startswith("int8") and "dotprod" in dev.features and ins and not ins.get("dotprod_per_inference"):
-        warnings.append(f"no SDOT/UDOT executed on the emulated {ins.get('cpu')}: the int8 kernels missed the dot-product path")
-    return warnings
 
 
 def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:

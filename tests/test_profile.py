@@ -30,7 +30,7 @@ def test_profile_on_host_checks_parity_and_records_the_figures(built):
     assert m["method"] == "measured" and m["p50_ms"] > 0 and m["p90_ms"] >= m["p50_ms"]
     assert m["parity"]["agreement"] == 1.0
     assert m["parity"]["max_abs_diff_vs_build_host"] == 0.0   # same runtime, same machine, same inputs
-    assert any("dot-product" in w for w in a["warnings"])    # the Pi 4 has no SDOT
+    assert any("no dotprod or i8mm" in w for w in a["warnings"])  # the Pi 4 has no SDOT
     manifest = json.loads((built / "manifest.json").read_text())
     rows = manifest["artifacts"][0]["measurements"]
     assert [(r["device"], r["runner"]) for r in rows] == [("raspberry-pi-4", "host")]
@@ -105,3 +105,22 @@ def test_profile_ops_breaks_onnx_time_down_by_operator(built):
     assert {"QLinearConv", "QGemm"} & names, names          # the int8 kernels ran and were timed
     assert sum(r["share"] for r in ops) == pytest.approx(1.0, abs=1e-6)
     assert all(r["ms_per_inference"] >= 0 and r["nodes"] >= 1 for r in ops)
+
+
+def test_delegated_share_and_int8_warnings_name_their_evidence():
+    from edgepack.config.loader import profiles_catalog
+    from edgepack.devices.latency import delegated_share, int8_warnings
+
+    details = {"delegated_nodes": 30, "non_delegated_ops": {"aten_view_copy_default": 1, "sym_size": 1}}
+    assert delegated_share(details) == pytest.approx(30 / 32)
+    assert delegated_share({"ops": {"CONV_2D": 2}}) is None          # a converter that does not report it
+    pixel = profiles_catalog().load("pixel-7")                       # has dotprod
+    assert int8_warnings(pixel, precision="fp32", export_details=details) == []
+    (w,) = int8_warnings(pixel, precision="int8", export_details=details)
+    assert "94% of the int8 ops are delegated" in w
+    missed = int8_warnings(pixel, precision="int8", instructions={"cpu": "cortex-a76", "dotprod_per_inference": 0,
+                                                                  "mmla_per_inference": 0})
+    assert any("executed no SDOT/UDOT" in m for m in missed)
+    # counts from another CPU model say nothing about this device's kernels
+    assert int8_warnings(pixel, precision="int8", instructions={"cpu": "cortex-a53", "dotprod_per_inference": 0,
+                                                                "mmla_per_inference": 0}) == []

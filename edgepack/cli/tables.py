@@ -87,6 +87,9 @@ def build_tables(result) -> list:
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))
         out.append(Text(f"latency: {m['gates'].get('latency', '')}", style="dim"))
+        for a in m["artifacts"]:
+            for w in a.get("warnings") or []:
+                out.append(Text(f"warning: {a['file']}: {w}", style="yellow"))
         if t.passed:
             out.append(Text(f"wrote {t.dist}", style="green"))
         else:

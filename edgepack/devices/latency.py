@@ -51,3 +51,28 @@ def calibrate_from(device: DeviceProfile, *, file: str, measured_ms: float | Non
     uncalibrated = est["estimate_ms"] / (est.get("calibration_factor") or 1.0)
     cal = record_calibration(device.name, artifact=file, measured_ms=measured_ms, estimated_ms=uncalibrated, runner=runner)
     return str(cal.path)
+
+
+def delegated_share(export_details: dict | None) -> float | None:
+    """Share of an ExecuTorch program's compute nodes inside the XNNPACK delegate (the
+    exporter records both counts); None for formats whose converter does not report it."""
+    details = export_details or {}
+    inside = details.get("delegated_nodes")
+    if inside is None:
+        return None
+    outside = sum((details.get("non_delegated_ops") or {}).values())
+    return inside / (inside + outside) if inside + outside else None
+
+
+def int8_warnings(device: DeviceProfile, *, precision: str, export_details: dict | None = None,
+                  instructions: dict | None = None) -> list[str]:
+    """Why an int8 artifact may not beat fp32 on `device`: the profile's ISA, ops left out
+    of the delegate, and (under emulation) whether the dot-product kernels ran at all."""
+    from edgepack.devices.estimate import int8_slower_warnings
+
+    if not precision.startswith("int8"):
+        return []
+    counted = instructions if instructions and instructions.get("cpu") == device.qemu_cpu else {}
+    return int8_slower_warnings(device, int8_dotprod=counted.get("dotprod_per_inference"),
+                                int8_mmla=counted.get("mmla_per_inference"),
+                                delegated_share=delegated_share(export_details))
