@@ -133,7 +133,6 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
             progress=lambda m: None) -> ProfileResult:
     from edgepack._quiet import quiet_toolchains
     from edgepack.config.loader import profiles_catalog
-    from edgepack.verify.metrics import snr_db
 
     quiet_toolchains()
     if runner not in RUNNERS:
@@ -143,7 +142,8 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     if not device:
         raise ConfigError("--device is required when profiling a single artifact; see `edgepack devices`")
     dev = profiles_catalog(project_dir.resolve()).load(device)
-    from edgepack.devices.latency import calibrate_from, estimate_row, int8_warnings
+    from edgepack.devices.latency import calibrate_from
+    from edgepack.pipeline.measure import measure_on, warnings_for
 
     run_on = make_runner(runner, dev, reach)
     activation_elements = ((manifest or {}).get("source") or {}).get("activation_elements")
@@ -151,52 +151,23 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     profiled = []
     for s in found:
         progress(f"{s.path.name}: running on {runner} ({dev.name})")
-        extra = {"op_profile": True} if op_profile and runner in ("host", "ssh") else {}
-        result = run_on.run(s.path, s.format, s.inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
-        emulated = bool(getattr(result, "emulated_cpu", None))
-        lat = result.latency_dict()
-        row = {"device": dev.name, "method": "emulated" if emulated else "measured", **lat}
-        if emulated:  # emulated wall time is not latency
-            row.update(p50_ms=None, p90_ms=None, cpu=result.emulated_cpu, emulated_wall_p50_ms=round(result.p50_ms, 3))
-            for k in ("p50", "p90", "p99", "mean", "std"):
-                row.pop(k, None)
-        else:
-            row.update(p50_ms=lat.get("p50"), p90_ms=lat.get("p90"))
-        extra_rows = []
-        if emulated:
-            est = estimate_row(dev, instructions=result.instructions, artifact_bytes=s.path.stat().st_size,
-                               precision=s.precision, activation_elements=activation_elements, threads=threads,
-                               project_dir=project_dir.resolve())
-            if est:
-                extra_rows.append(est)
-        elif runner in ("ssh", "adb"):
-            written = calibrate_from(dev, file=s.path.name, measured_ms=lat.get("p50"), previous_rows=earlier.get(s.path.name, []),
-                                     runner=runner)
+        measured = measure_on(run_on, dev, path=s.path, fmt=s.format, precision=s.precision, inputs=s.inputs,
+                              reference=s.reference, recorded=s.recorded, warmup=warmup, iterations=iterations,
+                              threads=threads, activation_elements=activation_elements,
+                              project_dir=project_dir.resolve(), op_profile=op_profile)
+        row = measured.row
+        if runner in ("ssh", "adb"):
+            written = calibrate_from(dev, file=s.path.name, measured_ms=row.get("p50_ms"),
+                                     previous_rows=earlier.get(s.path.name, []), runner=runner)
             if written:
                 row["calibrated"] = written
-        out = result.outputs
-        if out is not None and s.reference is not None and out.shape == s.reference.shape:
-            row["parity"] = {"samples": int(len(out)),
-                             "agreement": float(np.mean(out.argmax(1) == s.reference.argmax(1))),
-                             "max_abs_error": float(np.max(np.abs(out - s.reference))),
-                             "snr_db": _finite(snr_db(s.reference, out))}
-        if out is not None and s.recorded is not None and out.shape == s.recorded.shape:
-            row.setdefault("parity", {})["max_abs_diff_vs_build_host"] = float(np.max(np.abs(out - s.recorded)))
-        if getattr(result, "instructions", None):
-            row["instructions"] = result.instructions
-        if op_profile:
-            row["ops"] = getattr(result, "ops", None) or f"not exposed by {s.format}'s runtime on the {runner} runner"
-        warnings = int8_warnings(dev, precision=s.precision, export_details=s.export_details,
-                                 instructions=getattr(result, "instructions", None))
-        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(warnings), tuple(extra_rows)))
+        warnings = warnings_for(dev, precision=s.precision, export_details=s.export_details, rows=[row])
+        profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(warnings),
+                                         (measured.estimate,) if measured.estimate else ()))
     res = ProfileResult(dev.name, runner, str(path), tuple(profiled))
     if manifest is not None and write_manifest:
         _record(path.resolve() / "manifest.json", manifest, res)
     return res
-
-
-def _finite(v: float):
-    return None if v in (float("inf"), float("-inf")) else v
 
 
 def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:

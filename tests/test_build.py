@@ -149,17 +149,21 @@ def test_passing_build_removes_a_stale_rejected_folder(tiny_project):
 
 
 def test_accuracy_gate_names_artifact_and_numbers():
-    from edgepack.api import ArtifactResult, _gate
-    from edgepack.config.schema import Budgets, Target
-    from edgepack.plan import TargetPlan
+    from types import SimpleNamespace
 
-    target = Target(name="t", device="d", artifacts=[{"format": "onnx"}], budgets=Budgets(max_accuracy_drop_pt=0.5))
-    art = ArtifactResult(format="onnx", precision="int8", file="m.onnx", sha256="0" * 64, size_bytes=10,
-                         fp32_reference_bytes=40, latency_ms={}, export_seconds=1.0,
-                         parity={"accuracy": 0.95, "reference_accuracy": 0.97, "accuracy_drop_pt": 2.0,
-                                 "agreement": 0.97, "max_abs_error": 1.0, "snr_db": 20.0, "samples": 100})
-    (failure,) = _gate(TargetPlan(target, None, {}), art)
+    from edgepack.config.schema import Budgets
+    from edgepack.pipeline.gate import accuracy_and_size
+    from edgepack.pipeline.records import ArtifactRecord, ExportKey, Verified
+    from edgepack.verify.metrics import Parity
+
+    parity = Parity(accuracy=0.95, reference_accuracy=0.97, agreement=0.97, max_abs_error=1.0, snr_db=20.0, samples=100)
+    rec = ArtifactRecord(file="m.onnx", key=ExportKey("onnx", "int8"), artifact=SimpleNamespace(size_bytes=10),
+                         verified=Verified(parity=parity, latency_ms={}, recorded=np.zeros((1, 2), np.float32)),
+                         fp32_reference_bytes=40)
+    (failure,) = accuracy_and_size(Budgets(max_accuracy_drop_pt=0.5, max_size_bytes=100), rec)
     assert "m.onnx" in failure and "95.00%" in failure and "97.00%" in failure and "2.00 pt" in failure and "0.5 pt" in failure
+    (size_failure,) = accuracy_and_size(Budgets(max_accuracy_drop_pt=5.0, max_size_bytes=9), rec)
+    assert "10 bytes" in size_failure and "9 bytes" in size_failure
 
 
 def test_build_from_a_torch_export_program(tiny_project, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -20,6 +20,11 @@ class Parity:
     @property
     def accuracy_drop_pt(self) -> float:
         return (self.reference_accuracy - self.accuracy) * 100.0
+
+    def against(self, reference_accuracy: float) -> "Parity":
+        """The same comparison with the accuracy budget measured against another model's
+        accuracy (the original, when the artifact was exported from a compressed model)."""
+        return replace(self, reference_accuracy=reference_accuracy)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -38,16 +43,25 @@ def snr_db(reference: np.ndarray, output: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def compare(reference: np.ndarray, output: np.ndarray, labels: np.ndarray) -> Parity:
+def output_parity(reference: np.ndarray, output: np.ndarray) -> dict:
+    """How close `output` is to `reference` without labels: top-1 agreement, largest
+    absolute error and SNR (None when bit-identical). What a device run is checked by."""
     if reference.shape != output.shape:
         raise ValueError(f"output shape {output.shape} differs from the reference's {reference.shape}")
-    ref_top1 = reference.argmax(axis=1)
-    top1 = output.argmax(axis=1)
+    snr = snr_db(reference, output)
+    return {"samples": int(len(reference)),
+            "agreement": float(np.mean(output.argmax(axis=1) == reference.argmax(axis=1))),
+            "max_abs_error": float(np.max(np.abs(reference.astype(np.float64) - output))),
+            "snr_db": None if math.isinf(snr) else snr}
+
+
+def compare(reference: np.ndarray, output: np.ndarray, labels: np.ndarray) -> Parity:
+    close = output_parity(reference, output)
     return Parity(
-        accuracy=float(np.mean(top1 == labels)),
-        reference_accuracy=float(np.mean(ref_top1 == labels)),
-        agreement=float(np.mean(top1 == ref_top1)),
-        max_abs_error=float(np.max(np.abs(reference.astype(np.float64) - output))),
+        accuracy=float(np.mean(output.argmax(axis=1) == labels)),
+        reference_accuracy=float(np.mean(reference.argmax(axis=1) == labels)),
+        agreement=close["agreement"],
+        max_abs_error=close["max_abs_error"],
         snr_db=snr_db(reference, output),
         samples=int(len(labels)),
     )

@@ -1,0 +1,98 @@
+"""Step `compress`: the recipe's model stages in order, each evaluated, gated and cached
+(compress.engine does the work); without stages the source model goes on unchanged and
+the table still shows what it costs and scores."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from edgepack.errors import ConfigError
+from edgepack.pipeline.records import Compressed, Loaded
+
+
+def _check_teachers(recipe, model, load_model, example: np.ndarray) -> None:
+    """Load every distillation teacher and compare its output shape with the model's
+    before the first stage runs: a bad teacher fails the build before any work."""
+    import torch
+
+    with torch.no_grad():
+        expected = tuple(model(torch.from_numpy(example)).shape)
+        for spec in recipe.stages:
+            for t in getattr(spec.config, "teachers", ()) or ():
+                if t.model == "original":
+                    continue
+                teacher = load_model(t.model, t.weights)
+                try:
+                    got = tuple(teacher(torch.from_numpy(example)).shape)
+                except Exception as e:
+                    raise ConfigError(f"stage {spec.index} (distill): teacher {t.model!r} fails on an input of shape "
+                                      f"{list(example.shape)}: {type(e).__name__}: {e}") from None
+                if got != expected:
+                    raise ConfigError(f"stage {spec.index} (distill): teacher {t.model!r} outputs {list(got)}, "
+                                      f"the model {list(expected)}; a teacher must predict the same classes")
+
+
+def _run_stages(plan, loaded: Loaded, say):
+    """compress.engine.Compressed for the recipe's stages."""
+    from edgepack.compress.engine import run_stages
+    from edgepack.passes.base import Dataset, PassContext
+    from edgepack.sources.data import load_split
+    from edgepack.sources.pytorch import build_untrained, load_factory_model
+
+    recipe, project, pdir = plan.recipe, plan.project, plan.project_dir
+    source, evaluation = loaded.source, loaded.evaluation
+    training = load_split(pdir, project, "training") if project.data.training else None
+    if project.data.validation:
+        validation, evaluated_on = load_split(pdir, project, "validation"), "validation"
+    else:
+        validation, evaluated_on = evaluation, "evaluation (the project has no data.validation hook)"
+
+    def load_model(ref: str, weights: str | None = None):
+        if ref == "original":
+            return copy.deepcopy(source.module).eval()
+        if not weights:
+            raise ConfigError(f"model {ref!r}: no weights given; name a .safetensors file next to it")
+        return load_factory_model(pdir, ref, (pdir / weights).resolve(), what=f"model {ref!r}")
+
+    def build_fresh(base: str):
+        return build_untrained(pdir, project.model.factory if base == "original" else base, what="model.factory")
+
+    example = np.zeros(project.model.input_shape, np.float32)
+    _check_teachers(recipe, source.module, load_model, example)
+    ctx = PassContext(
+        training=Dataset(training.x, training.y) if training else None,
+        validation=Dataset(validation.x, validation.y),
+        load_model=load_model,
+        example=example,
+        seed=project.compress.seed,
+        threads=project.build.threads,
+        progress=say,
+    )
+    return run_stages(recipe, model=copy.deepcopy(source.module),
+                      source_key=f"{source.sha256}:{project.model.factory or project.model.program}",
+                      build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
+                      evaluate_on=Dataset(validation.x, validation.y), evaluated_on=evaluated_on,
+                      cache_dir=pdir / project.compress.cache_dir / "stages", progress=say)
+
+
+def compress(plan, loaded: Loaded, say) -> Compressed:
+    from edgepack.compress.evaluate import measure, predict
+    from edgepack.devices.costs import model_costs
+
+    project, evaluation = plan.project, loaded.evaluation
+    example = np.zeros(project.model.input_shape, np.float32)
+    if plan.recipe.stages:
+        staged = _run_stages(plan, loaded, say)
+        model, rows, evaluated_on = staged.model, tuple(staged.rows), staged.evaluated_on
+        # Parity is checked against the fp32 torch model the artifacts are exported from.
+        reference = predict(model, evaluation.x, declared_batch=project.model.input_shape[0])
+    else:
+        from edgepack.compress.engine import original_row
+
+        model, reference, evaluated_on = loaded.source.module, loaded.original_outputs, "evaluation"
+        rows = (original_row(measure(model, evaluation.x, evaluation.y, example).as_dict()),)
+    return Compressed(model=model, reference=reference, stage_rows=rows, evaluated_on=evaluated_on,
+                      accuracy=float(np.mean(reference.argmax(1) == evaluation.y)),
+                      costs=model_costs(model, example))

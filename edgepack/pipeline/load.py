@@ -1,0 +1,25 @@
+"""Step `load`: the source model, the data splits, and the source model's outputs on the
+evaluation split (the accuracy every budget is measured against)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgepack.pipeline.records import Loaded
+
+
+def load(plan, say) -> Loaded:
+    from edgepack.compress.evaluate import predict
+    from edgepack.sources.data import load_split
+    from edgepack.sources.pytorch import check_forward, load_source
+
+    project, pdir = plan.project, plan.project_dir
+    say("loading the source model and data")
+    source = load_source(pdir, project)
+    check_forward(source, project)
+    calibration = load_split(pdir, project, "calibration")
+    evaluation = load_split(pdir, project, "evaluation")
+    calib_x = calibration.x[: plan.recipe.quantize.calibration_samples or project.data.calibration_samples]
+    outputs = predict(source.module, evaluation.x, declared_batch=project.model.input_shape[0])
+    return Loaded(source=source, calibration_x=calib_x, evaluation=evaluation, original_outputs=outputs,
+                  original_accuracy=float(np.mean(outputs.argmax(1) == evaluation.y)))

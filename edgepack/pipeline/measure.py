@@ -1,0 +1,98 @@
+"""Step `measure`: an artifact run on a device runner (emulated aarch64, a board over ssh,
+a phone over adb, or the host), its outputs checked against the reference, and the
+latency estimate for the device profile derived from what the run counted.
+
+`edgepack build --runner qemu` and `edgepack profile` both go through `measure_on`, so a
+row means the same whichever command wrote it:
+
+- method "measured":  wall-clock timings of a real CPU (host, ssh, adb)
+- method "emulated":  a qemu run: parity and instruction counts, wall time kept only as
+                      `emulated_wall_p50_ms` (emulation is not latency: p50_ms is null)
+- method "estimated": a latency estimate for the device from the emulated instruction count
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Statistics of a timed loop; under emulation they describe qemu, not the device.
+_LOOP_STATS = ("p50", "p90", "p99", "mean", "std")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run on a device gives: its measurement row, the estimate derived from it
+    (under emulation on the device's own CPU model), and the run itself."""
+
+    row: dict
+    estimate: dict | None
+    result: object                  # devices.base.RunResult
+
+
+def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: np.ndarray | None = None,
+            recorded: np.ndarray | None = None) -> dict:
+    """A manifest `measurements` row from a runner's result. Parity is against the fp32
+    reference (with accuracy when labels are known) and, where the build host's outputs
+    were recorded, against those."""
+    from edgepack.verify.metrics import output_parity
+
+    lat = result.latency_dict()
+    emulated = bool(result.emulated_cpu)
+    row = {"device": device_name, "method": "emulated" if emulated else "measured", **lat}
+    if emulated:
+        for k in _LOOP_STATS:
+            row.pop(k, None)
+        row.update(p50_ms=None, p90_ms=None, cpu=result.emulated_cpu, emulated_wall_p50_ms=round(result.p50_ms, 3))
+    else:
+        row.update(p50_ms=lat["p50"], p90_ms=lat["p90"])
+    out = result.outputs
+    if out is not None and reference is not None and out.shape == reference.shape:
+        parity = output_parity(reference, out)
+        if labels is not None and len(labels) == len(out):
+            parity = {"accuracy": float(np.mean(out.argmax(1) == labels)), **parity}
+        row["parity"] = parity
+    if out is not None and recorded is not None and out.shape == recorded.shape:
+        row.setdefault("parity", {})["max_abs_diff_vs_build_host"] = float(np.max(np.abs(out - recorded)))
+    if result.instructions:
+        row["instructions"] = result.instructions
+    return row
+
+
+def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: np.ndarray,
+               reference: np.ndarray | None, labels: np.ndarray | None = None, recorded: np.ndarray | None = None,
+               warmup: int, iterations: int, threads: int, activation_elements: int | None,
+               project_dir: Path | None, op_profile: bool = False) -> Measured:
+    """Run `path` on `runner` for `device`, and estimate its latency when the run counted
+    instructions on the device's own emulated CPU."""
+    extra = {"op_profile": True} if op_profile else {}
+    result = runner.run(path, fmt, inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
+    row = run_row(result, device.name, reference=reference, labels=labels, recorded=recorded)
+    if op_profile:
+        row["ops"] = result.ops or f"not exposed by {fmt}'s runtime on the {runner.name} runner"
+    estimate = estimate_from(result, device, artifact_bytes=path.stat().st_size, precision=precision,
+                             activation_elements=activation_elements, threads=threads, project_dir=project_dir)
+    return Measured(row=row, estimate=estimate, result=result)
+
+
+def estimate_from(result, device, *, artifact_bytes: int, precision: str, activation_elements: int | None,
+                  threads: int, project_dir: Path | None) -> dict | None:
+    """The estimated-latency row for `device` from a run's instruction count; None unless
+    the run was emulated on the device's own CPU model (an estimate needs that count)."""
+    from edgepack.devices.latency import estimate_row
+
+    if not result.emulated_cpu:
+        return None
+    return estimate_row(device, instructions=result.instructions, artifact_bytes=artifact_bytes, precision=precision,
+                        activation_elements=activation_elements, threads=threads, project_dir=project_dir)
+
+
+def warnings_for(device, *, precision: str, export_details: dict | None, rows) -> list[str]:
+    """Why an artifact may not pay off on `device`, from its export and, where an
+    emulated run counted them, the instructions its kernels executed."""
+    from edgepack.devices.latency import int8_warnings
+
+    counted = next((r.get("instructions") for r in rows if r.get("method") == "emulated" and r.get("instructions")), None)
+    return int8_warnings(device, precision=precision, export_details=export_details, instructions=counted)

@@ -1,0 +1,121 @@
+"""The typed records the pipeline's steps hand each other. Frozen: a step returns a new
+record instead of editing the one it was given."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgepack.verify.metrics import Parity
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What `load` returns: the source model and the data every later step reads."""
+
+    source: object                  # sources.pytorch.SourceModel
+    calibration_x: np.ndarray       # the calibration inputs the exporters quantize with
+    evaluation: object              # sources.data.Split
+    original_outputs: np.ndarray    # the source model's outputs on the evaluation split
+    original_accuracy: float        # the accuracy budget is measured against this
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What `compress` returns: the model the artifacts are exported from, its outputs on
+    the evaluation split (the parity reference) and the per-stage table."""
+
+    model: object                   # torch.nn.Module in eval mode
+    reference: np.ndarray           # `model`'s outputs on the evaluation split
+    stage_rows: tuple               # compress.engine.StageRow, the source's row first
+    evaluated_on: str
+    accuracy: float                 # `model`'s accuracy on the evaluation split
+    costs: object                   # devices.costs.ModelCosts of `model`
+
+
+@dataclass(frozen=True)
+class ExportKey:
+    """What makes two artifacts the same file: targets that agree on it share one export,
+    one verification and one emulated run."""
+
+    format: str
+    precision: str
+    dims: tuple = ()                # ((dim, name, min, max), ...) of the dynamic dims
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An artifact run in its own runtime on the build host over the evaluation split."""
+
+    parity: Parity
+    latency_ms: dict                # the host run's timing row (devices.base.RunResult.latency_dict)
+    recorded: np.ndarray = field(repr=False, compare=False)   # outputs replayed by `edgepack verify --run`
+    dynamic_checks: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """One artifact of one target: its export, its verification, every measurement taken
+    of it (host, emulated, estimated, device), and why it may not pay off."""
+
+    file: str
+    key: ExportKey
+    artifact: object                # exporters.ModelArtifact (the file in the build's workspace)
+    verified: Verified
+    fp32_reference_bytes: int       # the source model's fp32 weights, for the size ratio
+    measurements: tuple[dict, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def format(self) -> str:
+        return self.key.format
+
+    @property
+    def precision(self) -> str:
+        return self.key.precision
+
+    @property
+    def parity(self) -> Parity:
+        return self.verified.parity
+
+    def estimate(self) -> dict | None:
+        return next((m for m in self.measurements if m.get("method") == "estimated"), None)
+
+    def manifest_entry(self) -> dict:
+        p, a = self.parity, self.artifact
+        details = a.details
+        return {
+            "format": self.format,
+            "precision": self.precision,
+            "file": self.file,
+            "sha256": a.sha256,
+            "size_bytes": a.size_bytes,
+            "size_vs_fp32_weights": round(a.size_bytes / self.fp32_reference_bytes, 4),
+            "zipped_bytes": details.get("zipped_bytes"),
+            "accuracy": round(p.accuracy, 6),
+            "reference_accuracy": round(p.reference_accuracy, 6),
+            "accuracy_drop_pt": round(p.accuracy_drop_pt, 4),
+            "agreement": round(p.agreement, 6),
+            "max_abs_error": round(p.max_abs_error, 6),
+            "snr_db": None if math.isinf(p.snr_db) else round(p.snr_db, 2),
+            "dynamic_check": list(self.verified.dynamic_checks),
+            "evaluated_samples": p.samples,
+            "latency_ms": self.verified.latency_ms,
+            "export": {k: v for k, v in details.items() if k != "zipped_bytes"},
+            "measurements": list(self.measurements),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `gate` decides for one target."""
+
+    failures: tuple[str, ...]
+    latency_note: str               # how (or whether) latency was gated
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures

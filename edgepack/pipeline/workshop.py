@@ -1,0 +1,71 @@
+"""What targets of one build share: an artifact is exported, verified on the host and run
+under emulation once per export key (and emulated CPU), however many targets list it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgepack.pipeline import export as export_step
+from edgepack.pipeline import measure as measure_step
+from edgepack.pipeline import verify as verify_step
+from edgepack.pipeline.records import ArtifactRecord, Compressed, ExportKey, Loaded
+
+
+class Workshop:
+    def __init__(self, plan, loaded: Loaded, compressed: Compressed, *, workspace: Path, host_runner, say):
+        self.plan, self.loaded, self.compressed = plan, loaded, compressed
+        self.workspace, self.host, self.say = workspace, host_runner, say
+        self._exported: dict[ExportKey, tuple] = {}      # key -> (ModelArtifact, Verified)
+        self._emulated: dict[tuple[ExportKey, str], measure_step.Measured] = {}
+
+    def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
+        if key not in self._exported:
+            plan, project = self.plan, self.plan.project
+            artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
+                                          dims=dims, workspace=self.workspace, say=self.say)
+            verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision,
+                                          loaded=self.loaded, compressed=self.compressed, dims=dims,
+                                          model=self.compressed.model, input_shape=project.model.input_shape,
+                                          settings=project.build, say=self.say)
+            self._exported[key] = (artifact, verified)
+        return self._exported[key]
+
+    def _emulate(self, key: ExportKey, artifact, device) -> measure_step.Measured:
+        """Parity on the device's emulated CPU and its instruction count. Emulated wall
+        time is recorded as such; it is never presented as latency."""
+        ekey = (key, device.qemu_cpu)
+        if ekey not in self._emulated:
+            from edgepack.devices.qemu import QemuRunner
+
+            self.say(f"running {key.format} {key.precision} under qemu ({device.qemu_cpu})")
+            settings, evaluation = self.plan.project.build, self.loaded.evaluation
+            self._emulated[ekey] = measure_step.measure_on(
+                QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
+                precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
+                warmup=2, iterations=min(settings.iterations, 10), threads=1,
+                activation_elements=self.compressed.costs.activation_elements, project_dir=self.plan.project_dir)
+        return self._emulated[ekey]
+
+    def record(self, target_plan, spec) -> ArtifactRecord:
+        """The record of one artifact of one target."""
+        project, device = self.plan.project, target_plan.device
+        key = export_step.export_key(project, target_plan.target, spec)
+        dims = export_step.dynamic_dims(project, target_plan.target, spec)
+        file_name = target_plan.files[(spec.format, spec.precision)]
+        artifact, verified = self._export_and_verify(key, file_name, dims)
+        rows: list[dict] = []
+        if self.plan.runner == "qemu":
+            emulated = self._emulate(key, artifact, device)
+            # The same run serves several targets; each manifest names its own device.
+            rows.append({**emulated.row, "device": device.name})
+            # Estimated at the build's thread count for this target's device profile.
+            estimate = measure_step.estimate_from(emulated.result, device, artifact_bytes=artifact.size_bytes,
+                                                  precision=spec.precision,
+                                                  activation_elements=self.compressed.costs.activation_elements,
+                                                  threads=project.build.threads, project_dir=self.plan.project_dir)
+            if estimate:
+                rows.append(estimate)
+        warnings = measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)
+        return ArtifactRecord(file=file_name, key=key, artifact=artifact, verified=verified,
+                              fp32_reference_bytes=self.loaded.source.fp32_bytes, measurements=tuple(rows),
+                              warnings=tuple(warnings))

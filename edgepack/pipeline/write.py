@@ -1,0 +1,67 @@
+"""Step `write`: a target's manifest from the records, and its dist folder, assembled
+aside and swapped in at the end. A target that failed a gate goes to
+`<target>.rejected/` for inspection and leaves `<target>/` as it was."""
+
+from __future__ import annotations
+
+import shutil
+
+from edgepack.pipeline.records import ArtifactRecord, Compressed, Loaded, Verdict
+from edgepack.release.manifest import MANIFEST_SCHEMA
+
+
+def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records: list[ArtifactRecord],
+             verdict: Verdict, toolchain: dict) -> dict:
+    """The target's manifest as the build knows it; release.manifest.complete_dist adds
+    signatures, data hashes and test vectors when the dist is written."""
+    project, source, evaluation = plan.project, loaded.source, loaded.evaluation
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "project": {"name": project.project.name, "version": project.project.version},
+        "target": target_plan.target.name,
+        "device_profile": target_plan.device.name,
+        "source": {
+            "sha256": source.sha256,
+            "file": source.path.name,
+            "parameters": source.parameters,
+            "fp32_weight_bytes": source.fp32_bytes,
+            "input_shape": list(project.model.input_shape),
+            "activation_elements": compressed.costs.activation_elements,
+            "input_name": project.model.input_name,
+            "output_name": project.model.output_name,
+        },
+        "evaluation": {"split": "evaluation", "samples": len(evaluation),
+                       "reference_accuracy": round(loaded.original_accuracy, 6),
+                       "compressed_accuracy": round(compressed.accuracy, 6)},
+        "recipe": plan.recipe.as_dict(),
+        "stages": [r.as_dict() for r in compressed.stage_rows],
+        "stages_evaluated_on": compressed.evaluated_on,
+        "calibration": {"samples": int(len(loaded.calibration_x))},
+        "toolchain": toolchain,
+        "budgets": target_plan.target.budgets.model_dump(),
+        "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note},
+        "artifacts": [r.manifest_entry() for r in records],
+    }
+
+
+def write(plan, target_plan, loaded: Loaded, compressed: Compressed, records: list[ArtifactRecord],
+          verdict: Verdict, manifest_doc: dict, say):
+    """(folder written, finished manifest)."""
+    from edgepack.release.dist import staged_folder
+    from edgepack.release.manifest import complete_dist
+
+    name = target_plan.target.name if verdict.passed else f"{target_plan.target.name}.rejected"
+    final = plan.output_dir / name
+    say(f"writing {final}")
+    with staged_folder(final) as staging:
+        for r in records:
+            shutil.copyfile(r.artifact.path, staging / r.file)
+        finished = complete_dist(
+            staging, manifest_doc, project_dir=plan.project_dir, description=plan.project.project.description,
+            calibration_x=loaded.calibration_x, evaluation_x=loaded.evaluation.x, evaluation_y=loaded.evaluation.y,
+            reference=compressed.reference, outputs={r.file: r.verified.recorded for r in records},
+            artifact_paths={r.file: staging / r.file for r in records},
+        )
+    if verdict.passed:  # a stale rejected build would contradict this one
+        shutil.rmtree(plan.output_dir / f"{target_plan.target.name}.rejected", ignore_errors=True)
+    return final, finished
