@@ -251,7 +251,7 @@ def _compress(plan: BuildPlan, source, evaluation, say):
     )
     cache = pdir / project.compress.cache_dir / "stages"
     return run_stages(recipe, model=copy.deepcopy(source.module), source_key=f"{source.sha256}:{project.model.factory or project.model.program}",
-                      build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
+                      project_dir=pdir, factory=project.model.factory, build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
                       evaluate_on=Dataset(validation.x, validation.y), evaluated_on=evaluated_on,
                       cache_dir=cache, progress=say)
 
@@ -359,7 +359,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
 
                     row = estimate_row(tp.device, instructions=emulated[ekey]["instructions"], artifact_bytes=artifact.size_bytes,
                                        precision=spec.precision, activation_elements=costs.activation_elements,
-                                       threads=settings.threads, project_dir=pdir)
+                                       threads=settings.threads, calibration=plan.latency_calibration)
                     if row:
                         measurements.append(row)
                 from edgepack.devices.latency import int8_warnings
@@ -375,7 +375,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                                                  instructions=emulated_row.get("instructions"))),
                 ))
             failures = [f for a in arts for f in _gate(tp, a)]
-            from edgepack.devices.latency import latency_gate
+            from edgepack.devices.latency import calibration_record, latency_gate
 
             estimates = {a.file: next((m for m in a.measurements if m.get("method") == "estimated"), None) for a in arts}
             for a in arts:
@@ -409,6 +409,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                 "stages": [r.as_dict() for r in stage_rows],
                 "stages_evaluated_on": compressed.evaluated_on if compressed else "evaluation",
                 "calibration": {"samples": int(len(calib_x))},
+                "latency_calibration": calibration_record(plan.latency_calibration, tp.device),
                 "toolchain": toolchain,
                 "budgets": tp.target.budgets.model_dump(),
                 "gates": {"passed": not failures, "failures": failures,

@@ -130,7 +130,7 @@ def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, cou
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,
             iterations: int = 50, warmup: int = 10, threads: int = 1, project_dir: Path = Path("."),
             write_manifest: bool = True, reach: Reach = Reach(), op_profile: bool = False,
-            progress=lambda m: None) -> ProfileResult:
+            calibration: Path | None = None, progress=lambda m: None) -> ProfileResult:
     from edgepack._quiet import quiet_toolchains
     from edgepack.config.loader import profiles_catalog
     from edgepack.verify.metrics import snr_db
@@ -166,12 +166,12 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
         if emulated:
             est = estimate_row(dev, instructions=result.instructions, artifact_bytes=s.path.stat().st_size,
                                precision=s.precision, activation_elements=activation_elements, threads=threads,
-                               project_dir=project_dir.resolve())
+                               calibration=calibration)
             if est:
                 extra_rows.append(est)
         elif runner in ("ssh", "adb"):
             written = calibrate_from(dev, file=s.path.name, measured_ms=lat.get("p50"), previous_rows=earlier.get(s.path.name, []),
-                                     runner=runner)
+                                     runner=runner, threads=threads, calibration=calibration)
             if written:
                 row["calibrated"] = written
         out = result.outputs
