@@ -58,3 +58,15 @@ def test_build_manifest_names_the_calibration_by_hash_or_null(tiny_project, tmp_
     assert run.code == 0, run.stderr + run.stdout
     manifest = json.loads((tiny_project.root / "dist" / "onnx-only" / "manifest.json").read_text())
     assert manifest["latency_calibration"] is None
+
+
+@pytest.mark.slow
+def test_build_under_qemu_scales_estimates_by_the_given_calibration(tiny_project, tmp_path):
+    path = _calibration(tmp_path / "pi.json")   # measured 2x the estimate
+    run = cli("build", "-p", tiny_project.root, "--runner", "qemu", "--json", "--calibration", path)
+    assert run.code == 0, run.stderr
+    manifest = run.json()["targets"][0]["manifest"]
+    estimate = next(r for r in manifest["artifacts"][0]["measurements"] if r["method"] == "estimated")["estimate"]
+    assert estimate["calibration_factor"] == pytest.approx(2.0) and estimate["calibration_source"] == "pi.json"
+    assert estimate["estimate_ms"] == pytest.approx(2.0 * max(estimate["compute_ms"], estimate["memory_ms"]), rel=1e-2, abs=2e-3)
+    assert manifest["latency_calibration"]["file"] == "pi.json"
