@@ -30,6 +30,7 @@ class BuildPlan:
     output_dir: Path
     runner: str
     recipe: ResolvedRecipe
+    latency_calibration: Path | None = None   # the calibration file latency estimates use; never implicit
 
     def as_dict(self) -> dict:
         src = self.project.model
@@ -42,6 +43,7 @@ class BuildPlan:
             "output_dir": str(self.output_dir),
             "runner": self.runner,
             "recipe": self.recipe.as_dict(),
+            "latency_calibration": str(self.latency_calibration) if self.latency_calibration else None,
             "targets": [
                 {
                     "name": tp.target.name,
@@ -87,9 +89,11 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
 
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
               runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = (),
-              recipe: str | None = None) -> BuildPlan:
+              recipe: str | None = None, latency_calibration: Path | None = None) -> BuildPlan:
     """Resolve and validate everything a build needs. `target_dirs` and `profile_dirs`
-    add folders of targets and device profiles (after the built-in and project ones)."""
+    add folders of targets and device profiles (after the built-in and project ones).
+    `latency_calibration` (relative to the working folder) overrides the project's
+    `[build] latency_calibration` (relative to the project)."""
     project_dir = project_dir.resolve()
     project = load_project(project_dir)
     problems = _project_file_problems(project_dir, project)
@@ -128,8 +132,34 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
                 if a.format in ("tflite", "executorch") and a.precision == "int8":
                     problems.append(f"{resolved.source}: quantize.activations: 'symmetric' is not available for {a.format} "
                                     f"(target {tp.target.name}); its quantizer uses asymmetric int8 activations. Valid for onnx only")
+    calibration, calibration_problems = _latency_calibration(project_dir, project, latency_calibration, plans)
+    problems.extend(calibration_problems)
     if problems:
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in the build plan"
         raise ConfigError(head, problems=problems)
     out = output_dir if output_dir is not None else project_dir / project.build.output_dir
-    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved)
+    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration)
+
+
+def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,
+                         plans: list[TargetPlan]) -> tuple[Path | None, list[str]]:
+    """The calibration file a build was given, checked: readable, and for the device
+    profile of at least one target (it is applied to those targets only)."""
+    from edgepack.devices.estimate import read_calibration_profile
+
+    if flag is not None:
+        path, where = Path(flag).resolve(), "--calibration"
+    elif project.build.latency_calibration:
+        path, where = (project_dir / project.build.latency_calibration).resolve(), f"{project_dir / 'edgepack.toml'}: build.latency_calibration"
+    else:
+        return None, []
+    if not path.is_file():
+        return None, [f"{where}: {path} not found; `edgepack profile --runner ssh|adb --calibration FILE` writes one"]
+    try:
+        profile = read_calibration_profile(path)
+    except ConfigError as e:
+        return None, [f"{where}: {e}"]
+    devices = sorted({tp.device.name for tp in plans})
+    if plans and profile not in devices:
+        return None, [f"{where}: {path.name} calibrates device profile {profile!r}; the targets' profiles are {', '.join(devices)}"]
+    return path, []

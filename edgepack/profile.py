@@ -130,7 +130,7 @@ def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, cou
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,
             iterations: int = 50, warmup: int = 10, threads: int = 1, project_dir: Path = Path("."),
             write_manifest: bool = True, reach: Reach = Reach(), op_profile: bool = False,
-            progress=lambda m: None) -> ProfileResult:
+            calibration: Path | None = None, progress=lambda m: None) -> ProfileResult:
     from edgepack._quiet import quiet_toolchains
     from edgepack.config.loader import profiles_catalog
 
@@ -154,11 +154,12 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
         measured = measure_on(run_on, dev, path=s.path, fmt=s.format, precision=s.precision, inputs=s.inputs,
                               reference=s.reference, recorded=s.recorded, warmup=warmup, iterations=iterations,
                               threads=threads, activation_elements=activation_elements,
-                              project_dir=project_dir.resolve(), op_profile=op_profile)
+                              calibration=calibration, op_profile=op_profile)
         row = measured.row
         if runner in ("ssh", "adb"):
             written = calibrate_from(dev, file=s.path.name, measured_ms=row.get("p50_ms"),
-                                     previous_rows=earlier.get(s.path.name, []), runner=runner)
+                                     previous_rows=earlier.get(s.path.name, []), runner=runner,
+                                     threads=threads, calibration=calibration)
             if written:
                 row["calibrated"] = written
         warnings = warnings_for(dev, precision=s.precision, export_details=s.export_details, rows=[row])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -101,16 +102,60 @@ def test_calibration_factor_is_geometric_mean_and_is_applied(tmp_path):
     e = est.estimate_latency(make_profile(), instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
                              calibration=loaded)
     assert e.estimate_ms == pytest.approx(100.0) and e.calibration_factor == pytest.approx(2.0)
-    assert e.calibration_source == str(path)
+    assert e.calibration_source == path.name
 
 
-def test_calibration_path_prefers_the_project_file(tmp_path, monkeypatch):
+def test_estimate_row_reads_no_calibration_unless_given(tmp_path, monkeypatch):
+    from edgepack.devices.latency import calibration_record, estimate_row
+
+    board = make_profile()
+    # A file where earlier versions looked implicitly: it must not change anything.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert est.calibration_path("pixel-7") == tmp_path / "cache" / "edgepack" / "calibration" / "pixel-7.json"
-    (tmp_path / "proj" / "calibration").mkdir(parents=True)
-    (tmp_path / "proj" / "calibration" / "pixel-7.json").write_text("{}")
-    assert est.calibration_path("pixel-7", project_dir=tmp_path / "proj") == tmp_path / "proj" / "calibration" / "pixel-7.json"
-    assert est.load_calibration("raspberry-pi-4", project_dir=tmp_path / "proj") is None
+    hidden = tmp_path / "cache" / "edgepack" / "calibration" / "test-board.json"
+    hidden.parent.mkdir(parents=True)
+    est.record_calibration("test-board", artifact="a.tflite", measured_ms=30.0, estimated_ms=10.0, runner="ssh", path=hidden)
+    counted = {"cpu": "cortex-a72", "per_inference": 100e6}
+    row = estimate_row(board, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1)
+    assert row["p50_ms"] == pytest.approx(50.0) and row["estimate"]["calibration_factor"] == 1.0
+    assert calibration_record(None, board) is None
+
+    given = tmp_path / "board.json"
+    est.record_calibration("test-board", artifact="a.tflite", measured_ms=20.0, estimated_ms=10.0, runner="ssh", path=given)
+    row = estimate_row(board, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1,
+                       calibration=given)
+    assert row["p50_ms"] == pytest.approx(100.0) and row["estimate"]["calibration_source"] == "board.json"
+    assert calibration_record(given, board) == {"file": "board.json",
+                                                "sha256": hashlib.sha256(given.read_bytes()).hexdigest()}
+    # another profile's file is not applied to this device, and the estimate says so
+    other = make_profile(name="other-board")
+    row = estimate_row(other, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1,
+                       calibration=given)
+    assert row["p50_ms"] == pytest.approx(50.0) and any("not applied" in n for n in row["estimate"]["notes"])
+    assert calibration_record(given, other) is None
+
+
+def test_load_calibration_refuses_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        est.load_calibration("test-board", path=tmp_path / "none.json")
+
+
+def test_calibrate_from_divides_by_the_estimate_at_the_measured_thread_count(tmp_path):
+    from edgepack.devices.latency import calibrate_from, estimate_row
+
+    board = make_profile()
+    counted = {"cpu": "cortex-a72", "per_inference": 100e6}
+    built = estimate_row(board, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1)
+    assert built["estimate"]["estimate_ms"] == pytest.approx(50.0)   # the build estimated 1 thread
+    path = tmp_path / "board.json"
+    # measured on 2 threads: the estimate for 2 threads is 50 / (2 * 0.74)
+    assert calibrate_from(board, file="a.tflite", measured_ms=40.0, previous_rows=[built], runner="ssh", threads=2,
+                          calibration=path) == "board.json"
+    m = est.load_calibration("test-board", path=path).measurements[0]
+    assert m.threads == 2 and m.estimated_ms == pytest.approx(50.0 / (2 * est.PARALLEL_EFFICIENCY))
+    # without a named file nothing is written anywhere
+    assert calibrate_from(board, file="b.tflite", measured_ms=40.0, previous_rows=[built], runner="ssh", threads=1,
+                          calibration=None) is None
+    assert len(est.load_calibration("test-board", path=path).measurements) == 1
 
 
 def test_load_calibration_rejects_another_profiles_file(tmp_path):

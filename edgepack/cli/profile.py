@@ -29,6 +29,7 @@ def profile(
     adb_serial: Optional[str] = typer.Option(None, "--adb-serial", help="Phone serial (default: the profile's [reach] adb_serial)."),
     ops: bool = typer.Option(False, "--ops", help="Also time each operator where the runtime exposes it (ONNX Runtime)."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not add the figures to the dist's manifest.json."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Latency calibration file: ssh/adb add their p50s to it (created if missing); qemu estimates are scaled by it."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> None:
@@ -37,8 +38,13 @@ def profile(
 
     reach = prof.Reach(ssh_host=ssh_host, ssh_port=ssh_port, identity_file=identity_file, ssh_python=ssh_python,
                        exec_prefix=exec_prefix, connect_timeout_s=connect_timeout, adb_serial=adb_serial)
+    if calibration is not None and runner in ("host", "qemu") and not calibration.is_file():
+        from edgepack.errors import ConfigError
+
+        raise ConfigError(f"--calibration {calibration}: not found; a profile with --runner ssh or adb writes it")
     kwargs = dict(device=device, runner=runner, inputs=inputs, iterations=iterations, warmup=warmup, threads=threads,
-                  project_dir=project, write_manifest=not no_record, reach=reach, op_profile=ops)
+                  project_dir=project, write_manifest=not no_record, reach=reach, op_profile=ops,
+                  calibration=calibration.resolve() if calibration else None)
     if json_out:
         print_json(prof.profile(path, **kwargs).as_dict())
         return
@@ -65,6 +71,17 @@ def profile(
         stdout.print(f"[dim]estimate method: {m}[/]", highlight=False)
         for w in a.warnings:
             stderr.print(f"[yellow]warning:[/] {a.file}: {w}", highlight=False)
+    if runner in ("ssh", "adb"):
+        written = sorted({a.measurement["calibrated"] for a in result.artifacts if a.measurement.get("calibrated")})
+        if written:
+            stdout.print(f"latency calibration recorded in {calibration}; build with --calibration {calibration} "
+                         f"(or [build] latency_calibration) to use it", highlight=False)
+        elif calibration is None:
+            stdout.print("[dim]not recorded as a latency calibration: pass --calibration FILE to keep the "
+                         "measured/estimated ratio for later builds[/]", highlight=False)
+        else:
+            stdout.print(f"nothing recorded in {calibration}: the manifest holds no estimate for {result.device} to "
+                         f"compare with; build with --runner qemu (or profile --runner qemu) first", highlight=False)
 
 
 def profile_table(result) -> Table:

@@ -35,8 +35,32 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def stage_notes(stages: list[dict]) -> list[str]:
+    """One line per note on a stage row (an unreadable cache entry, predictions made in
+    chunks): what did not go the usual way, said where the numbers are."""
+    return [f"stage {r['stage']} ({r['name']}): {n}" for r in stages for n in r.get("notes") or ()]
+
+
+def fallback_notes(manifest: dict) -> list[str]:
+    """One line per artifact whose exporter took a fallback or calibrated on fewer
+    samples than the build handed it."""
+    total = (manifest.get("calibration") or {}).get("samples")
+    lines = []
+    for a in manifest.get("artifacts") or []:
+        export = a.get("export") or {}
+        taken = "; ".join(f"{f['step']} fell back to {f['taken']} ({f['reason']})" for f in export.get("fallbacks") or ())
+        used = export.get("calibration_samples_used")
+        if used is not None:
+            taken = f"calibrated on {used} of {total} samples" + (f": {taken}" if taken else "")
+        if taken:
+            lines.append(f"{a['file']}: {taken}")
+    return lines
+
+
 def stage_table(stages: list[dict], evaluated_on: str) -> Table:
-    table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left")
+    notes = stage_notes(stages)
+    table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left",
+                  caption="\n".join(notes) or None, caption_justify="left", caption_style="yellow")
     for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", "accuracy", "F1 macro", "Δ acc", "Δ vs original", "time", "cache"):
         table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
     for r in stages:
@@ -45,7 +69,7 @@ def stage_table(stages: list[dict], evaluated_on: str) -> Table:
             human_bytes(r["fp32_bytes"]), human_bytes(r["zipped_bytes"]), f"{r['accuracy'] * 100:.2f}%",
             f"{r['f1_macro'] * 100:.2f}%", f"{(-r['drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "",
             f"{(-r['total_drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "", f"{r['seconds']:.1f} s" if r["stage"] else "",
-            r["cache"] if r["stage"] else "",
+            (r["cache"] + (" *" if r.get("notes") else "")) if r["stage"] else ("*" if r.get("notes") else ""),
         )
     return table
 
@@ -55,6 +79,8 @@ def build_tables(result) -> list:
     first = result.targets[0].manifest if result.targets else None
     if first and len(first.get("stages") or []) > 1:
         out.append(stage_table(first["stages"], first["stages_evaluated_on"]))
+    elif first:  # no stage table: its notes (the source model's) still show
+        out.extend(Text(f"note: {n}", style="yellow") for n in stage_notes(first.get("stages") or []))
     for t in result.targets:
         m = t.manifest
         title = f"{result.project} for {t.target} (device profile {t.device})"
@@ -87,6 +113,7 @@ def build_tables(result) -> list:
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))
         out.append(Text(f"latency: {m['gates'].get('latency', '')}", style="dim"))
+        out.extend(Text(f"fallback: {line}", style="yellow") for line in fallback_notes(m))
         for a in m["artifacts"]:
             for w in a.get("warnings") or []:
                 out.append(Text(f"warning: {a['file']}: {w}", style="yellow"))

@@ -1,11 +1,10 @@
 """Running a recipe's stages in order: each stage's output is evaluated on held-out data
-and gated, and cached by a hash of (input, pass, config, data) so a second target, or a
-re-run after changing only the target, reuses the compression."""
+and gated, and cached by a hash of everything it depends on (compress.cachekey) so a
+second target, or a re-run after changing only the target, reuses the compression."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -16,8 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-import edgepack
-from edgepack.compress import snapshot
+from edgepack.compress import cachekey, snapshot
 from edgepack.compress.evaluate import measure
 from edgepack.compress.recipe import ResolvedRecipe, StageSpec
 from edgepack.errors import BudgetError, ConfigError
@@ -35,13 +33,15 @@ class StageRow:
     drop_pt: float              # vs the stage before
     total_drop_pt: float        # vs the original
     report: dict
+    notes: tuple[str, ...] = ()  # what did not go the usual way (an unreadable cache entry, ...)
 
     def as_dict(self) -> dict:
         return {"stage": self.stage, "name": self.name, "pass": self.pass_name,
                 "kind": "source" if self.stage == 0 else self.pass_name,
                 "size_bytes": self.metrics["fp32_bytes"], **self.metrics,
                 "seconds": round(self.seconds, 2), "cache": self.cache, "drop_pt": round(self.drop_pt, 4),
-                "total_drop_pt": round(self.total_drop_pt, 4), "report": self.report}
+                "total_drop_pt": round(self.total_drop_pt, 4), "report": self.report,
+                "notes": [*self.notes, *self.metrics.get("notes", ())]}
 
 
 class StageBudgetError(BudgetError):
@@ -72,12 +72,14 @@ def _array_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def stage_key(parent_key: str, spec: StageSpec, data_digest: str) -> str:
-    import torch
-
-    doc = {"parent": parent_key, "pass": spec.pass_name, "config": spec.config.model_dump(mode="json"),
-           "data": data_digest, "edgepack": edgepack.__version__, "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+def stage_key(parent_key: str, spec: StageSpec, *, data_digest: str, ctx: PassContext, project_dir: Path,
+              tools: dict | None = None) -> str:
+    """The cache key of `spec`'s output when its input has key `parent_key`."""
+    return cachekey.stage_key(
+        parent_key, pass_name=spec.pass_name, config=spec.config.model_dump(mode="json"),
+        files=cachekey.files_digest(project_dir, spec.config.referenced_files()), data_digest=data_digest,
+        seed=ctx.seed, threads=ctx.threads, example_shape=tuple(ctx.example.shape),
+        tools=tools if tools is not None else cachekey.tool_versions())
 
 
 def _needs_training(spec: StageSpec) -> bool:
@@ -99,6 +101,8 @@ def run_stages(
     *,
     model,
     source_key: str,
+    project_dir: Path,
+    factory: str | None,
     build_fresh: Callable[[str], object] | None,
     ctx: PassContext,
     evaluate_on: Dataset,
@@ -106,8 +110,11 @@ def run_stages(
     cache_dir: Path | None,
     progress: Callable[[str], None] = lambda m: None,
 ) -> Compressed:
-    """Run every model-changing stage. `build_fresh(base)` makes an untrained model of a
-    base architecture ("original" or a student factory) for snapshots; None disables the cache."""
+    """Run every model-changing stage. `source_key` identifies the source model's weights
+    (or program), `factory` is the project's model.factory (None for a .pt2 program): its
+    code is part of every key, since a cached stage is rebuilt on the factory's model.
+    `build_fresh(base)` makes an untrained model of a base architecture ("original" or a
+    student factory) for snapshots; None disables the cache."""
     import torch
 
     from edgepack.passes import PASSES
@@ -119,21 +126,26 @@ def run_stages(
     rows = [original_row(before)]
     original_acc = before["accuracy"]
     data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None for a in (d.x, d.y)))
-    key, base = source_key, "original"
+    tools = cachekey.tool_versions()
+    key = cachekey.source_key(source_key, project_dir=project_dir, factory=factory)
+    base = "original"
     current = model
     for spec in recipe.stages:
-        key = stage_key(key, spec, data_digest)
+        key = stage_key(key, spec, data_digest=data_digest, ctx=ctx, project_dir=project_dir, tools=tools)
         student = getattr(spec.config, "student", None)
         stage_base = getattr(student, "model", None) or base
         started = time.perf_counter()
         folder = cache_dir / key[:32] if cache_dir is not None and build_fresh is not None else None
-        cached = None
+        cached, notes = None, []
         if folder is not None and (folder / "structure.json").is_file():
             try:
                 cached, meta = snapshot.load(folder, lambda: build_fresh(stage_base))
                 report = meta.get("report", {})
-            except Exception:  # an unreadable cache entry is rebuilt, never trusted
+            except Exception as e:  # an unreadable cache entry is rebuilt, never trusted
                 cached = None
+                why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+                notes.append(f"cache entry {folder.name} was unreadable ({why}); the stage ran again and replaced it")
+                progress(f"stage {spec.index} {spec.label}: cache entry unreadable, running again")
         if cached is not None:
             current, status = cached, "hit"
             progress(f"stage {spec.index} {spec.label}: reused from the cache")
@@ -151,7 +163,8 @@ def run_stages(
         metrics = measure(current, evaluate_on.x, evaluate_on.y, example).as_dict()
         drop = (rows[-1].metrics["accuracy"] - metrics["accuracy"]) * 100
         total = (original_acc - metrics["accuracy"]) * 100
-        rows.append(StageRow(spec.index, spec.label, spec.pass_name, metrics, seconds, status, drop, total, report))
+        rows.append(StageRow(spec.index, spec.label, spec.pass_name, metrics, seconds, status, drop, total, report,
+                             tuple(notes)))
         if spec.max_drop_pt is not None and drop > spec.max_drop_pt:
             raise StageBudgetError(
                 f"stage {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% after vs "

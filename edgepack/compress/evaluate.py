@@ -22,30 +22,40 @@ class ModelMetrics:
     macs: int                 # multiply-accumulates for one input of the deployed shape
     fp32_bytes: int           # the weights stored densely in fp32
     zipped_bytes: int         # the same bytes after zlib (what sparsity and sharing buy)
+    notes: tuple[str, ...] = ()  # how the figures were obtained when not the usual way
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
 
 
-def predict(model, x: np.ndarray, *, declared_batch: int = 1, batch: int = 256) -> np.ndarray:
+def predict(model, x: np.ndarray, *, declared_batch: int = 1, batch: int = 256,
+            notes: list[str] | None = None) -> np.ndarray:
     """The model's outputs on `x`: in batches of `batch` when the model takes any batch
     size, else in chunks of its declared batch (a .pt2 program exported with static
     shapes), padding the last chunk. Models arrive in eval mode (an exported program's
-    module cannot be switched)."""
+    module cannot be switched). Both ways give the same outputs; when the first one is
+    refused, why is appended to `notes`."""
     import torch
 
     with torch.no_grad():
         try:
             return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy()
                                    for i in range(0, len(x), batch)])
-        except Exception:
-            chunks = []
-            for i in range(0, len(x), declared_batch):
-                part = x[i : i + declared_batch]
-                if len(part) < declared_batch:
-                    part = np.concatenate([part, np.zeros((declared_batch - len(part), *x.shape[1:]), x.dtype)])
-                chunks.append(model(torch.from_numpy(np.ascontiguousarray(part))).numpy()[: len(x) - i])
-            return np.concatenate(chunks)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            reason = f"{type(e).__name__}: {first}"
+        chunks = []
+        for i in range(0, len(x), declared_batch):
+            part = x[i : i + declared_batch]
+            if len(part) < declared_batch:
+                part = np.concatenate([part, np.zeros((declared_batch - len(part), *x.shape[1:]), x.dtype)])
+            chunks.append(model(torch.from_numpy(np.ascontiguousarray(part))).numpy()[: len(x) - i])
+        if notes is not None:
+            notes.append(f"predicted in chunks of the declared batch {declared_batch}: the model refused a batch "
+                         f"of {min(batch, len(x))} ({reason})")
+        return np.concatenate(chunks)
 
 
 def _unique_tensors(model):
@@ -78,8 +88,9 @@ def cost(model, example: np.ndarray) -> dict:
 def measure(model, x: np.ndarray, y: np.ndarray, example: np.ndarray, *, classification: bool = True) -> ModelMetrics:
     from sklearn.metrics import precision_recall_fscore_support
 
-    logits = predict(model, x, declared_batch=example.shape[0])
+    notes: list[str] = []
+    logits = predict(model, x, declared_batch=example.shape[0], notes=notes)
     top1 = logits.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
     return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),
-                        f1_macro=float(f), **cost(model, example))
+                        f1_macro=float(f), **cost(model, example), notes=tuple(notes))

@@ -20,16 +20,17 @@ that count into time with the device's published facts:
 - `bytes_moved`: weights read once plus every activation written and read once: a roofline
   floor (caches hide part of it), which only wins for memory-starved boards.
 - `calibration_factor`: measured_ms / estimated_ms from a real unit of this device
-  (ssh/adb), stored per profile; 1 when none was measured.
+  (ssh/adb), read from a calibration file the build or profile is given explicitly
+  (`--calibration FILE`, `[build] latency_calibration`); 1 without one.
 
 Every result says it is an estimate, its method, and every input it used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ class LatencyEstimate:
     bytes_moved: int
     memory_bandwidth_gbs: float
     calibration_factor: float
-    calibration_source: str         # a file path, or "none (no device measured)"
+    calibration_source: str         # the calibration file's name, or "none (no calibration given)"
     ipc_basis: str
     kind: str = "estimate"
     method: str = METHOD
@@ -137,7 +138,7 @@ def estimate_latency(
     cycles_per_s = cluster.max_clock_ghz * 1e9
     compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * parallel_efficiency(usable)) * 1e3
     memory_ms = bytes_moved / (profile.memory_bandwidth_gbs * 1e9) * 1e3
-    factor, source = (calibration.factor, str(calibration.path)) if calibration else (1.0, "none (no device measured)")
+    factor, source = (calibration.factor, calibration.path.name) if calibration else (1.0, "none (no calibration given)")
     if calibration and calibration.profile != profile.name:
         raise ValueError(f"calibration {calibration.path} is for profile {calibration.profile!r}, not {profile.name!r}")
     if threads > 1:
@@ -191,6 +192,7 @@ class Measurement:
     estimated_ms: float             # the uncalibrated estimate for the same artifact
     runner: str                     # ssh, adb
     recorded: str                   # UTC timestamp
+    threads: int | None = None      # runtime threads of the measurement and of the estimate it is divided by
 
 
 @dataclass(frozen=True)
@@ -219,32 +221,34 @@ class Calibration:
         }
 
 
-def calibration_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edgepack" / "calibration"
+def calibration_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def calibration_path(profile: str, *, project_dir: Path | None = None) -> Path:
-    """A project's own `calibration/<profile>.json` when the project has one, else the
-    user's cache folder: a team can commit the calibration of its own boards."""
-    if project_dir is not None:
-        local = Path(project_dir) / "calibration" / f"{profile}.json"
-        if local.is_file():
-            return local
-    return calibration_dir() / f"{profile}.json"
+def read_calibration_profile(path: Path) -> str:
+    """The profile a calibration file is for (checked before a build starts)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"calibration file {path}: not readable JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != CALIBRATION_SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ConfigError(f"calibration file {path}: schema {got!r}, expected {CALIBRATION_SCHEMA!r}")
+    return str(doc.get("profile"))
 
 
-def load_calibration(profile: str, *, project_dir: Path | None = None, path: Path | None = None) -> Calibration | None:
-    """The stored calibration for `profile`, or None when no device was measured."""
-    path = Path(path) if path else calibration_path(profile, project_dir=project_dir)
+def load_calibration(profile: str, *, path: Path) -> Calibration:
+    """The calibration of `profile` stored in `path`. Calibration is an explicit input:
+    nothing is looked up in a home or cache folder, and a named file must exist."""
+    path = Path(path)
     if not path.is_file():
-        return None
+        raise ConfigError(f"calibration file {path} not found; `edgepack profile --runner ssh|adb --calibration {path.name}` writes one")
     try:
         doc = json.loads(path.read_text())
         if doc.get("schema") != CALIBRATION_SCHEMA:
             raise ValueError(f"schema {doc.get('schema')!r}, expected {CALIBRATION_SCHEMA!r}")
         if doc.get("profile") != profile:
-            raise ValueError(f"it is for profile {doc.get('profile')!r}")
+            raise ValueError(f"it is for profile {doc.get('profile')!r}, not {profile!r}")
         measurements = tuple(Measurement(**m) for m in doc["measurements"])
         for m in measurements:
             if m.measured_ms <= 0 or m.estimated_ms <= 0:
@@ -255,16 +259,17 @@ def load_calibration(profile: str, *, project_dir: Path | None = None, path: Pat
 
 
 def record_calibration(profile: str, *, artifact: str, measured_ms: float, estimated_ms: float, runner: str,
-                       path: Path | None = None) -> Calibration:
-    """Add one real-device measurement (replacing an earlier one of the same artifact)
-    and write the file atomically."""
+                       path: Path, threads: int | None = None) -> Calibration:
+    """Add one real-device measurement to the calibration file `path` (created when
+    missing; an earlier measurement of the same artifact is replaced) and write it
+    atomically."""
     if measured_ms <= 0 or estimated_ms <= 0:
         raise ValueError(f"measured_ms and estimated_ms must be positive, got {measured_ms} and {estimated_ms}")
-    path = Path(path) if path else calibration_dir() / f"{profile}.json"
-    old = load_calibration(profile, path=path)
+    path = Path(path)
+    old = load_calibration(profile, path=path) if path.exists() else None
     kept = tuple(m for m in (old.measurements if old else ()) if m.artifact != artifact)
     new = Measurement(artifact, float(measured_ms), float(estimated_ms), runner,
-                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), threads)
     cal = Calibration(profile, path, kept + (new,))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

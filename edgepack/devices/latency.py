@@ -1,5 +1,10 @@
 """From a run to a latency estimate for a device, and back from a real-device
-measurement to the calibration of that estimate. Build and profile share this."""
+measurement to the calibration of that estimate. Build and profile share this.
+
+Calibration is an explicit input: a file the user names (`--calibration FILE` on build
+and profile, or `[build] latency_calibration` in edgepack.toml). A profile over ssh or
+adb adds its measurements to that file; a build or an emulated profile reads it; nothing
+is read from or written to a home or cache folder behind the user's back."""
 
 from __future__ import annotations
 
@@ -8,12 +13,30 @@ from pathlib import Path
 from edgepack.config.schema import DeviceProfile
 
 
+def applies_to(calibration: Path | None, device: DeviceProfile) -> bool:
+    """Whether the calibration file is for this device profile (a build of several
+    targets applies it to the targets on that profile only)."""
+    from edgepack.devices.estimate import read_calibration_profile
+
+    return calibration is not None and read_calibration_profile(calibration) == device.name
+
+
+def calibration_record(calibration: Path | None, device: DeviceProfile) -> dict | None:
+    """The manifest's `latency_calibration`: the file applied to this device's estimates,
+    by name and content hash, or None."""
+    from edgepack.devices.estimate import calibration_sha256
+
+    if not applies_to(calibration, device):
+        return None
+    return {"file": Path(calibration).name, "sha256": calibration_sha256(calibration)}
+
+
 def estimate_row(device: DeviceProfile, *, instructions: dict | None, artifact_bytes: int, precision: str,
-                 activation_elements: int | None, threads: int, project_dir: Path | None) -> dict | None:
+                 activation_elements: int | None, threads: int, calibration: Path | None = None) -> dict | None:
     """A manifest `measurements` row holding the estimate, or None without a count from
-    the device's own emulated CPU (an estimate needs one)."""
-    from edgepack.devices.estimate import (activation_bytes_per_element, bytes_moved, estimate_latency,
-                                           load_calibration)
+    the device's own emulated CPU (an estimate needs one). `calibration` is the file
+    given by the user; it scales the estimate when it is for this device's profile."""
+    from edgepack.devices.estimate import activation_bytes_per_element, bytes_moved, estimate_latency, load_calibration
 
     if not instructions or instructions.get("cpu") != device.qemu_cpu or not instructions.get("per_inference"):
         return None
@@ -21,10 +44,12 @@ def estimate_row(device: DeviceProfile, *, instructions: dict | None, artifact_b
                         activation_bytes_per_element=activation_bytes_per_element(precision))
     est = estimate_latency(device, instructions_per_inference=instructions["per_inference"], counted_on=device.qemu_cpu,
                            bytes_moved=moved, precision="int8" if precision == "int8" else "fp32", threads=threads,
-                           calibration=load_calibration(device.name, project_dir=project_dir))
+                           calibration=load_calibration(device.name, path=calibration) if applies_to(calibration, device) else None)
     d = est.as_dict()
     if activation_elements is None:
         d["notes"] = [*d["notes"], "activation traffic unknown (no build manifest): bytes moved counts the weights only"]
+    if calibration is not None and not applies_to(calibration, device):
+        d["notes"] = [*d["notes"], f"calibration file {Path(calibration).name} is for another device profile: not applied"]
     return {"device": device.name, "method": "estimated", "runner": "estimate", "threads": est.threads,
             "p50_ms": round(est.estimate_ms, 4), "p90_ms": None, "label": est.label, "estimate": d}
 
@@ -40,17 +65,27 @@ def latency_gate(file: str, device: DeviceProfile, row: dict | None, budget_ms: 
 
 
 def calibrate_from(device: DeviceProfile, *, file: str, measured_ms: float | None, previous_rows: list[dict],
-                   runner: str) -> str | None:
-    """Store a real-device p50 against the uncalibrated estimate recorded for the same
-    artifact; later estimates for this profile use the ratio. Returns the file written."""
-    from edgepack.devices.estimate import record_calibration
+                   runner: str, threads: int, calibration: Path | None) -> str | None:
+    """Add a real-device p50, measured with `threads` runtime threads, to the calibration
+    file `calibration`, against the uncalibrated estimate for the same artifact at the
+    same thread count; builds given that file use the ratio. Returns the name of the file
+    written, or None when no file was named or the artifact has no estimate to compare with.
+
+    The estimate recorded by the build may be for another thread count: it is computed
+    again from its recorded inputs (instructions, bytes moved) at `threads`, because a
+    p50 on 4 threads over an estimate for 1 would make the factor describe the thread
+    count, not the device."""
+    from edgepack.devices.estimate import estimate_latency, record_calibration
 
     est = next((r["estimate"] for r in previous_rows if r.get("method") == "estimated" and r.get("device") == device.name), None)
-    if est is None or not measured_ms:
+    if calibration is None or est is None or not measured_ms:
         return None
-    uncalibrated = est["estimate_ms"] / (est.get("calibration_factor") or 1.0)
-    cal = record_calibration(device.name, artifact=file, measured_ms=measured_ms, estimated_ms=uncalibrated, runner=runner)
-    return str(cal.path)
+    uncalibrated = estimate_latency(device, instructions_per_inference=est["instructions_per_inference"],
+                                    counted_on=est["counted_on"], bytes_moved=est["bytes_moved"],
+                                    precision=est["precision"], threads=threads)
+    cal = record_calibration(device.name, artifact=file, measured_ms=measured_ms, estimated_ms=uncalibrated.estimate_ms,
+                             runner=runner, path=calibration, threads=uncalibrated.threads)
+    return cal.path.name
 
 
 def delegated_share(export_details: dict | None) -> float | None:

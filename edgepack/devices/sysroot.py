@@ -22,6 +22,7 @@ environment is never used and a second setup is a no-op.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -138,12 +139,34 @@ def qemu_version() -> str:
     return match.group(1) if match else out.strip().splitlines()[0]
 
 
+@functools.lru_cache(maxsize=1)
+def resolved_debian_versions() -> tuple[tuple[str, str], ...]:
+    """(name:arm64, version) of every package setup would unpack now: the dependency walk
+    of DEBIAN_PACKAGES and the candidate version apt-get download fetches for each. Once
+    per process (about 3 s of apt-cache)."""
+    names = resolve_debian_packages()
+    out = _run(["apt-cache", "policy", *names], "finding the arm64 package versions (apt-cache policy)")
+    versions, current = {}, None
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = line[:-1]
+        elif current and line.strip().startswith("Candidate:"):
+            versions[current] = line.split(":", 1)[1].strip()
+    missing = [n for n in names if versions.get(n) in (None, "(none)")]
+    if missing:
+        raise ToolchainError(f"arm64 setup: apt has no candidate version of {', '.join(missing)}; run `apt-get update`", stage="setup")
+    return tuple(sorted((n, versions[n]) for n in names))
+
+
 def env_key() -> str:
-    """Everything that changes what the environment contains or how its binaries behave."""
+    """Everything that changes what the environment contains or how its binaries behave:
+    the Debian packages by resolved version (a security update of libc6 is another
+    sysroot), the wheels by their pinned versions, qemu, the native sources."""
     native = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(NATIVE.iterdir()) if p.suffix in {".c", ".cpp"}}
     doc = {
         "layout": LAYOUT,
         "packages": DEBIAN_PACKAGES,
+        "debian_versions": resolved_debian_versions(),
         "wheels": WHEELS,
         "python": PYTHON_TAG,
         "qemu": qemu_version(),

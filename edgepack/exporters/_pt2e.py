@@ -67,7 +67,27 @@ def as_tensor(x) -> "torch.Tensor":  # noqa: F821
     return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
 
 
-def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0, strict: bool = False):
+def fallback(fallbacks: list | None, step: str, taken: str, error: BaseException) -> None:
+    """Record that `step` did not work as asked and `taken` was used instead (the details
+    an exporter returns carry these as `fallbacks`; one entry per step)."""
+    if fallbacks is None or any(f["step"] == step for f in fallbacks):
+        return
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    fallbacks.append({"step": step, "taken": taken, "reason": f"{type(error).__name__}: {first}"})
+
+
+def fallback_details(fallbacks: list, calibration: np.ndarray, batches: list, *, dynamic: bool) -> dict:
+    """`fallbacks` and, when a static capture left samples out of static calibration, the
+    number calibrated on (dynamic ranges are computed at run time from no calibration)."""
+    out = {"fallbacks": list(fallbacks)} if fallbacks else {}
+    used = sum(len(b) for b in batches)
+    if not dynamic and used != len(calibration):
+        out["calibration_samples_used"] = int(used)
+    return out
+
+
+def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0, strict: bool = False,
+                            fallbacks: list | None = None):
     """Capture `module` for PT2E and split the calibration set into batches it accepts.
 
     Preferably with a dynamic batch (calibration in batches of 32, traced at that size:
@@ -77,16 +97,20 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
 
     `strict=True` captures with TorchDynamo first, for quantizers that find ops by the
     Python call that produced them (`source_fn_stack`, which only a strict capture
-    records); a model Dynamo cannot trace is then captured non-strictly."""
+    records); a model Dynamo cannot trace is then captured non-strictly. Each way out
+    taken is appended to `fallbacks`."""
     import torch
 
+    strict_failed: list[BaseException] = []  # of the latest capture: only the one kept is recorded
+
     def capture(args, shapes=None):
+        strict_failed.clear()
         if strict:
             try:
                 with _classes_importable(module):
                     return torch.export.export(module, args, dynamic_shapes=shapes, strict=True).module()
-            except Exception:
-                pass
+            except Exception as e:
+                strict_failed.append(e)
         return torch.export.export(module, args, dynamic_shapes=shapes).module()
 
     # The capture's guards survive convert_pt2e: its batch bound must cover any dynamic
@@ -100,15 +124,21 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
     try:
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
         captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
-        return captured, [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
-    except Exception:
-        pass
+        batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
+        if strict_failed:
+            fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
+        return captured, batches
+    except Exception as e:
+        fallback(fallbacks, "batch capture", "static", e)
     captured = capture((example,))
     size = example.shape[0]
-    # Only whole batches fit a static model; at most size-1 samples are left out.
+    # Only whole batches fit a static model; at most size-1 samples are left out
+    # (fallback_details reports how many were used).
     batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration) - size + 1, size)]
     if not batches:
         raise ValueError(f"the model takes batches of exactly {size} and there are only {len(calibration)} calibration samples")
+    if strict_failed:
+        fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
     return captured, batches
 
 

@@ -12,7 +12,7 @@ import warnings
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, prepare
+from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
 
 
 def _quiet_imports() -> None:
@@ -115,7 +115,9 @@ def export(req) -> dict:
     dynamic = req.precision == "int8-dynamic"
     try:
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
-        captured, calibration = capture_for_calibration(module, example, req.calibration, min_bound=batch_bound(dims))
+        fallbacks: list[dict] = []
+        captured, calibration = capture_for_calibration(module, example, req.calibration, min_bound=batch_bound(dims),
+                                                        fallbacks=fallbacks)
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
@@ -128,4 +130,5 @@ def export(req) -> dict:
     info = _lower(program, req.out_path, dims)
     if info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
-    return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float)}
+    return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float),
+            **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}

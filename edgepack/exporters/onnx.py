@@ -71,13 +71,13 @@ def nodes_of_modules(model, modules: tuple[str, ...]) -> list[str]:
 
 
 def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str,
-                keep_float: tuple[str, ...] = (), dims: tuple = ()) -> tuple[list[dict], list[str]]:
+                keep_float: tuple[str, ...] = (), dims: tuple = (), fallbacks: list | None = None) -> tuple[list[dict], list[str]]:
     """Write one self-contained .onnx. Returns the dims exported as dynamic, and the names
     of the nodes that belong to the `keep_float` modules.
 
     With declared `dims` those are exported dynamic or the export fails. Without, the
     batch dimension is made dynamic when the model allows it (ONNX Runtime handles it at
-    no cost), else the declared shape is kept."""
+    no cost), else the declared shape is kept and that is appended to `fallbacks`."""
     import onnx
     import torch
 
@@ -102,7 +102,11 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
                 torch.onnx.export(module, (x.repeat(2, *([1] * (x.dim() - 1))),), str(path),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
                 applied = [{"dim": 0, "name": "batch", "min": 1, "max": MAX_BATCH}]
-            except Exception:
+            except torch.onnx.OnnxExporterError as e:  # the exporter's own failures; anything else is not a shape question
+                if fallbacks is not None:
+                    first = (str(e).strip().splitlines() or [""])[0][:300]
+                    fallbacks.append({"step": "dynamic batch export", "taken": "static",
+                                      "reason": f"{type(e).__name__}: {first}"})
                 torch.onnx.export(module, (x,), str(path), **common)
                 applied = []
     model = onnx.load_model(str(path), load_external_data=True)
@@ -191,8 +195,10 @@ def export(req) -> dict:
         raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="onnx")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
+        fallbacks: list[dict] = []
         applied, float_nodes = export_fp32(req.module, req.example, fp32, input_name=req.input_name,
-                                           output_name=req.output_name, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims))
+                                           output_name=req.output_name, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims),
+                                           fallbacks=fallbacks)
         if opts.keep_float and req.precision != "fp32" and not float_nodes:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
                                  "name modules as model.named_modules() does", format="onnx", stage="quantize")
@@ -210,7 +216,7 @@ def export(req) -> dict:
                                  format="onnx", stage="quantize") from e
         simplified = simplify(out)
     info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
-            "nodes_exported": nodes_before, "simplify": simplified}
+            "nodes_exported": nodes_before, "simplify": simplified, **({"fallbacks": fallbacks} if fallbacks else {})}
     if req.precision.startswith("int8") and not info["initializers_by_dtype"].get("int8"):
         raise ToolchainError("onnx: int8 quantization produced no int8 weights", format="onnx", stage="quantize")
     return info

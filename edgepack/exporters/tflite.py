@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepack.errors import ToolchainError
 
-from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, prepare
+from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
 
 
 def _quiet_imports() -> None:
@@ -111,8 +111,9 @@ def export(req) -> dict:
         # litert-torch's quantizer finds add, mul, cat, GRU and module patterns by their
         # source call: without a strict capture a residual add stays float and the model
         # is not full-integer (MobileNetV2's chained residual blocks).
+        fallbacks: list[dict] = []
         captured, calibration = capture_for_calibration(module, example, req.calibration, strict=True,
-                                                        min_bound=batch_bound(dims))
+                                                        min_bound=batch_bound(dims), fallbacks=fallbacks)
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
@@ -127,7 +128,8 @@ def export(req) -> dict:
     except Exception as e:
         raise ToolchainError(f"tflite: LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                              format="tflite", stage="convert") from e
-    info = finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float)})
+    info = finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
+                   **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)})
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")

@@ -36,6 +36,12 @@ class PassConfig(BaseModel):
             problems = [_describe(cls, where, err) for err in e.errors()]
             raise ConfigError("; ".join(problems), problems=problems) from None
 
+    def referenced_files(self) -> tuple[str, ...]:
+        """The project files this stage reads besides the model it is handed: model
+        factories as "file.py:function" and weights as paths relative to the project.
+        The stage cache hashes their content, so a pass that reads a file must name it."""
+        return ()
+
 
 def _describe(cls: type[PassConfig], where: str, err: dict) -> str:
     loc = [str(p) for p in err["loc"]]

@@ -64,6 +64,12 @@ class DistillConfig(TrainingFields):
     epochs: int = Field(10, ge=1)
     student: StudentRef | None = None
 
+    def referenced_files(self) -> tuple[str, ...]:
+        refs = [r for t in self.teachers if t.model != "original" for r in (t.model, t.weights) if r]
+        if self.student is not None:
+            refs += [r for r in (self.student.model, self.student.weights) if r]
+        return tuple(refs)
+
     @field_validator("teachers", mode="before")
     @classmethod
     def _strings_are_original(cls, v):

@@ -72,6 +72,7 @@ def _run_stages(plan, loaded: Loaded, say):
     )
     return run_stages(recipe, model=copy.deepcopy(source.module),
                       source_key=f"{source.sha256}:{project.model.factory or project.model.program}",
+                      project_dir=pdir, factory=project.model.factory,
                       build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
                       evaluate_on=Dataset(validation.x, validation.y), evaluated_on=evaluated_on,
                       cache_dir=pdir / project.compress.cache_dir / "stages", progress=say)

@@ -64,7 +64,7 @@ def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: n
 def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: np.ndarray,
                reference: np.ndarray | None, labels: np.ndarray | None = None, recorded: np.ndarray | None = None,
                warmup: int, iterations: int, threads: int, activation_elements: int | None,
-               project_dir: Path | None, op_profile: bool = False) -> Measured:
+               calibration: Path | None, op_profile: bool = False) -> Measured:
     """Run `path` on `runner` for `device`, and estimate its latency when the run counted
     instructions on the device's own emulated CPU."""
     extra = {"op_profile": True} if op_profile else {}
@@ -73,12 +73,12 @@ def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: 
     if op_profile:
         row["ops"] = result.ops or f"not exposed by {fmt}'s runtime on the {runner.name} runner"
     estimate = estimate_from(result, device, artifact_bytes=path.stat().st_size, precision=precision,
-                             activation_elements=activation_elements, threads=threads, project_dir=project_dir)
+                             activation_elements=activation_elements, threads=threads, calibration=calibration)
     return Measured(row=row, estimate=estimate, result=result)
 
 
 def estimate_from(result, device, *, artifact_bytes: int, precision: str, activation_elements: int | None,
-                  threads: int, project_dir: Path | None) -> dict | None:
+                  threads: int, calibration: Path | None) -> dict | None:
     """The estimated-latency row for `device` from a run's instruction count; None unless
     the run was emulated on the device's own CPU model (an estimate needs that count)."""
     from edgepack.devices.latency import estimate_row
@@ -86,7 +86,7 @@ def estimate_from(result, device, *, artifact_bytes: int, precision: str, activa
     if not result.emulated_cpu:
         return None
     return estimate_row(device, instructions=result.instructions, artifact_bytes=artifact_bytes, precision=precision,
-                        activation_elements=activation_elements, threads=threads, project_dir=project_dir)
+                        activation_elements=activation_elements, threads=threads, calibration=calibration)
 
 
 def warnings_for(device, *, precision: str, export_details: dict | None, rows) -> list[str]:

@@ -43,7 +43,8 @@ class Workshop:
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
                 precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
                 warmup=2, iterations=min(settings.iterations, 10), threads=1,
-                activation_elements=self.compressed.costs.activation_elements, project_dir=self.plan.project_dir)
+                activation_elements=self.compressed.costs.activation_elements,
+                calibration=self.plan.latency_calibration)
         return self._emulated[ekey]
 
     def record(self, target_plan, spec) -> ArtifactRecord:
@@ -62,7 +63,8 @@ class Workshop:
             estimate = measure_step.estimate_from(emulated.result, device, artifact_bytes=artifact.size_bytes,
                                                   precision=spec.precision,
                                                   activation_elements=self.compressed.costs.activation_elements,
-                                                  threads=project.build.threads, project_dir=self.plan.project_dir)
+                                                  threads=project.build.threads,
+                                                  calibration=self.plan.latency_calibration)
             if estimate:
                 rows.append(estimate)
         warnings = measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)

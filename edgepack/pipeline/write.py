@@ -14,6 +14,8 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
              verdict: Verdict, toolchain: dict) -> dict:
     """The target's manifest as the build knows it; release.manifest.complete_dist adds
     signatures, data hashes and test vectors when the dist is written."""
+    from edgepack.devices.latency import calibration_record
+
     project, source, evaluation = plan.project, loaded.source, loaded.evaluation
     return {
         "schema": MANIFEST_SCHEMA,
@@ -37,6 +39,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "stages": [r.as_dict() for r in compressed.stage_rows],
         "stages_evaluated_on": compressed.evaluated_on,
         "calibration": {"samples": int(len(loaded.calibration_x))},
+        "latency_calibration": calibration_record(plan.latency_calibration, target_plan.device),
         "toolchain": toolchain,
         "budgets": target_plan.target.budgets.model_dump(),
         "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note},
