@@ -13,8 +13,9 @@ or passed to a constructor, so a manifest read and written again keeps its exact
 (a reproducible release leaves clock figures out; reading it back must not bring them
 back as nulls). A builder passes every field it means to write, `[]` and None
 included; only the fields a class lists in `_always` (a row's `method`, the `schema`)
-are written with their default when not given. Numbers keep their JSON type: an integer stays an integer in a float field,
-so the bytes of a re-written manifest do not change.
+are written with their default when not given. Numbers keep their JSON type: an
+integer stays an integer in a float field, so a re-written manifest's bytes do not
+change.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _number(*, ge: float | None = None, le: float | None = None):
         schema["minimum"] = ge
     if le is not None:
         schema["maximum"] = le
-    return Annotated[float, PlainValidator(check), PlainSerializer(lambda v: v, return_type=Any), WithJsonSchema(schema)]
+    return Annotated[float, PlainValidator(check), PlainSerializer(lambda v: v, return_type=Any),
+                     WithJsonSchema(schema)]
 
 
 Number = _number()
