@@ -27,8 +27,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, PlainValidator, StrictBool,
                       StrictInt, StrictStr, Tag, TypeAdapter, WithJsonSchema)
 
-__all__ = ["MANIFEST_SCHEMA", "Manifest", "Artifact", "Measurement", "Measured", "Emulated", "Estimated",
-           "MEASUREMENT", "json_schema", "schema_text"]
+__all__ = ["MANIFEST_SCHEMA", "Manifest", "Artifact", "Measurement", "DeviceRun", "Measured", "Emulated", "Estimated",
+           "EstimateDetail", "MEASUREMENT", "json_schema", "schema_text"]
 
 MANIFEST_SCHEMA = "edgepack.manifest/1"
 SCHEMA_ID = "https://edgepack.dev/schema/manifest-1.json"
@@ -89,7 +89,7 @@ class Record(BaseModel):
 # --------------------------------------------------------------------------- top-level sections
 
 
-class Project(Record):
+class ProjectSection(Record):
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     version: StrictStr
     description: StrictStr | None = None
@@ -113,7 +113,7 @@ class Source(Record):
     activation_elements: Count | None = None
 
 
-class Evaluation(Record):
+class EvaluationSection(Record):
     """The held-out data every artifact is scored on."""
 
     split: StrictStr
@@ -128,7 +128,7 @@ class Evaluation(Record):
     max: Number | None = None
 
 
-class Calibration(Record):
+class CalibrationSection(Record):
     """The data int8 quantization was calibrated on."""
 
     samples: Count
@@ -158,7 +158,7 @@ class RecipeStage(Record):
     config: dict[str, Any]
 
 
-class Recipe(Record):
+class RecipeSection(Record):
     name: StrictStr
     source: StrictStr | None = None
     max_total_drop_pt: NonNegative | None = None
@@ -166,7 +166,7 @@ class Recipe(Record):
     quantize: QuantizeOptions
 
 
-class StageRow(Record):
+class StageEntry(Record):
     """One row of the per-stage table; the first is the model as handed over."""
 
     stage: Count | None = None
@@ -195,7 +195,7 @@ class StageRow(Record):
     config: dict[str, Any] | None = None
 
 
-class Budgets(Record):
+class BudgetsSection(Record):
     max_accuracy_drop_pt: NonNegative
     max_size_bytes: Annotated[StrictInt, Field(ge=1)] | None = None
     max_latency_ms: NonNegative | None = None
@@ -390,24 +390,32 @@ class OpTime(Record):
 OpTimes = Union[list[OpTime], StrictStr]
 
 
-class Measured(Record):
-    """A wall-clock run on a real machine: the host, a board over ssh, a phone over adb.
-    The timings are absent in a release packaged with --reproducible."""
+class DeviceRun(Record):
+    """What every run of an artifact on a device records, measured or emulated."""
 
     _always = frozenset({"method"})
 
     device: StrictStr
-    method: Literal["measured"] = "measured"
     runner: StrictStr
     timing: StrictStr | None = None
     machine: StrictStr | None = None
     runtime: StrictStr | None = None
-    tool: StrictStr | None = None                 # adb: the runtime's benchmark binary
     threads: Annotated[StrictInt, Field(ge=1)] | None = None
     iterations: Annotated[StrictInt, Field(ge=1)] | None = None
     import_ms: NonNegative | None = None
     load_ms: NonNegative | None = None
     first_inference_ms: NonNegative | None = None
+    peak_rss_mb: NonNegative | None = None
+    instructions: InstructionCount | None = None
+    ops: OpTimes | None = None
+
+
+class Measured(DeviceRun):
+    """A wall-clock run on a real machine: the host, a board over ssh, a phone over adb.
+    The timings are absent in a release packaged with --reproducible."""
+
+    method: Literal["measured"] = "measured"
+    tool: StrictStr | None = None                 # adb: the runtime's benchmark binary
     p50: NonNegative | None = None
     p90: NonNegative | None = None
     p99: NonNegative | None = None
@@ -415,45 +423,27 @@ class Measured(Record):
     std: NonNegative | None = None
     min: NonNegative | None = None
     max: NonNegative | None = None
-    peak_rss_mb: NonNegative | None = None
     p50_ms: NonNegative | None = None
     p90_ms: NonNegative | None = None
     # adb's benchmark tools print timings only: a sentence says parity was not checked.
     parity: Union[RunParity, StrictStr, None] = None
     calibrated: StrictStr | None = None           # the calibration file this run wrote
-    instructions: InstructionCount | None = None
-    ops: OpTimes | None = None
 
 
-class Emulated(Record):
+class Emulated(DeviceRun):
     """A run on the device's CPU model under qemu-user: exact instruction counts and
     parity on aarch64. Emulated wall time is not latency: p50_ms and p90_ms are null
     (given explicitly by the build; a reproducible release leaves them out)."""
 
-    _always = frozenset({"method"})
-
-    device: StrictStr
     method: Literal["emulated"] = "emulated"
-    runner: StrictStr
     cpu: StrictStr
-    timing: StrictStr | None = None
-    machine: StrictStr | None = None
-    runtime: StrictStr | None = None
-    threads: Annotated[StrictInt, Field(ge=1)] | None = None
-    iterations: Annotated[StrictInt, Field(ge=1)] | None = None
-    import_ms: NonNegative | None = None
-    load_ms: NonNegative | None = None
-    first_inference_ms: NonNegative | None = None
-    peak_rss_mb: NonNegative | None = None
     p50_ms: None = None
     p90_ms: None = None
     emulated_wall_p50_ms: NonNegative | None = None
     parity: RunParity | None = None
-    instructions: InstructionCount | None = None
-    ops: OpTimes | None = None
 
 
-class LatencyEstimate(Record):
+class EstimateDetail(Record):
     """An estimated latency with its method and every input (devices.estimate)."""
 
     device: StrictStr
@@ -491,7 +481,7 @@ class Estimated(Record):
     p50_ms: NonNegative
     p90_ms: None = None
     label: StrictStr
-    estimate: LatencyEstimate
+    estimate: EstimateDetail
 
 
 Measurement = Annotated[
@@ -555,7 +545,7 @@ class PackageSignature(Record):
     public_key_sha256: Sha256
 
 
-class PackagedFile(Record):
+class ReleaseFile(Record):
     path: RelPath
     sha256: Sha256
     size_bytes: Count
@@ -567,7 +557,7 @@ class Package(Record):
     root: StrictStr
     source_date_epoch: Count
     signature: PackageSignature | None
-    files: list[PackagedFile]
+    files: list[ReleaseFile]
 
 
 class Manifest(Record):
@@ -577,17 +567,17 @@ class Manifest(Record):
     _always = frozenset({"schema_"})
 
     schema_: Literal["edgepack.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
-    project: Project
+    project: ProjectSection
     target: StrictStr
     device_profile: StrictStr
     source: Source
-    evaluation: Evaluation
-    recipe: Recipe | None = None
-    stages: list[StageRow] | None = None
+    evaluation: EvaluationSection
+    recipe: RecipeSection | None = None
+    stages: list[StageEntry] | None = None
     stages_evaluated_on: StrictStr | None = None
-    calibration: Calibration
+    calibration: CalibrationSection
     toolchain: dict[str, StrictStr]
-    budgets: Budgets
+    budgets: BudgetsSection
     gates: Gates
     artifacts: list[Artifact]
     git: Git | None = None
