@@ -173,8 +173,9 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
 
 def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
     """Keep the figures with the build: replace this device+runner's rows, keep others,
-    and draw the report again so it shows them."""
-    from edgepack.release.dist import write_json
+    and draw the report again so it shows them. The manifest is validated (rows included)
+    before it replaces the old one."""
+    from edgepack.release.manifest import write_manifest
     from edgepack.release.report import write_report
 
     by_file = {a.file: a for a in res.artifacts}
@@ -185,7 +186,5 @@ def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
         replaced = {res.runner, *(["estimate"] if p.estimates else [])}
         rows = [m for m in a.get("measurements") or [] if not (m.get("device") == res.device and m.get("runner") in replaced)]
         a["measurements"] = rows + [p.measurement, *p.estimates]
-    tmp = manifest_file.with_suffix(".json.tmp")
-    write_json(tmp, manifest)
-    tmp.replace(manifest_file)
-    write_report(manifest, manifest_file.parent)
+    written = write_manifest(manifest_file, manifest)
+    write_report(written, manifest_file.parent)

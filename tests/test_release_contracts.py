@@ -1,5 +1,6 @@
 """Pinned contracts: the keys of every --json envelope, the manifest against its
-published JSON Schema, and a --help that loads no crypto or plotting library."""
+published JSON Schema (generated from the manifest model, and checked here by an
+independent validator), and a --help that loads no crypto or plotting library."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ BUILD_TARGET_KEYS = {"target", "device", "passed", "failures", "dist", "rejected
 # a test keeps the schema inside the subset, so a pass here means a pass in any
 # draft 2020-12 validator.
 KEYWORDS = {"$schema", "$id", "$defs", "$ref", "title", "description", "type", "const", "enum", "required",
-            "properties", "additionalProperties", "items", "pattern", "minimum", "maximum"}
+            "properties", "additionalProperties", "items", "pattern", "minimum", "maximum", "anyOf", "oneOf"}
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
@@ -45,6 +46,12 @@ def validate(value, schema: dict, root: dict, path: str = "$") -> list[str]:
     if "$ref" in schema:
         return validate(value, root["$defs"][schema["$ref"].removeprefix("#/$defs/")], root, path)
     errors = []
+    for word, wanted in (("anyOf", lambda n: n >= 1), ("oneOf", lambda n: n == 1)):
+        if word in schema:
+            results = [validate(value, branch, root, path) for branch in schema[word]]
+            if not wanted(sum(1 for r in results if not r)):
+                passing = sum(1 for r in results if not r)
+                errors.append(f"{path}: {passing} of the {word} branches match: " + "; ".join(e for r in results for e in r[:1]))
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not any(_is_type(value, n) for n in names):

@@ -1,11 +1,14 @@
 """The parts of `manifest.json` that make a build a release: what each artifact takes and
 returns (with quantization parameters), hashes of the data that shaped it, the project's
 git state, the per-stage table, and small test vectors that `edgepack verify --run`
-replays. docs/manifest.md describes every field; schema/manifest.schema.json pins them.
+replays. docs/manifest.md describes every field; `manifest_model.Manifest` types them
+(schema/manifest.schema.json is generated from it).
 
 `complete_dist` is what a build calls for each target's staging folder: it fills these
 fields in, writes the test vectors, manifest.json and report.html, and returns the
-finished manifest.
+finished manifest. `write_manifest` is the one way a manifest.json is written, and
+`load_manifest`/`check_manifest`/`parse_manifest` the ways one is read: all of them
+validate through the model.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.errors import ConfigError
+from edgepack.release.manifest_model import MANIFEST_SCHEMA, Manifest
 
-MANIFEST_SCHEMA = "edgepack.manifest/1"
 TEST_VECTOR_SAMPLES = 16      # 16 digits inputs are 4 KB; enough to catch a wrong kernel
 TEST_VECTOR_DIR = "testdata"
 SCHEMA_FILE = Path(__file__).with_name("schema") / "manifest.schema.json"
@@ -150,7 +153,7 @@ def source_stage(manifest: dict) -> dict:
             "config": {}}
 
 
-def complete_dist(staging: Path, manifest: dict, *, project_dir: Path, description: str,
+def complete_dist(staging: Path, manifest: dict | Manifest, *, project_dir: Path, description: str,
                   calibration_x: np.ndarray, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
                   reference: np.ndarray, outputs: dict[str, np.ndarray], artifact_paths: dict[str, Path]) -> dict:
     """Fill in the release fields of a target's manifest, write testdata/, manifest.json
@@ -159,10 +162,10 @@ def complete_dist(staging: Path, manifest: dict, *, project_dir: Path, descripti
     `outputs` maps each artifact's file name to its outputs on the evaluation inputs (at
     least the first TEST_VECTOR_SAMPLES rows, in order); `artifact_paths` maps the same
     names to the files in `staging` (or wherever they are)."""
-    from edgepack.release.dist import write_json
     from edgepack.release.report import write_report
 
-    m = json.loads(json.dumps(manifest))  # a copy; the caller's dict is left as it was
+    # A copy: the caller's dict is left as it was.
+    m = manifest.to_json() if isinstance(manifest, Manifest) else json.loads(json.dumps(manifest))
     m["project"]["description"] = description
     m["git"] = git_state(project_dir)
     m["calibration"].update(data_fields(calibration_x))
@@ -177,13 +180,36 @@ def complete_dist(staging: Path, manifest: dict, *, project_dir: Path, descripti
     m["test_vectors"] = write_test_vectors(
         staging, evaluation_x[:n], reference[:n],
         {f: np.asarray(o)[:n] for f, o in outputs.items()}, signatures, precisions)
-    write_json(staging / "manifest.json", m)
+    # A manifest the build assembled wrong is a bug in edgepack, not bad input: the
+    # model's ValidationError (every bad field path) surfaces as one (exit 4).
+    Manifest.model_validate(m)
+    write_manifest(staging / "manifest.json", m)
     write_report(m, staging)
     return m
 
 
+def write_manifest(path: Path, manifest: dict | Manifest, *, what: str | None = None) -> dict:
+    """Validate `manifest` through the model and write it to `path` atomically (a reader
+    never sees half a file); return the document written. A dict that does not validate
+    raises ConfigError naming `what` (default: the path) and the first bad field.
+
+    A valid dict is written as given: the model's dump of it has the same keys and
+    values, and the dict's own key order is what the report lists open sections in."""
+    from edgepack.release.dist import write_json
+
+    if isinstance(manifest, Manifest):
+        doc = manifest.to_json()
+    else:
+        parse_manifest(manifest, what=what or str(path))
+        doc = manifest
+    tmp = path.with_name(path.name + ".tmp")
+    write_json(tmp, doc)
+    tmp.replace(path)
+    return doc
+
+
 def load_manifest(path: Path, *, what: str | None = None) -> dict:
-    """Read a manifest.json and check the few things every reader relies on."""
+    """Read a manifest.json and validate it; return the document as read."""
     what = what or str(path)
     if not path.is_file():
         raise ConfigError(f"{what}: no manifest.json")
@@ -195,16 +221,51 @@ def load_manifest(path: Path, *, what: str | None = None) -> dict:
 
 
 def check_manifest(doc, *, what: str) -> dict:
+    """Validate a manifest document; return it unchanged (readers keep dict access)."""
+    parse_manifest(doc, what=what)
+    return doc
+
+
+def parse_manifest(doc, *, what: str) -> Manifest:
+    """The typed manifest of a document, or ConfigError: one line naming `what` and the
+    first bad field path, with every problem in `.problems`."""
+    from pydantic import ValidationError
+
     if not isinstance(doc, dict):
         raise ConfigError(f"{what}: expected a JSON object")
     if doc.get("schema") != MANIFEST_SCHEMA:
         raise ConfigError(f"{what}: schema is {doc.get('schema')!r}; this edgepack reads {MANIFEST_SCHEMA!r}")
-    for key in ("project", "target", "artifacts", "toolchain", "source"):
-        if key not in doc:
-            raise ConfigError(f"{what}: missing the {key!r} field")
-    if not isinstance(doc["artifacts"], list) or not all(isinstance(a, dict) and "file" in a and "sha256" in a for a in doc["artifacts"]):
-        raise ConfigError(f"{what}: 'artifacts' must be a list of objects with 'file' and 'sha256'")
-    for a in doc["artifacts"]:
-        if "/" in a["file"] or a["file"] in ("", ".", ".."):
-            raise ConfigError(f"{what}: artifact file name {a['file']!r} is not a plain file name")
-    return doc
+    for a in doc.get("artifacts") if isinstance(doc.get("artifacts"), list) else ():
+        name = a.get("file") if isinstance(a, dict) else None
+        if isinstance(name, str) and ("/" in name or "\\" in name or name in ("", ".", "..")):
+            raise ConfigError(f"{what}: artifact file name {name!r} is not a plain file name")
+    try:
+        return Manifest.model_validate(doc)
+    except ValidationError as e:
+        problems = [f"{_field_path(err['loc'], doc)}: {_message(err)}" for err in e.errors()]
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise ConfigError(f"{what}: {problems[0]}{more}", problems=[f"{what}: {p}" for p in problems]) from None
+
+
+def _field_path(loc: tuple, doc) -> str:
+    """`artifacts[0].measurements[1].p50_ms` from pydantic's error location, which also
+    names the union member it tried (a measurement's method, `int` or `str`): those
+    steps are not in the document and are left out."""
+    out, node = "", doc
+    for i, step in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            out, node = f"{out}[{step}]", node[step]
+        elif isinstance(node, dict) and step in node:
+            out, node = f"{out}.{step}" if out else str(step), node[step]
+        elif last and isinstance(node, dict):   # a missing key
+            out = f"{out}.{step}" if out else str(step)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "missing":
+        return "missing"
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    return err["msg"].removeprefix("Value error, ")

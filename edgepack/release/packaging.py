@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgepack.errors import ConfigError
 from edgepack.release.archive import sha256_file, source_date_epoch, write_archive
-from edgepack.release.manifest import check_manifest, load_manifest
+from edgepack.release.manifest import load_manifest, parse_manifest, write_manifest
 
 PACKAGE_SCHEMA = "edgepack.package/1"
 SIGNATURE_FILE = "manifest.json.sig"
@@ -124,7 +124,8 @@ TIMINGS_OMITTED = "omitted from this reproducible release: timings of one run di
 
 def without_run_timings(manifest: dict) -> dict:
     """The manifest less its wall-clock figures (host latency, memory, emulated wall time,
-    stage durations), so that two builds of the same inputs package to the same bytes."""
+    stage durations), so that two builds of the same inputs package to the same bytes.
+    The result is validated: the model allows exactly these figures to be absent."""
     m = json.loads(json.dumps(manifest))
     for a in m.get("artifacts") or []:
         lat = a.get("latency_ms") or {}
@@ -133,6 +134,7 @@ def without_run_timings(manifest: dict) -> dict:
                              for r in a.get("measurements") or []]
     for stage in m.get("stages") or []:
         stage.pop("seconds", None)
+    parse_manifest(m, what="reproducible manifest")
     return m
 
 
@@ -142,7 +144,6 @@ def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = N
     leaves out the figures measured with a clock (see RUN_TIMINGS): two builds of the same
     inputs then give byte-identical archives."""
     from edgepack.release import card, signing
-    from edgepack.release.dist import write_json
     from edgepack.release.report import REPORT_FILE, write_report
 
     started = time.perf_counter()
@@ -186,8 +187,7 @@ def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = N
         files[card.CARD_FILE] = tmp / card.CARD_FILE
         listed = [PackagedFile(rel, sha256_file(src), src.stat().st_size) for rel, src in sorted(files.items())]
         release["package"]["files"] = [{"path": f.path, "sha256": f.sha256, "size_bytes": f.size_bytes} for f in listed]
-        check_manifest(release, what="release manifest")
-        write_json(tmp / MANIFEST_FILE, release)
+        release = write_manifest(tmp / MANIFEST_FILE, release, what="release manifest")
         files[MANIFEST_FILE] = tmp / MANIFEST_FILE
         if key is not None:
             (tmp / SIGNATURE_FILE).write_bytes(signing.sign(key, (tmp / MANIFEST_FILE).read_bytes()))
