@@ -36,9 +36,14 @@ class ProfiledArtifact:
     file: str
     format: str
     precision: str
-    measurement: dict                   # one manifest `measurements` row
+    measurement: object                 # manifest_model.Measured or Emulated: the run's row
     warnings: tuple[str, ...] = ()
-    estimates: tuple[dict, ...] = ()    # estimated-latency rows derived from the run
+    estimates: tuple = ()               # manifest_model.Estimated rows derived from the run
+
+    @property
+    def rows(self) -> list[dict]:
+        """The run's row, then its estimates, as the manifest holds them."""
+        return [self.measurement.to_json(), *(e.to_json() for e in self.estimates)]
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class ProfileResult:
     def as_dict(self) -> dict:
         return {"schema": PROFILE_SCHEMA, "device": self.device, "runner": self.runner, "source": self.source,
                 "artifacts": [{"file": a.file, "format": a.format, "precision": a.precision,
-                               "measurement": a.measurement, "estimates": list(a.estimates),
+                               "measurement": a.measurement.to_json(),
+                               "estimates": [e.to_json() for e in a.estimates],
                                "warnings": list(a.warnings)} for a in self.artifacts]}
 
 
@@ -157,11 +163,11 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
                               calibration=calibration, op_profile=op_profile)
         row = measured.row
         if runner in ("ssh", "adb"):
-            written = calibrate_from(dev, file=s.path.name, measured_ms=row.get("p50_ms"),
+            written = calibrate_from(dev, file=s.path.name, measured_ms=row.p50_ms,
                                      previous_rows=earlier.get(s.path.name, []), runner=runner,
                                      threads=threads, calibration=calibration)
             if written:
-                row["calibrated"] = written
+                row = row.model_copy(update={"calibrated": written})
         warnings = warnings_for(dev, precision=s.precision, export_details=s.export_details, rows=[row])
         profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(warnings),
                                          (measured.estimate,) if measured.estimate else ()))
@@ -185,6 +191,6 @@ def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:
             continue
         replaced = {res.runner, *(["estimate"] if p.estimates else [])}
         rows = [m for m in a.get("measurements") or [] if not (m.get("device") == res.device and m.get("runner") in replaced)]
-        a["measurements"] = rows + [p.measurement, *p.estimates]
+        a["measurements"] = rows + p.rows
     written = write_manifest(manifest_file, manifest)
     write_report(written, manifest_file.parent)

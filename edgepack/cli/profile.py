@@ -52,9 +52,10 @@ def profile(
         result = prof.profile(path, progress=lambda m: status.update(m), **kwargs)
     stdout.print(profile_table(result))
     for a in result.artifacts:
-        rows = a.measurement.get("ops")
+        row = a.measurement.to_json()
+        rows = row.get("ops")
         if isinstance(rows, list) and rows:
-            table = Table(title=f"{a.file}: time per operator type ({a.measurement.get('runtime')}'s profiler)", title_justify="left")
+            table = Table(title=f"{a.file}: time per operator type ({row.get('runtime')}'s profiler)", title_justify="left")
             for col in ("op", "nodes", "ms / inference", "share"):
                 table.add_column(col, justify="left" if col == "op" else "right")
             for r in rows:
@@ -65,14 +66,15 @@ def profile(
     methods = set()
     for a in result.artifacts:
         for e in a.estimates:
-            stdout.print(f"{a.file} on {e['device']}: {e['label']}", highlight=False)
-            methods.add(e["estimate"]["method"])
+            stdout.print(f"{a.file} on {e.device}: {e.label}", highlight=False)
+            methods.add(e.estimate.method)
     for m in sorted(methods):
         stdout.print(f"[dim]estimate method: {m}[/]", highlight=False)
+    for a in result.artifacts:
         for w in a.warnings:
             stderr.print(f"[yellow]warning:[/] {a.file}: {w}", highlight=False)
     if runner in ("ssh", "adb"):
-        written = sorted({a.measurement["calibrated"] for a in result.artifacts if a.measurement.get("calibrated")})
+        written = sorted({a.measurement.calibrated for a in result.artifacts if a.measurement.calibrated})
         if written:
             stdout.print(f"latency calibration recorded in {calibration}; build with --calibration {calibration} "
                          f"(or [build] latency_calibration) to use it", highlight=False)
@@ -95,7 +97,7 @@ def profile_table(result) -> Table:
     for col in ("file", "precision", "agreement", "max abs err", "vs build host", "load", "first", *timing, "peak mem", *counts):
         table.add_column(col, justify="left" if col in ("file", "precision") else "right")
     for a in result.artifacts:
-        m = a.measurement
+        m = a.measurement.to_json()
         parity = m.get("parity") or {}
         ins = m.get("instructions") or {}
         times = ([f"{m['emulated_wall_p50_ms']:.2f} ms"] if emulated

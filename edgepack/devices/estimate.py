@@ -186,7 +186,7 @@ def activation_bytes_per_element(precision: str) -> int:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class CalibrationPoint:
     artifact: str
     measured_ms: float
     estimated_ms: float             # the uncalibrated estimate for the same artifact
@@ -203,7 +203,7 @@ class Calibration:
 
     profile: str
     path: Path
-    measurements: tuple[Measurement, ...] = field(default_factory=tuple)
+    measurements: tuple[CalibrationPoint, ...] = field(default_factory=tuple)
 
     @property
     def factor(self) -> float:
@@ -249,7 +249,7 @@ def load_calibration(profile: str, *, path: Path) -> Calibration:
             raise ValueError(f"schema {doc.get('schema')!r}, expected {CALIBRATION_SCHEMA!r}")
         if doc.get("profile") != profile:
             raise ValueError(f"it is for profile {doc.get('profile')!r}, not {profile!r}")
-        measurements = tuple(Measurement(**m) for m in doc["measurements"])
+        measurements = tuple(CalibrationPoint(**m) for m in doc["measurements"])
         for m in measurements:
             if m.measured_ms <= 0 or m.estimated_ms <= 0:
                 raise ValueError(f"{m.artifact}: times must be positive")
@@ -268,7 +268,7 @@ def record_calibration(profile: str, *, artifact: str, measured_ms: float, estim
     path = Path(path)
     old = load_calibration(profile, path=path) if path.exists() else None
     kept = tuple(m for m in (old.measurements if old else ()) if m.artifact != artifact)
-    new = Measurement(artifact, float(measured_ms), float(estimated_ms), runner,
+    new = CalibrationPoint(artifact, float(measured_ms), float(estimated_ms), runner,
                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), threads)
     cal = Calibration(profile, path, kept + (new,))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,8 @@ def gate(target_plan, records: list[ArtifactRecord]) -> Verdict:
     failures = [f for r in records for f in accuracy_and_size(budgets, r)]
     estimates = {r.file: r.estimate() for r in records}
     for r in records:
-        failures += latency_gate(r.file, device, estimates[r.file], budgets.max_latency_ms)
+        estimate = estimates[r.file]
+        failures += latency_gate(r.file, device, estimate.to_json() if estimate else None, budgets.max_latency_ms)
     if budgets.max_latency_ms is None:
         note = "no latency budget"
     elif all(estimates.values()):

@@ -18,22 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.release.manifest_model import MEASUREMENT, Emulated, Estimated, Measured
+
 # Statistics of a timed loop; under emulation they describe qemu, not the device.
 _LOOP_STATS = ("p50", "p90", "p99", "mean", "std")
 
 
 @dataclass(frozen=True)
-class Measured:
+class DeviceRun:
     """What one run on a device gives: its measurement row, the estimate derived from it
     (under emulation on the device's own CPU model), and the run itself."""
 
-    row: dict
-    estimate: dict | None
+    row: Measured | Emulated
+    estimate: Estimated | None
     result: object                  # devices.base.RunResult
 
 
 def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: np.ndarray | None = None,
-            recorded: np.ndarray | None = None) -> dict:
+            recorded: np.ndarray | None = None, op_profile_note: str | None = None) -> Measured | Emulated:
     """A manifest `measurements` row from a runner's result. Parity is against the fp32
     reference (with accuracy when labels are known) and, where the build host's outputs
     were recorded, against those."""
@@ -58,35 +60,37 @@ def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: n
         row.setdefault("parity", {})["max_abs_diff_vs_build_host"] = float(np.max(np.abs(out - recorded)))
     if result.instructions:
         row["instructions"] = result.instructions
-    return row
+    if op_profile_note is not None:
+        row["ops"] = result.ops or op_profile_note
+    return MEASUREMENT.validate_python(row)
 
 
 def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: np.ndarray,
                reference: np.ndarray | None, labels: np.ndarray | None = None, recorded: np.ndarray | None = None,
                warmup: int, iterations: int, threads: int, activation_elements: int | None,
-               calibration: Path | None, op_profile: bool = False) -> Measured:
+               calibration: Path | None, op_profile: bool = False) -> DeviceRun:
     """Run `path` on `runner` for `device`, and estimate its latency when the run counted
     instructions on the device's own emulated CPU."""
     extra = {"op_profile": True} if op_profile else {}
     result = runner.run(path, fmt, inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
-    row = run_row(result, device.name, reference=reference, labels=labels, recorded=recorded)
-    if op_profile:
-        row["ops"] = result.ops or f"not exposed by {fmt}'s runtime on the {runner.name} runner"
+    row = run_row(result, device.name, reference=reference, labels=labels, recorded=recorded,
+                  op_profile_note=f"not exposed by {fmt}'s runtime on the {runner.name} runner" if op_profile else None)
     estimate = estimate_from(result, device, artifact_bytes=path.stat().st_size, precision=precision,
                              activation_elements=activation_elements, threads=threads, calibration=calibration)
-    return Measured(row=row, estimate=estimate, result=result)
+    return DeviceRun(row=row, estimate=estimate, result=result)
 
 
 def estimate_from(result, device, *, artifact_bytes: int, precision: str, activation_elements: int | None,
-                  threads: int, calibration: Path | None) -> dict | None:
+                  threads: int, calibration: Path | None) -> Estimated | None:
     """The estimated-latency row for `device` from a run's instruction count; None unless
     the run was emulated on the device's own CPU model (an estimate needs that count)."""
     from edgepack.devices.latency import estimate_row
 
     if not result.emulated_cpu:
         return None
-    return estimate_row(device, instructions=result.instructions, artifact_bytes=artifact_bytes, precision=precision,
-                        activation_elements=activation_elements, threads=threads, calibration=calibration)
+    row = estimate_row(device, instructions=result.instructions, artifact_bytes=artifact_bytes, precision=precision,
+                       activation_elements=activation_elements, threads=threads, calibration=calibration)
+    return None if row is None else Estimated.model_validate(row)
 
 
 def warnings_for(device, *, precision: str, export_details: dict | None, rows) -> list[str]:
@@ -94,5 +98,6 @@ def warnings_for(device, *, precision: str, export_details: dict | None, rows) -
     emulated run counted them, the instructions its kernels executed."""
     from edgepack.devices.latency import int8_warnings
 
-    counted = next((r.get("instructions") for r in rows if r.get("method") == "emulated" and r.get("instructions")), None)
-    return int8_warnings(device, precision=precision, export_details=export_details, instructions=counted)
+    counted = next((r.instructions for r in rows if r.method == "emulated" and r.instructions), None)
+    return int8_warnings(device, precision=precision, export_details=export_details,
+                         instructions=counted.to_json() if counted else None)

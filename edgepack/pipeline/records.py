@@ -65,7 +65,7 @@ class ArtifactRecord:
     artifact: object                # exporters.ModelArtifact (the file in the build's workspace)
     verified: Verified
     fp32_reference_bytes: int       # the source model's fp32 weights, for the size ratio
-    measurements: tuple[dict, ...] = ()
+    measurements: tuple = ()        # release.manifest_model.Measurement rows: emulated, estimated, measured
     warnings: tuple[str, ...] = ()
 
     @property
@@ -80,8 +80,9 @@ class ArtifactRecord:
     def parity(self) -> Parity:
         return self.verified.parity
 
-    def estimate(self) -> dict | None:
-        return next((m for m in self.measurements if m.get("method") == "estimated"), None)
+    def estimate(self):
+        """The latency estimate for the target's device (manifest_model.Estimated), if any."""
+        return next((m for m in self.measurements if m.method == "estimated"), None)
 
     def manifest_entry(self) -> dict:
         p, a = self.parity, self.artifact
@@ -104,7 +105,7 @@ class ArtifactRecord:
             "evaluated_samples": p.samples,
             "latency_ms": self.verified.latency_ms,
             "export": {k: v for k, v in details.items() if k != "zipped_bytes"},
-            "measurements": list(self.measurements),
+            "measurements": [m.to_json() for m in self.measurements],
             "warnings": list(self.warnings),
         }
 

@@ -16,7 +16,7 @@ class Workshop:
         self.plan, self.loaded, self.compressed = plan, loaded, compressed
         self.workspace, self.host, self.say = workspace, host_runner, say
         self._exported: dict[ExportKey, tuple] = {}      # key -> (ModelArtifact, Verified)
-        self._emulated: dict[tuple[ExportKey, str], measure_step.Measured] = {}
+        self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
         if key not in self._exported:
@@ -30,7 +30,7 @@ class Workshop:
             self._exported[key] = (artifact, verified)
         return self._exported[key]
 
-    def _emulate(self, key: ExportKey, artifact, device) -> measure_step.Measured:
+    def _emulate(self, key: ExportKey, artifact, device) -> measure_step.DeviceRun:
         """Parity on the device's emulated CPU and its instruction count. Emulated wall
         time is recorded as such; it is never presented as latency."""
         ekey = (key, device.qemu_cpu)
@@ -54,11 +54,11 @@ class Workshop:
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
         artifact, verified = self._export_and_verify(key, file_name, dims)
-        rows: list[dict] = []
+        rows: list = []
         if self.plan.runner == "qemu":
             emulated = self._emulate(key, artifact, device)
             # The same run serves several targets; each manifest names its own device.
-            rows.append({**emulated.row, "device": device.name})
+            rows.append(emulated.row.model_copy(update={"device": device.name}))
             # Estimated at the build's thread count for this target's device profile.
             estimate = measure_step.estimate_from(emulated.result, device, artifact_bytes=artifact.size_bytes,
                                                   precision=spec.precision,
