@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.config.schema import EXTENSIONS, DeviceProfile
+from edgepack.devices.select import RUNNERS, make_runner
+from edgepack.devices.select import ReachOverrides as Reach
 from edgepack.errors import ConfigError
+from edgepack.formats import FORMATS
 
 PROFILE_SCHEMA = "edgepack.profile/1"
-RUNNERS = ("host", "qemu", "ssh", "adb")
-FORMAT_OF = {ext: fmt for fmt, ext in EXTENSIONS.items()}
+FORMAT_OF = {ext: fmt for fmt, ext in FORMATS.extensions().items()}
 
 
 @dataclass(frozen=True)
@@ -88,43 +89,6 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
     if inputs is None:
         raise ConfigError(f"{path}: a single artifact needs --inputs FILE.npy (float32, [N, ...] in the model's input shape)")
     return [Subject(path, fmt, "unknown", _load_npy(Path(inputs), "inputs"), None, None)], None
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Command-line overrides of a device profile's [reach] settings."""
-
-    ssh_host: str | None = None
-    ssh_port: int | None = None
-    identity_file: Path | None = None
-    ssh_python: str | None = None
-    exec_prefix: str = ""
-    connect_timeout_s: float = 10
-    adb_serial: str | None = None
-
-
-def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, count_instructions: bool = True):
-    if name == "host":
-        from edgepack.devices.host import HostRunner
-
-        return HostRunner()
-    if name == "qemu":
-        from edgepack.devices.qemu import QemuRunner
-
-        return QemuRunner(device, count_instructions=count_instructions)
-    if name == "ssh":
-        from edgepack.devices.ssh import SshRunner
-
-        return SshRunner(reach.ssh_host or device, port=reach.ssh_port, identity_file=reach.identity_file,
-                         python=reach.ssh_python, exec_prefix=reach.exec_prefix, connect_timeout_s=reach.connect_timeout_s)
-    if name == "adb":
-        from edgepack.devices.adb import AdbRunner
-
-        serial = reach.adb_serial or device.reach.adb_serial
-        if not serial:
-            raise ConfigError(f"device profile {device.name!r} has no [reach] adb_serial; set it or pass --adb-serial (see `adb devices`)")
-        return AdbRunner(serial)
-    raise ConfigError(f"--runner {name!r}: valid runners: {', '.join(RUNNERS)}")
 
 
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,
