@@ -91,8 +91,10 @@ def _prepare(req):
     p = prepare(req, trace_at_max=True)
 
     def export_program(m):
-        with converting("executorch", "export", f"torch.export with dynamic dims {[d.name for d in p.dims]} failed") \
-                if p.dims else nullcontext(), torch.no_grad():
+        # Without dynamic dims a failure is the model's, worded by the step that called this.
+        wording = converting("executorch", "export", f"torch.export with dynamic dims {[d.name for d in p.dims]} failed") \
+            if p.dims else nullcontext()
+        with wording, torch.no_grad():
             return torch.export.export(m, (p.traced,), dynamic_shapes=p.shapes)
 
     return p, export_program
