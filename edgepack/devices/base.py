@@ -88,7 +88,6 @@ class RunResult:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
 
-
     def _tool_latency_dict(self) -> dict:
         def r(v, n=4):
             return None if v is None else round(v, n)

@@ -38,6 +38,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from edgepack.config.schema import DeviceProfile
 from edgepack.devices.base import RUNNER_SCRIPT, RunResult, check_native_batch, script_arguments, stderr_reason
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ConfigError, ToolchainError
+
+if TYPE_CHECKING:
+    from edgepack.formats import Format
 
 RUN_TIMEOUT_S = 900
 # ExecuTorch's libraries et_runner links (sysroot.py builds it with this RUNPATH).
@@ -274,7 +278,7 @@ class SshRunner:
         except ToolchainError:
             pass
 
-    def _result(self, reply: _Remote, format_, artifact: Path, machine: str | None) -> RunResult:
+    def _result(self, reply: _Remote, format_: Format, artifact: Path, machine: str | None) -> RunResult:
         fmt = format_.name
         try:
             got = _untar(reply.stdout, {"result.json", "outputs.npy", "stderr.tail", "status"})
