@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.devices.select import RUNNERS, make_runner
-from edgepack.devices.select import ReachOverrides as Reach
+from edgepack.devices.selection import RUNNERS, make_runner
+from edgepack.devices.selection import ReachOverrides as Reach
 from edgepack.errors import ConfigError
 from edgepack.formats import FORMATS
 

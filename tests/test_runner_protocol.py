@@ -12,7 +12,7 @@ from edgepack.devices.adb import AdbBenchmark, AdbRunner
 from edgepack.devices.base import RunResult, Runner
 from edgepack.devices.host import HostRunner
 from edgepack.devices.qemu import QemuRunner
-from edgepack.devices.select import RUNNERS, ReachOverrides, make_runner
+from edgepack.devices.selection import RUNNERS, ReachOverrides, make_runner
 from edgepack.devices.ssh import SshRunner
 from edgepack.errors import ConfigError, ToolchainError
 from edgepack.formats.base import BenchmarkFigures
@@ -71,3 +71,15 @@ def test_qemu_runner_refuses_a_batch_the_native_runner_cannot_run(tmp_path):
     model.write_bytes(b"x")
     with pytest.raises(ToolchainError, match="executorch: the native et_runner runs one sample per call; a batch of 4"):
         QemuRunner(_profile()).run(model, "executorch", np.zeros((4, 3), np.float32), warmup=0, iterations=1, threads=1, batch=4)
+
+
+def test_runner_script_folder_shadows_no_standard_library_module():
+    # The runner script runs from its own folder, first on sys.path: a sibling named like
+    # a standard module (select, queue, ...) would replace it for every runtime it imports.
+    import sys
+    from pathlib import Path
+
+    from edgepack.devices.base import RUNNER_SCRIPT
+
+    siblings = {p.stem for p in Path(RUNNER_SCRIPT).parent.glob("*.py")}
+    assert siblings & set(sys.stdlib_module_names) == set()

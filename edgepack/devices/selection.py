@@ -1,5 +1,8 @@
 """Choosing a runner by name: host, qemu (emulated aarch64), ssh (a board) or adb (a
-phone), with command-line overrides of how the device profile says to reach it."""
+phone), with command-line overrides of how the device profile says to reach it.
+
+(Not `select.py`: runner_script.py runs from this folder, where that name would shadow
+the standard library's module for every runtime it imports.)"""
 
 from __future__ import annotations
 
