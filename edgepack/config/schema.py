@@ -23,7 +23,7 @@ def _registered_format(name: str) -> str:
 
 
 # A format registered in edgepack.formats (which also knows each one's file extension).
-Format = Annotated[str, AfterValidator(_registered_format)]
+FormatName = Annotated[str, AfterValidator(_registered_format)]
 # int8: static (calibrated activations); int8-dynamic: int8 weights, activations quantized
 # at run time; fp16: half-precision weights and compute where the runtime has it.
 Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
@@ -185,7 +185,7 @@ class Project(Strict):
 
 
 class ArtifactSpec(Strict):
-    format: Format
+    format: FormatName
     precision: Precision = "int8"
     delegate: Literal["xnnpack", "none"] = "xnnpack"
     dynamic: bool = True   # apply the declared dynamic_dims to this artifact
