@@ -11,8 +11,9 @@ from pathlib import Path
 
 from edgepack.compress.recipe import ResolvedRecipe, resolve_recipe
 from edgepack.config.loader import load_project, profiles_catalog, targets_catalog
-from edgepack.config.schema import EXTENSIONS, DeviceProfile, Project, Target
+from edgepack.config.schema import DeviceProfile, Project, Target
 from edgepack.errors import ConfigError
+from edgepack.formats import get_format
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def artifact_file_names(project_name: str, target: Target) -> dict[tuple[str, st
     for a in target.artifacts:
         counts[a.format] = counts.get(a.format, 0) + 1
     return {
-        (a.format, a.precision): f"{project_name}{'' if counts[a.format] == 1 else '-' + a.precision}{EXTENSIONS[a.format]}"
+        (a.format, a.precision): f"{project_name}{'' if counts[a.format] == 1 else '-' + a.precision}{get_format(a.format).extension}"
         for a in target.artifacts
     }
 

@@ -4,18 +4,18 @@ reference, and collect timings, memory, instruction counts and estimates."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgepack.config.schema import EXTENSIONS, DeviceProfile
+from edgepack.devices.selection import RUNNERS, make_runner
+from edgepack.devices.selection import ReachOverrides as Reach
 from edgepack.errors import ConfigError
+from edgepack.formats import FORMATS
+from edgepack.release.manifest import load_manifest
 
 PROFILE_SCHEMA = "edgepack.profile/1"
-RUNNERS = ("host", "qemu", "ssh", "adb")
-FORMAT_OF = {ext: fmt for fmt, ext in EXTENSIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,14 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
         manifest_file = path / "manifest.json"
         if not manifest_file.is_file():
             raise ConfigError(f"{path}: no manifest.json; point at a dist/<target> folder from `edgepack build` or at one artifact file")
-        manifest = json.loads(manifest_file.read_text())
+        # Validated before anything runs: a malformed manifest is bad input (exit 2).
+        manifest = load_manifest(manifest_file)
         tv = path / "testdata"
         x = _load_npy(Path(inputs), "inputs") if inputs else _load_npy(tv / "inputs.npy", "test inputs")
         reference = None if inputs else _load_npy(tv / "reference.npy", "reference outputs")
         found = []
         for a in manifest["artifacts"]:
+            # load_manifest admits plain file names only, so these stay inside the dist.
             recorded = tv / f"{a['file']}.npy"
             found.append(Subject(path / a["file"], a["format"], a["precision"], x, reference,
                                  None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs"),
@@ -88,49 +90,14 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
         return found, manifest
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
-    fmt = FORMAT_OF.get(path.suffix)
-    if fmt is None:
-        raise ConfigError(f"{path}: unknown artifact type {path.suffix!r}; valid: {', '.join(sorted(FORMAT_OF))} or a dist folder")
+    found_format = FORMATS.by_extension(path.suffix)   # looked up now: formats may be registered after import
+    if found_format is None:
+        valid = ", ".join(sorted(FORMATS.extensions().values()))
+        raise ConfigError(f"{path}: unknown artifact type {path.suffix!r}; valid: {valid} or a dist folder")
+    fmt = found_format.name
     if inputs is None:
         raise ConfigError(f"{path}: a single artifact needs --inputs FILE.npy (float32, [N, ...] in the model's input shape)")
     return [Subject(path, fmt, "unknown", _load_npy(Path(inputs), "inputs"), None, None)], None
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Command-line overrides of a device profile's [reach] settings."""
-
-    ssh_host: str | None = None
-    ssh_port: int | None = None
-    identity_file: Path | None = None
-    ssh_python: str | None = None
-    exec_prefix: str = ""
-    connect_timeout_s: float = 10
-    adb_serial: str | None = None
-
-
-def make_runner(name: str, device: DeviceProfile, reach: Reach = Reach(), *, count_instructions: bool = True):
-    if name == "host":
-        from edgepack.devices.host import HostRunner
-
-        return HostRunner()
-    if name == "qemu":
-        from edgepack.devices.qemu import QemuRunner
-
-        return QemuRunner(device, count_instructions=count_instructions)
-    if name == "ssh":
-        from edgepack.devices.ssh import SshRunner
-
-        return SshRunner(reach.ssh_host or device, port=reach.ssh_port, identity_file=reach.identity_file,
-                         python=reach.ssh_python, exec_prefix=reach.exec_prefix, connect_timeout_s=reach.connect_timeout_s)
-    if name == "adb":
-        from edgepack.devices.adb import AdbRunner
-
-        serial = reach.adb_serial or device.reach.adb_serial
-        if not serial:
-            raise ConfigError(f"device profile {device.name!r} has no [reach] adb_serial; set it or pass --adb-serial (see `adb devices`)")
-        return AdbRunner(serial)
-    raise ConfigError(f"--runner {name!r}: valid runners: {', '.join(RUNNERS)}")
 
 
 def profile(path: Path, *, device: str | None = None, runner: str = "host", inputs: Path | None = None,

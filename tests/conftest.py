@@ -215,10 +215,10 @@ def digits_android(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_artifacts(digits_android) -> dict:
     """format -> path of the digits sample's int8 artifacts."""
-    from edgepack.config.schema import EXTENSIONS
+    from edgepack.formats import FORMATS
 
     folder, _ = digits_android
-    found = {fmt: folder / f"digits{ext}" for fmt, ext in EXTENSIONS.items()}
+    found = {fmt: folder / f"digits{ext}" for fmt, ext in FORMATS.extensions().items()}
     assert all(p.is_file() for p in found.values()), found
     return found
 

@@ -16,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.devices.adb import (
-    NO_PARITY,
-    AdbBenchmark,
-    AdbRunner,
-    benchmark_command,
-    parse_benchmark_model,
-    parse_executor_runner,
-    parse_onnxruntime_perf_test,
-)
+from edgepack.devices.adb import NO_PARITY, AdbBenchmark, AdbRunner, benchmark_command
 from edgepack.errors import ToolchainError
+from edgepack.formats.executorch import parse_executor_runner
+from edgepack.formats.onnx import parse_onnxruntime_perf_test
+from edgepack.formats.tflite import parse_benchmark_model
 
 DATA = Path(__file__).parent / "data" / "adb"
 

@@ -22,7 +22,8 @@ from edgepack.errors import ToolchainError
 
 pytestmark = pytest.mark.slow
 
-from edgepack.config.schema import EXTENSIONS  # noqa: E402
+from edgepack.formats import FORMATS as REGISTRY  # noqa: E402
+EXTENSIONS = REGISTRY.extensions()
 FORMATS = tuple(EXTENSIONS)
 
 

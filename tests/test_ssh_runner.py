@@ -34,7 +34,8 @@ from edgepack.errors import ConfigError, ToolchainError
 
 pytestmark = pytest.mark.slow
 
-from edgepack.config.schema import EXTENSIONS  # noqa: E402
+from edgepack.formats import FORMATS  # noqa: E402
+EXTENSIONS = FORMATS.extensions()
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself and insists on an absolute path
 CPU = "cortex-a72"
 

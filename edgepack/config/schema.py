@@ -7,19 +7,27 @@ Every model forbids unknown keys: a misspelt option is an error, never silently 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Format = Literal["tflite", "executorch", "onnx"]
+
+def _registered_format(name: str) -> str:
+    from edgepack.errors import ConfigError
+    from edgepack.formats import get_format
+
+    try:
+        return get_format(name).name
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+# A format registered in edgepack.formats (which also knows each one's file extension).
+FormatName = Annotated[str, AfterValidator(_registered_format)]
 # int8: static (calibrated activations); int8-dynamic: int8 weights, activations quantized
 # at run time; fp16: half-precision weights and compute where the runtime has it.
 Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
-FORMATS: tuple[str, ...] = ("tflite", "executorch", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
-
-# The file extension each format is written with.
-EXTENSIONS = {"tflite": ".tflite", "executorch": ".pte", "onnx": ".onnx"}
 
 _HOOK = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -180,7 +188,7 @@ class Project(Strict):
 
 
 class ArtifactSpec(Strict):
-    format: Format
+    format: FormatName
     precision: Precision = "int8"
     delegate: Literal["xnnpack", "none"] = "xnnpack"
     dynamic: bool = True   # apply the declared dynamic_dims to this artifact

@@ -1,34 +1,44 @@
-"""What every runner returns, whatever transport carried the artifact to its runtime."""
+"""The one protocol every runner keeps (host, qemu, ssh, adb), and what each returns,
+whatever transport carried the artifact to its runtime."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgepack.formats import Format
 
 RUNNER_SCRIPT = Path(__file__).with_name("runner_script.py")
 
 
 @dataclass(frozen=True)
 class RunResult:
+    """One run of one artifact. Runners that execute the runner script (host, qemu, ssh)
+    fill every figure and `outputs`. The adb runner reports what the runtime's own
+    benchmark binary prints: None where the tool is silent (import time, some
+    percentiles, memory), and `outputs` is None because the tool feeds its own inputs, so
+    no parity can be computed from an adb run."""
+
     runner: str                 # host, qemu, ssh, adb
-    machine: str                # what the runtime ran on (x86_64, aarch64)
+    machine: str                # what the runtime ran on (x86_64, aarch64; "unknown" over adb)
     runtime: str
     runtime_version: str
-    threads: int
-    import_ms: float
-    load_ms: float
-    first_inference_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
+    threads: int | None
+    import_ms: float | None
+    load_ms: float | None
+    first_inference_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
     mean_ms: float
-    std_ms: float
-    peak_rss_mb: float
+    std_ms: float | None
+    peak_rss_mb: float | None
     iterations: int
-    outputs: np.ndarray = field(repr=False, compare=False)
+    outputs: np.ndarray | None = field(repr=False, compare=False)
     # Set by emulating runners: the qemu CPU model the figures come from. Their timings
     # are then the emulator's wall time, which is not a device's latency.
     emulated_cpu: str | None = None
@@ -37,14 +47,29 @@ class RunResult:
     instructions: dict | None = None
     # Time per operator type, where the runtime exposes it (ONNX Runtime's profiler).
     ops: list | None = None
+    # Set by the adb runner: the benchmark binary that measured, the device's serial, and
+    # the extremes it reports.
+    tool: str | None = None
+    device: str | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+
+    @property
+    def parity(self) -> str | None:
+        """Why no parity can be computed from this run, or None when it can."""
+        return NO_PARITY if self.outputs is None and self.tool else None
 
     @property
     def timing(self) -> str:
+        if self.tool:
+            return f"wall time on device {self.device}, measured by {self.tool}"
         if self.emulated_cpu:
             return f"emulated wall time under qemu ({self.emulated_cpu}); not device latency"
         return f"wall time on the {self.runner} runner"
 
     def latency_dict(self) -> dict:
+        if self.tool:
+            return self._tool_latency_dict()
         return {
             "runner": self.runner,
             "timing": self.timing,
@@ -63,6 +88,58 @@ class RunResult:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
 
+    def _tool_latency_dict(self) -> dict:
+        def r(v, n=4):
+            return None if v is None else round(v, n)
+
+        return {
+            "runner": self.runner,
+            "timing": self.timing,
+            "parity": self.parity,
+            "tool": self.tool,
+            "threads": self.threads,
+            "iterations": self.iterations,
+            "load_ms": r(self.load_ms, 3),
+            "first_inference_ms": r(self.first_inference_ms, 3),
+            "p50": r(self.p50_ms),
+            "p90": r(self.p90_ms),
+            "p99": r(self.p99_ms),
+            "mean": r(self.mean_ms),
+            "std": r(self.std_ms),
+            "min": r(self.min_ms),
+            "max": r(self.max_ms),
+            "peak_rss_mb": r(self.peak_rss_mb, 1),
+        }
+
+
+NO_PARITY = "not checked: the runtime's benchmark binary feeds its own inputs and reports timings only"
+
+
+def script_arguments(fmt: Format, *, artifact: str, inputs: str, outputs: str, result: str, warmup: int,
+                     iterations: int, threads: int, batch: int | None = None, op_profile: bool = False,
+                     loader_file: str | None = None) -> list[str]:
+    """The runner script's command-line protocol (runner_script.py; a native runner reads
+    the same `--key value` words, so it gets neither --op-profile nor a loader).
+    `loader_file` is where the runner put the format's loader file, when it has one."""
+    words = [
+        "--artifact", artifact, "--format", fmt.name, *fmt.loader_args(loader_file),
+        "--inputs", inputs, "--outputs", outputs, "--result", result,
+        "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
+    ]
+    if batch is not None:
+        words += ["--batch", str(batch)]
+    return words + (["--op-profile"] if op_profile else [])
+
+
+def check_native_batch(fmt: Format, batch: int | None) -> None:
+    """A native runner (Format.native_runner) runs one sample per call: a larger batch
+    is refused, not run one row at a time and reported as a batch."""
+    if batch not in (None, 1):
+        from edgepack.errors import ToolchainError
+
+        raise ToolchainError(f"{fmt.name}: the native {fmt.native_runner} runs one sample per call; "
+                             f"a batch of {batch} cannot be run with it", format=fmt.name, stage="run")
+
 
 def stderr_reason(stderr: str) -> str:
     """The line of a runner's stderr that says why it failed: qemu's own report of a fatal
@@ -78,8 +155,16 @@ def stderr_reason(stderr: str) -> str:
 
 
 class Runner(Protocol):
+    """Runs one artifact of format `fmt` (a registered format's name) on `inputs`
+    ([N, ...] float32): `warmup` untimed and `iterations` timed calls on the first sample,
+    then every row for the outputs. `batch` rows go into each call (None: one, as
+    deployed; more to check a dynamic batch). `op_profile` asks for time per operator
+    where the runtime exposes it (RunResult.ops, else None). A runner that cannot honour
+    a request raises ToolchainError naming it rather than measuring something else."""
+
     name: str
 
     def available(self) -> bool: ...
 
-    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int) -> RunResult: ...
+    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
+            batch: int | None = None, op_profile: bool = False) -> RunResult: ...

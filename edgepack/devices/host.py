@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult, script_arguments
 from edgepack.errors import ToolchainError
 
 TIMEOUT_S = 600
@@ -49,18 +49,17 @@ class HostRunner:
         return True
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int = 1, op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False) -> RunResult:
+        from edgepack.formats import get_format
+
+        format_ = get_format(fmt)
         with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
-            cmd = [
-                sys.executable, str(RUNNER_SCRIPT),
-                "--artifact", str(artifact), "--format", fmt,
-                "--inputs", str(tmp / "inputs.npy"), "--outputs", str(tmp / "outputs.npy"),
-                "--result", str(tmp / "result.json"),
-                "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
-                "--batch", str(batch), *(["--op-profile"] if op_profile else []),
-            ]
+            cmd = [sys.executable, str(RUNNER_SCRIPT), *script_arguments(
+                format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
+                result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
+                batch=batch, op_profile=op_profile)]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)

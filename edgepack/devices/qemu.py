@@ -1,9 +1,9 @@
 """Runs artifacts on an emulated aarch64 CPU: the host runner's protocol under
 `qemu-aarch64 -cpu <profile.qemu_cpu>`, in the environment sysroot.py prepares.
 
-LiteRT and ONNX artifacts run in the same runner_script.py as everywhere else, on the
-sysroot's aarch64 Python; ExecuTorch artifacts run in the native et_runner, which speaks
-the same protocol. Either way the result is a RunResult like the host runner's.
+Artifacts run in the same runner_script.py as everywhere else, on the sysroot's aarch64
+Python; a format with a native runner (ExecuTorch: et_runner) runs in that program,
+which speaks the same protocol. Either way the result is a RunResult like the host runner's.
 
 What emulation measures: whether the artifact loads and computes the same outputs on
 aarch64 with the kernels that CPU model selects, and, with `count_instructions`, the
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.config.schema import DeviceProfile
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult, stderr_reason
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult, check_native_batch, script_arguments, stderr_reason
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ToolchainError
 
@@ -48,9 +48,14 @@ class QemuRunner:
         env = find_env()
         return env is not None and self.cpu in env.cpu_models()
 
-    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int) -> RunResult:
+    def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
+            batch: int | None = None, op_profile: bool = False) -> RunResult:
         from edgepack.devices.sysroot import require_env
+        from edgepack.formats import get_format
 
+        format_ = get_format(fmt)
+        if format_.native_runner:
+            check_native_batch(format_, batch)
         env = require_env()
         root = env.cpu_root(self.cpu)
         artifact = Path(artifact).resolve()
@@ -59,12 +64,10 @@ class QemuRunner:
         with tempfile.TemporaryDirectory(prefix="edgepack-qemu-") as tmp:
             tmp = Path(tmp)
             np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
-            protocol = [
-                "--artifact", str(artifact), "--format", fmt,
-                "--inputs", str(tmp / "inputs.npy"), "--outputs", str(tmp / "outputs.npy"),
-                "--result", str(tmp / "result.json"),
-                "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
-            ]
+            protocol = script_arguments(
+                format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
+                result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
+                batch=batch, op_profile=op_profile and not format_.native_runner)
             qemu = qemu_prefix(root, self.cpu)
             if self.count_instructions and shutil.which("setarch"):
                 # Without address randomization the guest's memory layout, and with it
@@ -73,12 +76,10 @@ class QemuRunner:
             counts_file = tmp / "instructions.json"
             if self.count_instructions:
                 qemu += ["-plugin", f"{env.plugin},outfile={counts_file}"]
-            if fmt == "executorch":
-                cmd = [*qemu, str(env.et_runner), *protocol]
-            elif fmt in ("tflite", "onnx"):
-                cmd = [*qemu, str(root / "usr" / "bin" / "python3.11"), str(RUNNER_SCRIPT), *protocol]
+            if format_.native_runner:
+                cmd = [*qemu, str(env.root / "bin" / format_.native_runner), *protocol]   # built by sysroot.setup
             else:
-                raise ToolchainError(f"the qemu runner runs tflite, onnx and executorch artifacts, not {fmt!r}", format=fmt, stage="run")
+                cmd = [*qemu, str(root / "usr" / "bin" / "python3.11"), str(RUNNER_SCRIPT), *protocol]
             proc = self._execute(cmd, tmp, env.site, fmt, artifact)
             result_file = tmp / "result.json"
             if not result_file.is_file():

@@ -9,6 +9,12 @@ never anything from edgepack.
     python3 runner_script.py --artifact m.tflite --format tflite --inputs x.npy \
         --outputs y.npy --result r.json --warmup 10 --iterations 50 --threads 1
 
+Loaders: the format's name picks one of the built-in loaders below (`--loader NAME` picks
+another). A format edgepack does not build in ships its loader as a file beside this one
+(`--loader-file loader.py`): a module with `load(path, threads) -> (run, runtime,
+version)`, optionally `IMPORTS` (modules whose import time is the runtime's) and
+`profile_ops(path, threads, sample, runs)`, under the same rules as this file.
+
 Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed; --batch N
 runs N rows per call) and the outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
 `iterations` timed runs, before the pass over all rows. Exit status 0 on success;
@@ -214,17 +220,38 @@ def percentile(values, q):
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def _loader_from_file(path):
+    """(imports, load, profile_ops) of a loader module shipped beside this script."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgepack_format_loader", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(getattr(module, "IMPORTS", [])), module.load, getattr(module, "profile_ops", None)
+
+
+def pick_loader(args):
+    """(imports, load, profile_ops) for this run."""
+    if args.loader_file:
+        return _loader_from_file(args.loader_file)
+    name = args.loader or args.format
+    if name not in LOADERS:
+        raise ValueError(f"no built-in loader {name!r}; built-in: {', '.join(sorted(LOADERS))} (or pass --loader-file)")
+    return IMPORTS[name], LOADERS[name], OP_PROFILERS.get(name)
+
+
 def execute(args):
     import numpy as np
 
     inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32)
     baseline_mb = _rss_mb()
+    imports, load, profile_ops = pick_loader(args)
     t0 = time.perf_counter()
-    for module in IMPORTS[args.format]:  # import cost is the runtime's, not the model's
+    for module in imports:  # import cost is the runtime's, not the model's
         __import__(module)
     import_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    run, runtime, runtime_version = LOADERS[args.format](args.artifact, args.threads)
+    run, runtime, runtime_version = load(args.artifact, args.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
 
     batch = max(1, args.batch)
@@ -250,9 +277,8 @@ def execute(args):
     np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
 
     ops = None
-    if args.op_profile:
-        profiler = OP_PROFILERS.get(args.format)
-        ops = profiler(args.artifact, args.threads, (sample, args.outputs), max(args.iterations, 10)) if profiler else None
+    if args.op_profile and profile_ops:
+        ops = profile_ops(args.artifact, args.threads, (sample, args.outputs), max(args.iterations, 10))
 
     return {
         "runtime": runtime,
@@ -276,7 +302,9 @@ def execute(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--format", required=True, choices=sorted(LOADERS))
+    parser.add_argument("--format", required=True, help="the artifact's format; also names its loader unless one is given")
+    parser.add_argument("--loader", help="a built-in loader by name: " + ", ".join(sorted(LOADERS)))
+    parser.add_argument("--loader-file", help="a loader module shipped beside this script (see the top of this file)")
     parser.add_argument("--inputs", required=True)
     parser.add_argument("--outputs", required=True)
     parser.add_argument("--result", required=True)

@@ -3,12 +3,14 @@ on aarch64, the same native et_runner) as the host and qemu runners, so a RunRes
 a Raspberry Pi compares figure for figure with the emulated one.
 
 Transport: the system `ssh` client, nothing else on the board but a POSIX shell, `tar`,
-`mktemp` and (for LiteRT/ONNX) a Python 3 with numpy and the format's runtime. One run is
-two or three connections:
+`mktemp` and (for formats without a native runner, LiteRT/ONNX) a Python 3 with numpy
+and the format's runtime. One run is two or three connections:
 
-1. (ExecuTorch only) ask the remote which machine it is, to pick the runner it needs;
-2. upload: a fresh `mktemp -d` folder receives a tar stream on stdin (the runner, the
-   artifact, the inputs, for ExecuTorch the aarch64 et_runner and its libraries);
+1. (formats with a native runner only, ExecuTorch) ask the remote which machine it is, to
+   pick the runner it needs;
+2. upload: a fresh `mktemp -d` folder receives a tar stream on stdin (the runner and the
+   format's loader file if it has one, the artifact, the inputs; for ExecuTorch on
+   aarch64 the et_runner and its libraries);
 3. run: a small shell script runs the runner in that folder, streams back a tar of the
    result, and removes the folder. The client keeps that session's stdin open and never
    writes to it: the script treats end of file there as "the client is gone" (timeout,
@@ -36,30 +38,27 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgepack.config.schema import DeviceProfile
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult, stderr_reason
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult, check_native_batch, script_arguments, stderr_reason
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ConfigError, ToolchainError
 
+if TYPE_CHECKING:
+    from edgepack.formats import Format
+
 RUN_TIMEOUT_S = 900
-EXTENSIONS = {"tflite": ".tflite", "onnx": ".onnx", "executorch": ".pte"}
 # ExecuTorch's libraries et_runner links (sysroot.py builds it with this RUNPATH).
 ET_LIBRARIES = (
     "libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so",
     "libexecutorch_kernels_quantized.so", "libexecutorch_threadpool.so",
 )
-# What `pip install` brings each runtime module the runner imports.
-PIP_PACKAGES = {
-    "numpy": "numpy",
-    "onnxruntime": "onnxruntime",
-    "ai_edge_litert": "ai-edge-litert (or tflite-runtime)",
-    "tflite_runtime": "ai-edge-litert (or tflite-runtime)",
-    "torch": "torch executorch",
-    "executorch": "executorch",
-}
+# What `pip install` brings the module the runner script itself imports; each format
+# names its runtime's (Format.board_modules).
+PIP_PACKAGES = {"numpy": "numpy"}
 
 # Runs on the board as `sh session.sh DIR COMMAND...` from inside DIR. POSIX sh only
 # (dash, busybox ash). Exit status 0 means "the tar on stdout says what happened".
@@ -162,33 +161,38 @@ class SshRunner:
     # ------------------------------------------------------------------ one run
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False) -> RunResult:
+        from edgepack.formats import get_format
+
+        format_ = get_format(fmt)
         artifact = Path(artifact).resolve()
-        if fmt not in EXTENSIONS:
-            raise ToolchainError(f"the ssh runner runs {', '.join(EXTENSIONS)} artifacts, not {fmt!r}", format=fmt, stage="run")
         if not artifact.is_file():
             raise ToolchainError(f"{fmt}: no artifact at {artifact}", format=fmt, stage="run")
+        model = f"model{format_.extension}"
         files: dict[str, bytes | Path] = {
             "session.sh": SESSION_SCRIPT.encode(),
-            f"model{EXTENSIONS[fmt]}": artifact,
+            model: artifact,
             "inputs.npy": _npy_bytes(np.ascontiguousarray(inputs, dtype=np.float32)),
         }
-        machine = self._machine(fmt) if fmt == "executorch" else None
-        protocol = [
-            "--artifact", f"model{EXTENSIONS[fmt]}", "--format", fmt, "--inputs", "inputs.npy",
-            "--outputs", "outputs.npy", "--result", "result.json",
-            "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(threads),
-            *(["--op-profile"] if op_profile else []),
-        ]
-        if machine == "aarch64":
-            # ExecuTorch's Python runtime needs an aarch64 torch; the native runner needs
-            # nothing but libstdc++, so boards get the one the emulated runs use.
-            files.update(_et_runner_files())
-            program = ["./bin/et_runner"]
-            command = [*shlex.split(self.exec_prefix), *program, *protocol]
+        machine = self._machine(fmt) if format_.native_runner else None
+        native = machine == "aarch64"
+        if native:
+            check_native_batch(format_, batch)
+        protocol = script_arguments(
+            format_, artifact=model, inputs="inputs.npy", outputs="outputs.npy", result="result.json",
+            warmup=warmup, iterations=iterations, threads=threads, batch=batch, op_profile=op_profile and not native,
+            loader_file=None if format_.loader_file is None else "loader.py")
+        if native:
+            # The runtime's Python package may need what a board lacks (ExecuTorch's, an
+            # aarch64 torch); the native runner needs nothing but libstdc++, so boards get
+            # the one the emulated runs use.
+            files.update(_native_runner_files(format_.native_runner))
+            command = [*shlex.split(self.exec_prefix), f"./bin/{format_.native_runner}", *protocol]
             remote_cmd = " ".join(shlex.quote(w) for w in command)
         else:
             files["runner_script.py"] = RUNNER_SCRIPT
+            if format_.loader_file is not None:
+                files["loader.py"] = format_.loader_file
             remote_cmd = " ".join([self.exec_prefix, self.python, "runner_script.py", *map(shlex.quote, protocol)]).strip()
 
         folder = self._upload(files, fmt, artifact)
@@ -199,7 +203,7 @@ class SshRunner:
         finally:
             if not finished:
                 self._cleanup(folder)
-        return self._result(reply, fmt, artifact, machine)
+        return self._result(reply, format_, artifact, machine)
 
     # ------------------------------------------------------------------ steps
 
@@ -274,7 +278,8 @@ class SshRunner:
         except ToolchainError:
             pass
 
-    def _result(self, reply: _Remote, fmt: str, artifact: Path, machine: str | None) -> RunResult:
+    def _result(self, reply: _Remote, format_: Format, artifact: Path, machine: str | None) -> RunResult:
+        fmt = format_.name
         try:
             got = _untar(reply.stdout, {"result.json", "outputs.npy", "stderr.tail", "status"})
         except (tarfile.TarError, ValueError) as e:
@@ -286,7 +291,7 @@ class SshRunner:
         where = f"on {self.destination}"
         if "result.json" not in got:
             if status == 127:
-                program = "et_runner" if machine == "aarch64" else f"{self.python!r}"
+                program = format_.native_runner if machine == "aarch64" else f"{self.python!r}"
                 raise ToolchainError(
                     f"{fmt}: {program} is not there {where}: {stderr_reason(stderr)}"
                     + ("" if machine == "aarch64" else " (set the profile's [reach] ssh_python to a Python 3)"),
@@ -300,7 +305,7 @@ class SshRunner:
             missing = re.search(r"No module named '([\w.]+)'", error)
             if missing:
                 module = missing.group(1).split(".")[0]
-                package = PIP_PACKAGES.get(module, module)
+                package = {**PIP_PACKAGES, **format_.board_modules}.get(module, module)
                 raise ToolchainError(
                     f"{fmt}: the Python {where} ({self.python}) lacks the module {module!r}: "
                     f"run `{self.python} -m pip install {package}` there", format=fmt, stage="run")
@@ -369,13 +374,17 @@ class SshRunner:
 # ---------------------------------------------------------------------- helpers
 
 
-def _et_runner_files() -> dict[str, Path]:
+# What each native runner of the emulated environment needs beside it on a board.
+NATIVE_LIBRARIES = {"et_runner": {"executorch/lib": ET_LIBRARIES}}
+
+
+def _native_runner_files(program: str) -> dict[str, Path]:
     from edgepack.devices.sysroot import require_env
 
     env = require_env()
-    lib = env.root / "executorch" / "lib"
-    files: dict[str, Path] = {"bin/et_runner": env.et_runner}
-    files.update({f"executorch/lib/{name}": lib / name for name in ET_LIBRARIES})
+    files: dict[str, Path] = {f"bin/{program}": env.root / "bin" / program}
+    for folder, names in NATIVE_LIBRARIES.get(program, {}).items():
+        files.update({f"{folder}/{name}": env.root / folder / name for name in names})
     return files
 
 

@@ -43,13 +43,18 @@ DEBIAN_PACKAGES = ("python3.11", "libstdc++6", "libgomp1")
 # Tools the dependency walk pulls in through Pre-Depends that nothing here runs.
 _SKIP_PACKAGES = {"dpkg", "install-info", "tar", "perl-base", "debconf"}
 # The same runtime versions the host uses (pyproject.toml), so a host/emulated comparison
-# compares one runtime on two ISAs, not two releases. numpy matches the host venv's.
-WHEELS = {
-    "numpy": "2.4.6",
-    "ai-edge-litert": "2.3.0",
-    "onnxruntime": "1.32.0",
-    "executorch": "1.5.1",
-}
+# compares one runtime on two ISAs, not two releases. numpy (the runner script's) matches
+# the host venv's; each format names its runtime's wheels (Format.aarch64_wheels).
+NUMPY_WHEEL = {"numpy": "2.4.6"}
+
+
+def wheels() -> dict[str, str]:
+    from edgepack.formats import FORMATS
+
+    out = dict(NUMPY_WHEEL)
+    for fmt in FORMATS:
+        out.update(fmt.aarch64_wheels)
+    return out
 PYTHON_TAG = ("3.11", "cp")
 # Every manylinux tag a Debian 12 arm64 userland (glibc 2.36) can run; ai-edge-litert
 # publishes only manylinux_2_27, numpy both, the others 2_28.
@@ -167,7 +172,7 @@ def env_key() -> str:
         "layout": LAYOUT,
         "packages": DEBIAN_PACKAGES,
         "debian_versions": resolved_debian_versions(),
-        "wheels": WHEELS,
+        "wheels": wheels(),
         "python": PYTHON_TAG,
         "qemu": qemu_version(),
         "native": native,
@@ -402,22 +407,23 @@ def _build(work: Path, steps: _Steps) -> dict:
     _run([sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(sysroot), "-p", "/",
           str(sysroot / "usr" / "lib" / "python3.11")], "compiling the guest standard library to bytecode")
 
-    wheels = work / "wheels"
-    steps.step(f"downloading {len(WHEELS)} aarch64 wheels", total=len(WHEELS))
-    for name, version in WHEELS.items():
-        _run(_pip("download", "--no-deps", "--dest", str(wheels), *_pip_platform_args(), f"{name}=={version}"),
+    wanted = wheels()
+    wheels_dir = work / "wheels"
+    steps.step(f"downloading {len(wanted)} aarch64 wheels", total=len(wanted))
+    for name, version in wanted.items():
+        _run(_pip("download", "--no-deps", "--dest", str(wheels_dir), *_pip_platform_args(), f"{name}=={version}"),
              f"downloading the aarch64 wheel of {name}=={version} (pip download)")
         steps.advance()
 
     steps.step("installing the wheels for aarch64", total=2)
-    runtime_wheels = [str(w) for w in sorted(wheels.glob("*.whl")) if not w.name.startswith("executorch-")]
+    runtime_wheels = [str(w) for w in sorted(wheels_dir.glob("*.whl")) if not w.name.startswith("executorch-")]
     _run(_pip("install", "--no-deps", "--no-index", "--target", str(site), *_pip_platform_args(), *runtime_wheels),
          "installing numpy, ai-edge-litert and onnxruntime (pip install --target)")
     steps.advance()
     # Only ExecuTorch's C++ runtime is used (its Python needs an aarch64 torch): keep the
     # shared libraries and headers, drop the ~115 MB rest.
     et_full = work / "executorch-wheel"
-    et_wheels = [str(w) for w in wheels.glob("executorch-*.whl")]
+    et_wheels = [str(w) for w in wheels_dir.glob("executorch-*.whl")]
     _run(_pip("install", "--no-deps", "--no-index", "--no-compile", "--target", str(et_full), *_pip_platform_args(), *et_wheels),
          "unpacking the ExecuTorch aarch64 wheel")
     shutil.move(et_full / "executorch" / "lib", et_dir / "lib")
@@ -431,7 +437,7 @@ def _build(work: Path, steps: _Steps) -> dict:
     steps.advance()
     inc = et_dir / "include"
     _run(["aarch64-linux-gnu-g++", "-std=c++17", "-O2", "-w", "-DC10_USING_CUSTOM_GENERATED_MACROS",
-          f'-DEDGEPACK_ET_VERSION="{WHEELS["executorch"]}"',
+          f'-DEDGEPACK_ET_VERSION="{wanted["executorch"]}"',
           f"-I{inc}", f"-I{inc / 'executorch/runtime/core/portable_type/c10'}",
           str(NATIVE / "et_runner.cpp"), "-o", str(env / "bin" / "et_runner"), f"-L{et_dir / 'lib'}",
           # Backends and kernels register themselves from static constructors; without
@@ -467,7 +473,7 @@ def _build(work: Path, steps: _Steps) -> dict:
         "qemu": qemu_version(),
         "qemu_source_for_plugin_header": qemu_source,
         "debian_packages": versions,
-        "wheels": WHEELS,
+        "wheels": wanted,
         "cpu_models": models,
         "nproc_in_cpuinfo": nproc,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,27 +1,21 @@
 """Exporters: one module per format, each owning its quantizer and lowering.
 
-The registry maps a format name to the module that implements it. Modules are imported
-only when their format is built, so `edgepack --help` never loads a toolchain.
+Each format (edgepack.formats) maps the precisions it supports to the steps here that
+write them; a step's module is imported only when its format is built, so `edgepack
+--help` never loads a toolchain. `export` runs one step and checks what it wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.errors import EdgepackError, ToolchainError
-
-EXPORTERS = {
-    "tflite": "edgepack.exporters.tflite",
-    "executorch": "edgepack.exporters.executorch",
-    "onnx": "edgepack.exporters.onnx",
-}
-
 
 @dataclass(frozen=True)
 class ModelArtifact:
@@ -61,18 +55,33 @@ def sha256_bytes_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export(fmt: str, request: ExportRequest) -> ModelArtifact:
-    if fmt not in EXPORTERS:
-        raise ToolchainError(f"no exporter for format {fmt!r}; valid: {', '.join(EXPORTERS)}")
-    module = importlib.import_module(EXPORTERS[fmt])
-    start = time.perf_counter()
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+@contextmanager
+def converting(fmt: str, stage: str, what: str, *, hint: str = ""):
+    """A converter or quantizer failing on input that validated, as one ToolchainError
+    line: "<fmt>: <what>: <exception type>: <its first line><hint>". An EdgepackError
+    raised inside (a step's own check) passes through unchanged."""
     try:
-        details = module.export(request)
+        yield
     except EdgepackError:
         raise
-    except Exception as e:  # a converter/quantizer failure on input that validated
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ToolchainError(f"{fmt}: export ({request.precision}) failed: {type(e).__name__}: {first}", format=fmt, stage="export") from e
+    except Exception as e:
+        raise ToolchainError(f"{fmt}: {what}: {type(e).__name__}: {first_line(e)}{hint}", format=fmt, stage=stage) from e
+
+
+def export(fmt: str, request: ExportRequest) -> ModelArtifact:
+    from edgepack.formats import get_format
+
+    steps = get_format(fmt).precisions
+    step = steps.get(request.precision)
+    if step is None:
+        raise ToolchainError(f"{fmt}: precision {request.precision!r} is not supported; valid: {', '.join(steps)}", format=fmt)
+    start = time.perf_counter()
+    with converting(fmt, "export", f"export ({request.precision}) failed"):
+        details = step(request)
     path = request.out_path
     if request.dynamic_dims and not (details or {}).get("dynamic_dims"):
         raise ToolchainError(f"{fmt}: the exporter did not apply dynamic_dims", format=fmt, stage="export")

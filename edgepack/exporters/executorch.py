@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-
+from contextlib import nullcontext
 
 from edgepack.errors import ToolchainError
-
+from edgepack.exporters import converting
 from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
 
 
@@ -28,11 +28,8 @@ def _lower(program, path, dims=()) -> dict:
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    try:
+    with converting("executorch", "lower", "lowering to XNNPACK failed"):
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    except Exception as e:
-        raise ToolchainError(f"executorch: lowering to XNNPACK failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                             format="executorch", stage="lower") from e
     lowered = edge.exported_program()
     info = get_delegation_info(lowered.graph_module)
     int8 = 0
@@ -84,49 +81,57 @@ def _fp16_module(module):
     return Float16(copy.deepcopy(module).half()).eval()
 
 
-def export(req) -> dict:
+def _prepare(req):
+    """The request traced for export, and `export_program(module)` over torch.export."""
     _quiet_imports()
     import torch
 
     # With dynamic dims the program is traced at each dim's max: XNNPACK's lowering
     # evaluates shape guards at the traced size, and a small one silently narrows the range.
     p = prepare(req, trace_at_max=True)
-    opts, dims, module, example, traced, shapes = p.opts, p.dims, p.module, p.example, p.traced, p.shapes
 
     def export_program(m):
-        try:
-            with torch.no_grad():
-                return torch.export.export(m, (traced,), dynamic_shapes=shapes)
-        except Exception as e:
-            if not dims:
-                raise
-            raise ToolchainError(f"executorch: torch.export with dynamic dims {[d.name for d in dims]} failed: "
-                                 f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", format="executorch", stage="export") from e
+        # Without dynamic dims a failure is the model's, worded by the step that called this.
+        wording = converting("executorch", "export", f"torch.export with dynamic dims {[d.name for d in p.dims]} failed") \
+            if p.dims else nullcontext()
+        with wording, torch.no_grad():
+            return torch.export.export(m, (p.traced,), dynamic_shapes=p.shapes)
 
-    if req.precision in ("fp32", "fp16"):
-        if req.precision == "fp16":
-            module = _fp16_module(module)
-        return {**_lower(export_program(module), req.out_path, dims), "precision": req.precision}
-    if req.precision not in ("int8", "int8-dynamic"):
-        raise ToolchainError(f"executorch: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="executorch")
+    return p, export_program
 
+
+def export_fp32(req) -> dict:
+    p, export_program = _prepare(req)
+    return {**_lower(export_program(p.module), req.out_path, p.dims), "precision": req.precision}
+
+
+def export_fp16(req) -> dict:
+    p, export_program = _prepare(req)
+    return {**_lower(export_program(_fp16_module(p.module)), req.out_path, p.dims), "precision": req.precision}
+
+
+def export_int8(req) -> dict:
+    return _export_int8(req, dynamic=False)
+
+
+def export_int8_dynamic(req) -> dict:
+    return _export_int8(req, dynamic=True)
+
+
+def _export_int8(req, *, dynamic: bool) -> dict:
+    p, export_program = _prepare(req)
+    opts, dims = p.opts, p.dims
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-    dynamic = req.precision == "int8-dynamic"
-    try:
+    with converting("executorch", "quantize", f"PT2E {req.precision} quantization failed"):
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
         fallbacks: list[dict] = []
-        captured, calibration = capture_for_calibration(module, example, req.calibration, min_bound=batch_bound(dims),
+        captured, calibration = capture_for_calibration(p.module, p.example, req.calibration, min_bound=batch_bound(dims),
                                                         fallbacks=fallbacks)
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
         program = export_program(converted)
-    except ToolchainError:
-        raise
-    except Exception as e:
-        raise ToolchainError(f"executorch: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                             format="executorch", stage="quantize") from e
     info = _lower(program, req.out_path, dims)
     if info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")

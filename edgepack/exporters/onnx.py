@@ -81,18 +81,15 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
     import onnx
     import torch
 
-    from edgepack.exporters import dynamic_shapes_spec, example_for
+    from edgepack.exporters import converting, dynamic_shapes_spec, example_for
 
     common = dict(dynamo=True, external_data=False, optimize=True, verbose=False,
                   input_names=[input_name], output_names=[output_name])
     with _quiet(), torch.no_grad():
         if dims:
             x = torch.from_numpy(example_for(example, dims, at_max=False))
-            try:
+            with converting("onnx", "export", f"export with dynamic dims {[d.name for d in dims]} failed"):
                 torch.onnx.export(module, (x,), str(path), dynamic_shapes=dynamic_shapes_spec(dims, x.dim()), **common)
-            except Exception as e:
-                raise ToolchainError(f"onnx: export with dynamic dims {[d.name for d in dims]} failed: "
-                                     f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", format="onnx", stage="export") from e
             applied = [d.model_dump() for d in dims]
         else:
             # A fresh C-contiguous example: torch.export rejects a dynamic batch dim traced
@@ -189,10 +186,29 @@ def convert_fp16(fp32_path: Path, out_path: Path, *, exclude: list[str]) -> None
     onnx.save_model(model, str(out_path), save_as_external_data=False)
 
 
+def _int8(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+    opts = req.options
+    quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
+                  symmetric_activations=opts.activations == "symmetric", exclude=exclude)
+
+
+def _int8_dynamic(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+    quantize_dynamic_int8(fp32, out, per_channel=req.options.weights == "per_channel", exclude=exclude)
+
+
+def _fp16(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+    convert_fp16(fp32, out, exclude=exclude)
+
+
+# Each precision from the fp32 export: onnxruntime's conversion, or none.
+CONVERSIONS = {"fp32": None, "fp16": _fp16, "int8": _int8, "int8-dynamic": _int8_dynamic}
+
+
 def export(req) -> dict:
+    from edgepack.exporters import converting
+
     out, opts = req.out_path, req.options
-    if req.precision not in ("fp32", "fp16", "int8", "int8-dynamic"):
-        raise ToolchainError(f"onnx: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="onnx")
+    conversion = CONVERSIONS[req.precision]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
         fallbacks: list[dict] = []
@@ -203,17 +219,9 @@ def export(req) -> dict:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
                                  "name modules as model.named_modules() does", format="onnx", stage="quantize")
         nodes_before = len(onnx_nodes(fp32))
-        try:
-            if req.precision == "int8":
-                quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
-                              symmetric_activations=opts.activations == "symmetric", exclude=float_nodes)
-            elif req.precision == "int8-dynamic":
-                quantize_dynamic_int8(fp32, out, per_channel=opts.weights == "per_channel", exclude=float_nodes)
-            elif req.precision == "fp16":
-                convert_fp16(fp32, out, exclude=float_nodes)
-        except Exception as e:
-            raise ToolchainError(f"onnx: {req.precision} conversion (onnxruntime) failed: {type(e).__name__}: {e}",
-                                 format="onnx", stage="quantize") from e
+        if conversion is not None:
+            with converting("onnx", "quantize", f"{req.precision} conversion (onnxruntime) failed"):
+                conversion(fp32, out, req, float_nodes)
         simplified = simplify(out)
     info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
             "nodes_exported": nodes_before, "simplify": simplified, **({"fallbacks": fallbacks} if fallbacks else {})}

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-
-import numpy as np
+from contextlib import nullcontext
 
 from edgepack.errors import ToolchainError
-
+from edgepack.exporters import converting
 from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
 
 
@@ -59,81 +58,82 @@ def describe(path) -> dict:
     }
 
 
-def export(req) -> dict:
+def _prepare(req):
+    """The request traced for conversion, and `convert(module, **kw)` over litert-torch."""
     _quiet_imports()
     import litert_torch
 
     # Dynamic dims are traced at max(2, min): a size-1 trace specialises to the constant 1.
     p = prepare(req, trace_at_max=False)
-    opts, dims, module, example, traced, shapes = p.opts, p.dims, p.module, p.example, p.traced, p.shapes
+    names = [d.name for d in p.dims]
 
     def convert(m, **kw):
-        try:
-            return litert_torch.convert(m, (traced,), dynamic_shapes=shapes, **kw)
-        except Exception as e:
-            if not dims:
-                raise
-            raise ToolchainError(
-                f"tflite: litert-torch cannot convert this model with dynamic dims {[d.name for d in dims]} "
-                f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}); ops that reshape with a "
-                "symbolic size (e.g. Flatten) need static shapes in LiteRT: set dynamic = false on the tflite artifact",
-                format="tflite", stage="convert") from e
+        with converting("tflite", "convert", f"litert-torch cannot convert this model with dynamic dims {names}",
+                        hint="; ops that reshape with a symbolic size (e.g. Flatten) need static shapes in LiteRT: "
+                             "set dynamic = false on the tflite artifact") if p.dims else nullcontext():
+            return litert_torch.convert(m, (p.traced,), dynamic_shapes=p.shapes, **kw)
 
-    def finish(info: dict) -> dict:
-        info["dynamic_dims"] = [d.model_dump() for d in dims]
-        return info
+    return p, convert
 
-    if req.precision == "fp32":
-        convert(module).export(str(req.out_path))
-        return finish(describe(req.out_path))
-    if req.precision == "fp16":
-        from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
 
-        # fp16 weights, dequantized to fp32 at load time by the runtime (or computed in
-        # fp16 by XNNPACK where the CPU has it); inputs and outputs stay float32.
-        try:
-            convert(module, quant_config=full_fp16_recipe()).export(str(req.out_path))
-        except Exception as e:
-            raise ToolchainError(f"tflite: fp16 conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                                 format="tflite", stage="convert") from e
-        info = describe(req.out_path)
-        if not info["tensors_by_dtype"].get("float16"):
-            raise ToolchainError("tflite: fp16 conversion left no float16 tensors", format="tflite", stage="convert")
-        return finish(info)
-    if req.precision not in ("int8", "int8-dynamic"):
-        raise ToolchainError(f"tflite: precision {req.precision!r} is not supported; valid: fp32, fp16, int8, int8-dynamic", format="tflite")
+def _finish(info: dict, dims) -> dict:
+    info["dynamic_dims"] = [d.model_dump() for d in dims]
+    return info
 
+
+def export_fp32(req) -> dict:
+    p, convert = _prepare(req)
+    convert(p.module).export(str(req.out_path))
+    return _finish(describe(req.out_path), p.dims)
+
+
+def export_fp16(req) -> dict:
+    p, convert = _prepare(req)
+    from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+    # fp16 weights, dequantized to fp32 at load time by the runtime (or computed in
+    # fp16 by XNNPACK where the CPU has it); inputs and outputs stay float32.
+    with converting("tflite", "convert", "fp16 conversion failed"):
+        convert(p.module, quant_config=full_fp16_recipe()).export(str(req.out_path))
+    info = describe(req.out_path)
+    if not info["tensors_by_dtype"].get("float16"):
+        raise ToolchainError("tflite: fp16 conversion left no float16 tensors", format="tflite", stage="convert")
+    return _finish(info, p.dims)
+
+
+def export_int8(req) -> dict:
+    return _export_int8(req, dynamic=False)
+
+
+def export_int8_dynamic(req) -> dict:
+    return _export_int8(req, dynamic=True)
+
+
+def _export_int8(req, *, dynamic: bool) -> dict:
+    p, convert = _prepare(req)
+    opts, dims = p.opts, p.dims
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
 
-    dynamic = req.precision == "int8-dynamic"
-    try:
+    with converting("tflite", "quantize", f"PT2E {req.precision} quantization failed"):
         # litert-torch's quantizer finds add, mul, cat, GRU and module patterns by their
         # source call: without a strict capture a residual add stays float and the model
         # is not full-integer (MobileNetV2's chained residual blocks).
         fallbacks: list[dict] = []
-        captured, calibration = capture_for_calibration(module, example, req.calibration, strict=True,
+        captured, calibration = capture_for_calibration(p.module, p.example, req.calibration, strict=True,
                                                         min_bound=batch_bound(dims), fallbacks=fallbacks)
         quantizer = PT2EQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
-    except Exception as e:
-        raise ToolchainError(f"tflite: PT2E {req.precision} quantization failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                             format="tflite", stage="quantize") from e
-    try:
+    with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
-    except ToolchainError:
-        raise
-    except Exception as e:
-        raise ToolchainError(f"tflite: LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                             format="tflite", stage="convert") from e
-    info = finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
-                   **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)})
+    info = _finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
+                    **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, dims)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
-    if req.precision == "int8" and not opts.keep_float and info["tensors_by_dtype"].get("float32", 0) > 0:
+    if not dynamic and not opts.keep_float and info["tensors_by_dtype"].get("float32", 0) > 0:
         raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
     return info

@@ -2,9 +2,11 @@
 who loads the artifacts. Written from the manifest alone, so it can never disagree
 with it: what the model does, each artifact's inputs and outputs (shapes, dtypes,
 quantization), preprocessing, accuracy and latency per device, and how to load each
-artifact in its runtime on Android and Linux."""
+artifact in its runtime on Android and Linux (each format's snippet, edgepack.formats)."""
 
 from __future__ import annotations
+
+from edgepack.formats import FORMATS
 
 CARD_FILE = "README.md"
 
@@ -24,60 +26,6 @@ def _tensor(t: dict) -> str:
     quant = f"scale {q['scale']:.8g}, zero point {q['zero_point']}" if q else "none (float)"
     return f"| {_md(t.get('name'))} | {shape} | {t.get('dtype')} | {quant} |"
 
-
-SNIPPETS = {
-    "tflite": """**Android (Kotlin, LiteRT):** add `com.google.ai.edge.litert:litert` and put `{file}` in `assets/`.
-
-```kotlin
-val model = FileUtil.loadMappedFile(context, "{file}")
-val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))
-val input = ByteBuffer.allocateDirect({in_bytes}).order(ByteOrder.nativeOrder())   // {in_desc}
-val output = ByteBuffer.allocateDirect({out_bytes}).order(ByteOrder.nativeOrder()) // {out_desc}
-interpreter.run(input, output)
-```
-
-**Linux (Python, `ai-edge-litert` or `tflite-runtime`):**
-
-```python
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter   # or: from tflite_runtime.interpreter import Interpreter
-it = Interpreter(model_path="{file}", num_threads=2); it.allocate_tensors()
-inp, out = it.get_input_details()[0], it.get_output_details()[0]
-{quantize}it.set_tensor(inp["index"], x); it.invoke(); y = it.get_tensor(out["index"])
-{dequantize}```""",
-    "executorch": """**Android (Kotlin, ExecuTorch with the XNNPACK backend):** add `org.pytorch:executorch-android`.
-
-```kotlin
-val module = Module.load(File(context.filesDir, "{file}").absolutePath)
-val x = Tensor.fromBlob(FloatArray({in_numel}), longArrayOf({in_shape_kt}))
-val y = module.forward(EValue.from(x))[0].toTensor().dataAsFloatArray
-```
-
-**Linux (Python, `executorch`):**
-
-```python
-import torch
-from executorch.runtime import Runtime
-method = Runtime.get().load_program("{file}").load_method("forward")
-y = method.execute([torch.from_numpy(x)])[0].numpy()   # x: float32 {in_shape}
-```""",
-    "onnx": """**Android (Kotlin, ONNX Runtime Mobile):** add `com.microsoft.onnxruntime:onnxruntime-android`.
-
-```kotlin
-val env = OrtEnvironment.getEnvironment()
-val session = env.createSession(File(context.filesDir, "{file}").absolutePath, OrtSession.SessionOptions().apply {{ addXnnpack(mapOf()) }})
-val x = OnnxTensor.createTensor(env, FloatBuffer.wrap(input), longArrayOf({in_shape_kt}))
-val y = session.run(mapOf("{in_name}" to x))[0].value
-```
-
-**Linux (Python, `onnxruntime`):**
-
-```python
-import onnxruntime as ort
-session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
-y = session.run(None, {{"{in_name}": x}})[0]   # x: float32 {in_shape}
-```""",
-}
 
 _DTYPE_BYTES = {"float32": 4, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "float16": 2}
 
@@ -99,12 +47,15 @@ def _snippet(a: dict) -> str:
     quantize = (f"x = np.clip(np.round(x / {iq['scale']:.8g}) + ({iq['zero_point']}), -128, 127).astype(np.int8)   # int8 input\n"
                 if iq else "")
     dequantize = f"y = (y.astype(np.float32) - ({oq['zero_point']})) * {oq['scale']:.8g}   # int8 output to float\n" if oq else ""
-    return SNIPPETS[a["format"]].format(
+    fmt = FORMATS.find(a.get("format"))
+    if fmt is None or not fmt.card:   # a format this edgepack does not know, or without a snippet
+        return ""
+    return fmt.card.format(
         file=a["file"], in_name=i.get("name", "input"), in_shape=in_shape, in_numel=_numel(in_shape),
         in_shape_kt=", ".join(f"{d}L" for d in in_shape),
         in_bytes=_numel(in_shape) * _DTYPE_BYTES.get(i.get("dtype"), 4), out_bytes=_numel(out_shape) * _DTYPE_BYTES.get(o.get("dtype"), 4),
         in_desc=f"{i.get('dtype')} {in_shape}", out_desc=f"{o.get('dtype')} {out_shape}", quantize=quantize, dequantize=dequantize,
-    ) if a.get("format") in SNIPPETS else ""
+    )
 
 
 def render(m: dict) -> str:
@@ -143,7 +94,7 @@ def render(m: dict) -> str:
         "| file | runtime | precision | size | accuracy | vs fp32 reference | agreement with reference |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    runtime = {"tflite": "LiteRT (TFLite)", "executorch": "ExecuTorch", "onnx": "ONNX Runtime"}
+    runtime = {f.name: f.runtime for f in FORMATS}
     for a in arts:
         acc, drop, agree = a.get("accuracy"), a.get("accuracy_drop_pt"), a.get("agreement")
         acc_s = "-" if acc is None else f"{acc * 100:.2f}%"

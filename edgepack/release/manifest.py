@@ -27,13 +27,6 @@ TEST_VECTOR_SAMPLES = 16      # 16 digits inputs are 4 KB; enough to catch a wro
 TEST_VECTOR_DIR = "testdata"
 SCHEMA_FILE = Path(__file__).with_name("schema") / "manifest.schema.json"
 
-# ExecuTorch's ScalarType codes (c10), for the .pte method signature.
-_ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
-              11: "bool", 15: "bfloat16"}
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-                11: "float64", 16: "bfloat16"}
-
-
 def array_sha256(a: np.ndarray) -> str:
     """Hash of an array's dtype, shape and C-order bytes: the same data gives the same
     hash whichever hook or file it came from, and a reshaped copy does not collide."""
@@ -68,44 +61,11 @@ def git_state(project_dir: Path) -> dict | None:
     return {"commit": commit, "dirty": bool(status)}
 
 
-def _io(name: str, shape, dtype: str, scale: float | None = None, zero_point: int | None = None) -> dict:
-    quant = None if not scale else {"scale": float(scale), "zero_point": int(zero_point or 0)}
-    return {"name": name, "shape": shape, "dtype": dtype, "quantization": quant}
-
-
 def artifact_signature(path: Path, fmt: str, details: dict) -> dict:
-    """What the artifact's runtime sees at its boundary: names, shapes (a string names a
-    dynamic dimension), dtypes and, for int8 I/O, the affine parameters
-    real = scale * (q - zero_point)."""
-    if fmt == "tflite" and "inputs" in details:
-        def conv(d):
-            return _io(d["name"], list(d["shape"]), d["dtype"], d.get("scale"), d.get("zero_point"))
+    """What the artifact's runtime sees at its boundary (edgepack.formats.Format.signature)."""
+    from edgepack.formats import get_format
 
-        return {"inputs": [conv(d) for d in details["inputs"]], "outputs": [conv(d) for d in details["outputs"]]}
-    if fmt == "onnx":
-        import onnx
-
-        model = onnx.load_model(str(path), load_external_data=False)
-        inits = {t.name for t in model.graph.initializer}
-
-        def conv(v):
-            t = v.type.tensor_type
-            shape = [d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in t.shape.dim]
-            return _io(v.name, shape, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
-
-        return {"inputs": [conv(v) for v in model.graph.input if v.name not in inits],
-                "outputs": [conv(v) for v in model.graph.output]}
-    if fmt == "executorch":
-        from executorch.runtime import Runtime
-
-        meta = Runtime.get().load_program(str(path)).metadata("forward")
-
-        def conv(kind: str, i: int, t):
-            return _io(f"{kind}_{i}", [int(s) for s in t.sizes()], _ET_DTYPES.get(int(t.dtype()), str(t.dtype())))
-
-        return {"inputs": [conv("input", i, meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
-                "outputs": [conv("output", i, meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]}
-    raise ConfigError(f"no signature reader for format {fmt!r}")
+    return get_format(fmt).signature(path, details)
 
 
 def tolerance(signature: dict, precision: str, recorded: np.ndarray) -> float:

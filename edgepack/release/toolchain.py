@@ -7,15 +7,23 @@ from importlib.metadata import PackageNotFoundError, version
 
 import edgepack
 
-PACKAGES = (
-    "torch", "executorch", "torchao", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-    "onnx", "onnxruntime", "onnxscript", "onnxslim", "torch-pruning", "numpy",
-)
+# What every build runs, whatever the formats: the source model, PT2E quantization,
+# compression passes, arrays. Each format adds its own (edgepack.formats).
+COMMON_PACKAGES = ("torch", "torchao", "torch-pruning", "numpy")
+
+
+def packages() -> tuple[str, ...]:
+    from edgepack.formats import FORMATS
+
+    names = list(COMMON_PACKAGES)
+    for fmt in FORMATS:
+        names += [p for p in fmt.toolchain if p not in names]
+    return tuple(names)
 
 
 def toolchain_versions() -> dict[str, str]:
     versions = {"edgepack": edgepack.__version__, "python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages():
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
