@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench setup system clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgepack build --project samples/digits --target android --output dist
 
-test: $(STAMP)
+# The suite runs real qemu, sshd, chromium and cross compilers: apt installs them once.
+system:
+	scripts/system-packages.sh
+
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -245,13 +245,19 @@ def simplify(path: Path) -> dict:
     try:
         import onnxslim
 
+        # No weight tying: it merges identical initializers, and a zero-point shared by
+        # several DequantizeLinear nodes makes ONNX Runtime refuse the file under
+        # session.x64quantprecision ("Attempt to replace the existing tensor"), the
+        # exact int8 kernels every x86 verification runs with (devices/runner_script.py).
         with _quiet():
-            slim = onnxslim.slim(onnx.load_model(str(path)))
+            slim = onnxslim.slim(onnx.load_model(str(path)), skip_optimizations=["weight_tying"])
         candidate = path.with_suffix(".slim.onnx")
         onnx.save_model(slim, str(candidate), save_as_external_data=False)
         import onnxruntime as ort
 
-        ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.x64quantprecision", "1")
+        ort.InferenceSession(str(candidate), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # simplification is an optimisation: never fail a build over it
         path.with_suffix(".slim.onnx").unlink(missing_ok=True)
         return {"tool": "onnxslim", "applied": False, "reason": f"{type(e).__name__}: {str(e)[:120]}", "nodes_before": before, "nodes_after": before}
