@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgepack.pipeline.records import ArtifactRecord
+from edgepack.pipeline.records import ArtifactRecord, FailedArtifact
 from edgepack.plan import BuildPlan, make_plan
 
 __all__ = ["make_plan", "build", "BuildResult", "TargetResult", "ArtifactRecord"]
@@ -27,10 +27,15 @@ class TargetResult:
     manifest: dict
     failures: tuple[str, ...]
     artifacts: tuple[ArtifactRecord, ...]
+    failed_artifacts: tuple[FailedArtifact, ...] = ()   # not built: converter, quantizer or runtime failed
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed_artifacts
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class BuildResult:
 
     @property
     def exit_code(self) -> int:
+        """3 when an artifact could not be built (a toolchain failed), else 1 when a
+        budget failed, else 0."""
+        if not all(t.complete for t in self.targets):
+            return 3
         return 0 if all(t.passed for t in self.targets) else 1
 
     def as_dict(self) -> dict:
@@ -58,6 +67,7 @@ class BuildResult:
                     "failures": list(t.failures),
                     "dist": str(t.dist) if t.dist else None,
                     "rejected": str(t.rejected) if t.rejected else None,
+                    "failed_artifacts": [f.manifest_entry() for f in t.failed_artifacts],
                     "manifest": t.manifest,
                 }
                 for t in self.targets
@@ -71,7 +81,8 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     toolchain failures (exit 3); budget failures are reported in the result (exit 1).
 
     The steps (edgepack.pipeline): load -> compress -> [per target, per artifact:
-    export -> verify -> measure] -> gate -> write."""
+    export -> verify -> measure] -> gate -> write. An artifact whose toolchain fails is
+    recorded as failed; the target's others are still built (exit 3, dist set aside)."""
     from edgepack._quiet import quiet_toolchains
     from edgepack.devices.host import HostRunner
     from edgepack.pipeline import gate, write
@@ -92,14 +103,17 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as workspace:
         workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say)
         for tp in plan.targets:
-            records = [workshop.record(tp, spec) for spec in tp.target.artifacts]
-            verdict = gate.gate(tp, records)
-            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain)
+            made = [workshop.record(tp, spec) for spec in tp.target.artifacts]
+            records = [r for r in made if isinstance(r, ArtifactRecord)]
+            failed = [r for r in made if isinstance(r, FailedArtifact)]
+            verdict = gate.gate(tp, records, failed)
+            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed)
             folder, finished = write.write(plan, tp, loaded, compressed, records, verdict, doc, say)
             results.append(TargetResult(
                 target=tp.target.name, device=tp.device.name,
                 dist=folder if verdict.passed else None, rejected=None if verdict.passed else folder,
                 manifest=finished, failures=verdict.failures, artifacts=tuple(records),
+                failed_artifacts=tuple(failed),
             ))
     return BuildResult(plan.project.project.name, tuple(results), time.perf_counter() - started)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PROGRESS_LINE = re.compile(r"^\[ *\d+\.\d s\] ")
 DIGITS = REPO / "samples" / "digits"
 
 
@@ -207,7 +209,8 @@ def cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> Run:
 def assert_one_line_error(run: Run, code: int, *fragments: str) -> None:
     assert run.code == code, f"exit {run.code}, wanted {code}\nstdout:{run.stdout}\nstderr:{run.stderr}"
     assert "Traceback" not in run.stderr, run.stderr
-    lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
+    # Off a terminal, long commands print one "[  12.3 s] step" line per step first.
+    lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
     assert lines and lines[0].startswith("error:"), run.stderr
     text = run.stderr.lower()
     for fragment in fragments:

@@ -243,7 +243,7 @@ def test_dynamic_batch_artifacts_run_at_two_sizes(tmp_path):
 
 
 @pytest.mark.slow
-def test_dynamic_batch_where_the_converter_cannot_gives_a_clear_error(tmp_path):
+def test_dynamic_batch_where_the_converter_cannot_gives_a_clear_error_and_builds_the_others(tmp_path):
     project = _digits_copy(tmp_path)
     (project / "targets" / "dyn.toml").write_text(DYNAMIC_TARGET.format(tflite_dynamic="true"))
     run = cli("build", "-p", project, "-t", "dyn")
@@ -251,6 +251,14 @@ def test_dynamic_batch_where_the_converter_cannot_gives_a_clear_error(tmp_path):
     assert "tflite: litert-torch cannot convert this model with dynamic dims ['batch']" in run.stderr
     assert "dynamic = false" in run.stderr and "Traceback" not in run.stderr
     assert not (project / "dist" / "dyn").exists()
+    # The formats that can were still built and verified, set aside with the failure listed.
+    aside = project / "dist" / "dyn.incomplete"
+    manifest = json.loads((aside / "manifest.json").read_text())
+    assert sorted(a["format"] for a in manifest["artifacts"]) == ["executorch", "onnx"]
+    assert all(a["agreement"] > 0.95 for a in manifest["artifacts"])
+    (failed,) = manifest["failed_artifacts"]
+    assert failed["format"] == "tflite" and "dynamic dims" in failed["error"]
+    assert not (aside / failed["file"]).exists() and manifest["gates"]["passed"] is False
 
 
 def test_dynamic_dim_outside_the_input_shape_is_rejected(tiny_project):

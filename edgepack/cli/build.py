@@ -50,10 +50,15 @@ def build(
         else:
             from edgepack.cli.tables import build_tables
 
-            with stderr.status("building") as status:
-                result = api.build(plan, progress=lambda msg: status.update(msg))
+            from edgepack.cli.progress import progress
+
+            with progress("building") as say:
+                result = api.build(plan, progress=say)
             for renderable in build_tables(result):
                 stdout.print(renderable)
+            for t in result.targets:   # the errors also go where errors go, one line each
+                for f in t.failed_artifacts:
+                    stderr.print(f"error: {t.target}: {f.file} not built: {f.error}", highlight=False, markup=False)
     except StageBudgetError as e:
         # The stages up to the failing one explain the numbers; nothing was exported.
         if json_out:

@@ -48,8 +48,10 @@ def profile(
     if json_out:
         print_json(prof.profile(path, **kwargs).as_dict())
         return
-    with stderr.status("profiling") as status:
-        result = prof.profile(path, progress=lambda m: status.update(m), **kwargs)
+    from edgepack.cli.progress import progress
+
+    with progress("profiling") as say:
+        result = prof.profile(path, progress=say, **kwargs)
     stdout.print(profile_table(result))
     for a in result.artifacts:
         row = a.measurement.to_json()

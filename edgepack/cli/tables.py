@@ -104,6 +104,9 @@ def build_tables(result) -> list:
                 *([next((f"~{r['p50_ms']:.2f} ms" for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
                   if has_estimates else []),
             )
+        for f in m.get("failed_artifacts") or []:
+            table.add_row(f["file"], f["format"], f["precision"], Text(f"not built ({f['stage']} failed)", style="bold red"),
+                          *[""] * (6 + has_estimates))
         out.append(table)
         ref = m["evaluation"]
         lat0 = m["artifacts"][0]["latency_ms"] if m["artifacts"] else {}
@@ -119,6 +122,11 @@ def build_tables(result) -> list:
                 out.append(Text(f"warning: {a['file']}: {w}", style="yellow"))
         if t.passed:
             out.append(Text(f"wrote {t.dist}", style="green"))
+        elif not t.complete:
+            out.append(Text(f"INCOMPLETE: {len(t.failed_artifacts)} artifact(s) of {t.target} could not be built; the others "
+                            f"were built and verified in {t.rejected}, and {t.target}/ was left as it was:", style="bold red"))
+            for f in t.failures:
+                out.append(Text(f"  - {f}", style="red"))
         else:
             out.append(Text(f"FAILED the {t.target} budget; kept the build in {t.rejected} and left {t.target}/ as it was:", style="bold red"))
             for f in t.failures:

@@ -4,7 +4,7 @@ time is not the device's latency)."""
 
 from __future__ import annotations
 
-from edgepack.pipeline.records import ArtifactRecord, Verdict
+from edgepack.pipeline.records import ArtifactRecord, FailedArtifact, Verdict
 
 
 def accuracy_and_size(budgets, rec: ArtifactRecord) -> list[str]:
@@ -22,11 +22,12 @@ def accuracy_and_size(budgets, rec: ArtifactRecord) -> list[str]:
     return failures
 
 
-def gate(target_plan, records: list[ArtifactRecord]) -> Verdict:
+def gate(target_plan, records: list[ArtifactRecord], failed: list[FailedArtifact] = ()) -> Verdict:
     from edgepack.devices.latency import latency_gate
 
     budgets, device = target_plan.target.budgets, target_plan.device
-    failures = [f for r in records for f in accuracy_and_size(budgets, r)]
+    failures = [f"{f.file} ({f.format} {f.precision}) was not built: {f.error}" for f in failed]
+    failures += [f for r in records for f in accuracy_and_size(budgets, r)]
     estimates = {r.file: r.estimate() for r in records}
     for r in records:
         estimate = estimates[r.file]
@@ -38,4 +39,4 @@ def gate(target_plan, records: list[ArtifactRecord]) -> Verdict:
     else:
         note = (f"not gated: host latency is not {device.name} latency; build with --runner qemu "
                 f"(or run edgepack profile) to estimate it")
-    return Verdict(failures=tuple(failures), latency_note=note)
+    return Verdict(failures=tuple(failures), latency_note=note, incomplete=bool(failed))

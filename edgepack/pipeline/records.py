@@ -111,12 +111,41 @@ class ArtifactRecord:
 
 
 @dataclass(frozen=True)
+class FailedArtifact:
+    """An artifact whose converter, quantizer or runtime failed: the target's other
+    artifacts are still built and verified, and this one is listed with its error."""
+
+    file: str
+    key: ExportKey
+    stage: str                      # export, quantize, convert, verify, run, ...
+    error: str
+
+    @property
+    def format(self) -> str:
+        return self.key.format
+
+    @property
+    def precision(self) -> str:
+        return self.key.precision
+
+    def manifest_entry(self) -> dict:
+        return {"format": self.format, "precision": self.precision, "file": self.file, "stage": self.stage,
+                "error": self.error}
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What `gate` decides for one target."""
 
     failures: tuple[str, ...]
     latency_note: str               # how (or whether) latency was gated
+    incomplete: bool = False        # an artifact failed to build: not a release, whatever the budgets say
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.incomplete
+
+    @property
+    def folder_suffix(self) -> str:
+        """Where a target's dist goes: `<target>/` when it passed, else aside for inspection."""
+        return "" if self.passed else ".incomplete" if self.incomplete else ".rejected"

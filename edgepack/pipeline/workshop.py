@@ -8,7 +8,8 @@ from pathlib import Path
 from edgepack.pipeline import export as export_step
 from edgepack.pipeline import measure as measure_step
 from edgepack.pipeline import verify as verify_step
-from edgepack.pipeline.records import ArtifactRecord, Compressed, ExportKey, Loaded
+from edgepack.errors import ToolchainError
+from edgepack.pipeline.records import ArtifactRecord, Compressed, ExportKey, FailedArtifact, Loaded
 
 
 class Workshop:
@@ -16,6 +17,7 @@ class Workshop:
         self.plan, self.loaded, self.compressed = plan, loaded, compressed
         self.workspace, self.host, self.say = workspace, host_runner, say
         self._exported: dict[ExportKey, tuple] = {}      # key -> (ModelArtifact, Verified)
+        self._failed: dict[ExportKey, ToolchainError] = {}   # a key that failed is not tried again
         self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
@@ -47,12 +49,24 @@ class Workshop:
                 calibration=self.plan.latency_calibration)
         return self._emulated[ekey]
 
-    def record(self, target_plan, spec) -> ArtifactRecord:
-        """The record of one artifact of one target."""
+    def record(self, target_plan, spec) -> ArtifactRecord | FailedArtifact:
+        """The record of one artifact of one target; a converter, quantizer or runtime
+        failure is that artifact's record, so the target's other formats still build."""
         project, device = self.plan.project, target_plan.device
         key = export_step.export_key(project, target_plan.target, spec)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
+        if key not in self._failed:
+            try:
+                return self._measured_record(target_plan, spec, key, dims, file_name)
+            except ToolchainError as e:
+                self.say(f"{spec.format} {spec.precision} failed: {e}")
+                self._failed[key] = e
+        e = self._failed[key]
+        return FailedArtifact(file=file_name, key=key, stage=e.stage or "export", error=str(e))
+
+    def _measured_record(self, target_plan, spec, key: ExportKey, dims: tuple, file_name: str) -> ArtifactRecord:
+        project, device = self.plan.project, target_plan.device
         artifact, verified = self._export_and_verify(key, file_name, dims)
         rows: list = []
         if self.plan.runner == "qemu":

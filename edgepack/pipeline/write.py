@@ -1,6 +1,7 @@
 """Step `write`: a target's manifest from the records, and its dist folder, assembled
 aside and swapped in at the end. A target that failed a gate goes to
-`<target>.rejected/` for inspection and leaves `<target>/` as it was."""
+`<target>.rejected/`, one with an artifact that could not be built to
+`<target>.incomplete/`, for inspection; both leave `<target>/` as it was."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edgepack.release.manifest import MANIFEST_SCHEMA
 
 
 def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records: list[ArtifactRecord],
-             verdict: Verdict, toolchain: dict) -> dict:
+             verdict: Verdict, toolchain: dict, failed: list = ()) -> dict:
     """The target's manifest as the build knows it; release.manifest.complete_dist adds
     signatures, data hashes and test vectors when the dist is written."""
     from edgepack.devices.latency import calibration_record
@@ -44,6 +45,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "budgets": target_plan.target.budgets.model_dump(),
         "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note},
         "artifacts": [r.manifest_entry() for r in records],
+        **({"failed_artifacts": [f.manifest_entry() for f in failed]} if failed else {}),
     }
 
 
@@ -53,8 +55,7 @@ def write(plan, target_plan, loaded: Loaded, compressed: Compressed, records: li
     from edgepack.release.dist import staged_folder
     from edgepack.release.manifest import complete_dist
 
-    name = target_plan.target.name if verdict.passed else f"{target_plan.target.name}.rejected"
-    final = plan.output_dir / name
+    final = plan.output_dir / f"{target_plan.target.name}{verdict.folder_suffix}"
     say(f"writing {final}")
     with staged_folder(final) as staging:
         for r in records:
@@ -65,6 +66,7 @@ def write(plan, target_plan, loaded: Loaded, compressed: Compressed, records: li
             reference=compressed.reference, outputs={r.file: r.verified.recorded for r in records},
             artifact_paths={r.file: staging / r.file for r in records},
         )
-    if verdict.passed:  # a stale rejected build would contradict this one
-        shutil.rmtree(plan.output_dir / f"{target_plan.target.name}.rejected", ignore_errors=True)
+    for suffix in (".rejected", ".incomplete"):   # a stale build set aside would contradict this one
+        if suffix != verdict.folder_suffix:
+            shutil.rmtree(plan.output_dir / f"{target_plan.target.name}{suffix}", ignore_errors=True)
     return final, finished

@@ -561,6 +561,17 @@ class Package(Record):
     files: list[ReleaseFile]
 
 
+class FailedArtifactEntry(Record):
+    """An artifact the target lists that could not be built: its converter, quantizer or
+    runtime failed. The target's dist is then set aside as incomplete."""
+
+    format: Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    precision: Precision
+    file: FileName
+    stage: StrictStr
+    error: StrictStr
+
+
 class Manifest(Record):
     """manifest.json of an edgepack build (dist/<target>/) or release archive. See
     docs/manifest.md for every field."""
@@ -581,6 +592,7 @@ class Manifest(Record):
     budgets: BudgetsSection
     gates: Gates
     artifacts: list[Artifact]
+    failed_artifacts: list[FailedArtifactEntry] | None = None   # only in a dist set aside as incomplete
     git: Git | None = None
     test_vectors: TestVectors | None = None
     latency_calibration: LatencyCalibration | None = None
