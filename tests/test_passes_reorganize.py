@@ -108,3 +108,97 @@ def test_reorganize_untraceable_model_says_which_options_to_turn_off():
 def test_reorganize_config_rejects_unknown_key():
     with pytest.raises(ConfigError, match=r"s: unknown key 'fuse_bn'; valid keys: fold_batchnorm, remove_dead_modules"):
         Reorganize.Config.from_mapping({"fuse_bn": True}, where="s")
+
+
+# Folding changes each output by float rounding only; on these outputs (magnitude < 30)
+# 1e-5 relative to the largest output is that rounding and nothing more.
+FOLD_ATOL = 1e-5
+
+
+def _outputs(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+class WithSkip(nn.Module):
+    """Identity placeholders as EfficientNet blocks hold them: one called explicitly in
+    forward, one registered under two names, one never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.skip = nn.Identity()
+        self.pad = nn.Identity()
+        self.pad_alias = self.pad
+        self.spare = nn.Identity()
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(self.skip(self.conv(self.pad_alias(x))).flatten(1))
+
+
+def test_reorganize_keeps_identity_modules_the_forward_calls_and_still_runs():
+    torch.manual_seed(0)
+    model = WithSkip().eval()
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    out = result.model
+    assert isinstance(out.skip, nn.Identity) and isinstance(out.pad_alias, nn.Identity)
+    assert isinstance(out.spare, nn.Identity), "a module without tensors saves nothing when deleted"
+    assert result.report["removed_dead"] == []
+    x = torch.as_tensor(context().validation.x)
+    torch.testing.assert_close(_outputs(out, x), _outputs(model, x), atol=0, rtol=0)
+
+
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.old_head = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        self.register_buffer("old_stats", torch.zeros(100))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_reorganize_removes_an_unused_submodule_and_the_parameter_count_drops():
+    model = WithUnused().eval()
+    before = sum(p.numel() for p in model.parameters())
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    assert result.report["removed_dead"] == ["old_head"]
+    assert not hasattr(result.model, "old_head")
+    assert result.report["params_after"] == before - (64 * 128 + 128 + 128 * 10 + 10) == 650
+    x = torch.as_tensor(context().validation.x)
+    torch.testing.assert_close(_outputs(result.model, x), _outputs(model, x), atol=0, rtol=0)
+
+
+def test_reorganize_replaces_dropout_by_identity_in_place():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)).eval()
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    out = result.model
+    assert [type(m) for m in out] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Identity, nn.Linear]
+    assert result.report["removed_dropout"] == ["3"]
+    x = torch.as_tensor(context().validation.x)
+    torch.testing.assert_close(_outputs(out, x), _outputs(model, x), atol=0, rtol=0)
+
+
+def test_reorganize_conv_batchnorm_folding_keeps_outputs_within_float_tolerance():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 64, 10))
+    _randomise_batchnorm(model)
+    model.eval()
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    assert len(result.report["folded_batchnorm"]) == 2
+    x = torch.as_tensor(context().validation.x)
+    expected = _outputs(model, x)
+    torch.testing.assert_close(_outputs(result.model, x), expected, atol=FOLD_ATOL * max(1.0, expected.abs().max()),
+                               rtol=0)
+
+
+def test_reorganize_parity_failure_names_the_edit_that_broke_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 64, 10))
+    _randomise_batchnorm(model)
+    with pytest.raises(ToolchainError, match=r"first edit past it: folding BatchNorm '1' into '0' \(outputs off by"):
+        Reorganize().run(model.eval(), Reorganize.Config(tolerance=1e-12), context())

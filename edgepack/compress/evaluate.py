@@ -70,13 +70,15 @@ def _unique_tensors(model):
 
 def cost(model, example: np.ndarray) -> dict:
     import torch
-    import torch_pruning as tp
+
+    from edgepack.devices.costs import count_macs
 
     params = [p for p in {id(p): p for p in model.parameters()}.values()]
     n_params = int(sum(p.numel() for p in params))
     nonzero = int(sum(int(torch.count_nonzero(p)) for p in params))
-    with torch.no_grad():
-        macs, _ = tp.utils.count_ops_and_params(model, torch.from_numpy(example))
+    # Operator-level MACs of convolutions, linear layers and matmuls only: BatchNorm,
+    # activations and pooling are not multiply-accumulates (and fold or fuse on export).
+    macs = count_macs(model, torch.from_numpy(example))
     buf = io.BytesIO()
     for t in _unique_tensors(model):
         buf.write(t.detach().to(torch.float32).contiguous().numpy().tobytes())

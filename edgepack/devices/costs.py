@@ -1,6 +1,7 @@
 """What one inference of a PyTorch model costs, independent of any runtime: multiply-
-accumulates and activation elements. Inputs to latency estimates (devices/estimate.py)
-and a sanity check on instruction counts (MACs per instruction)."""
+accumulates and activation elements. Inputs to latency estimates (devices/estimate.py),
+the stage table's MACs column (compress/evaluate.py) and a sanity check on instruction
+counts (MACs per instruction)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ModelCosts:
-    macs: int                   # multiply-accumulates of convolutions and linear layers
+    macs: int                   # multiply-accumulates of convolutions, linear layers and matmuls
     activation_elements: int    # the input plus every conv/linear/pool output, batch as declared
     parameters: int
 
@@ -19,34 +20,75 @@ class ModelCosts:
         return {"macs": self.macs, "activation_elements": self.activation_elements, "parameters": self.parameters}
 
 
+def count_macs(module, example) -> int:
+    """Multiply-accumulates of one forward pass on `example` (a numpy array or tensor)."""
+    import torch
+
+    with _MacCounter() as counter, torch.no_grad():
+        module(_as_tensor(example))
+    return counter.macs
+
+
 def model_costs(module, example: np.ndarray) -> ModelCosts:
-    """Run `example` through `module` once, counting at every leaf module. Activations are
-    counted where a deployed graph materialises them: after convolutions, linear layers
-    and pooling. BatchNorm and activations fold or fuse into the convolution before them
-    in every exporter, so counting their outputs would count one tensor three times."""
+    """Run `example` through `module` once, counting MACs at the operator level and
+    activations at every leaf module. Activations are counted where a deployed graph
+    materialises them: after convolutions, linear layers and pooling. BatchNorm and
+    activations fold or fuse into the convolution before them in every exporter, so
+    counting their outputs would count one tensor three times."""
     import torch
     from torch import nn
 
     materialised = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-    macs = 0
     elements = int(np.prod(example.shape))
 
     def hook(mod, inputs, output):
-        nonlocal macs, elements
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-            macs += output.numel() * k
-        elif isinstance(mod, nn.Linear):
-            macs += output.numel() * mod.in_features
-        if isinstance(mod, materialised) and isinstance(output, torch.Tensor):
+        nonlocal elements
+        if isinstance(output, torch.Tensor):
             elements += output.numel()
 
-    leaves = [m for m in module.modules() if not list(m.children())]
+    # TorchScript modules take no Python hooks; their MACs are still counted below, only
+    # their activations are not.
+    leaves = [m for m in module.modules()
+              if isinstance(m, materialised) and not isinstance(m, torch.jit.ScriptModule)]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad():
-            module(torch.as_tensor(np.asarray(example, dtype=np.float32)))  # models arrive in eval mode
+        with _MacCounter() as counter, torch.no_grad():
+            module(_as_tensor(example))  # models arrive in eval mode
     finally:
         for h in handles:
             h.remove()
-    return ModelCosts(int(macs), int(elements), int(sum(p.numel() for p in module.parameters())))
+    return ModelCosts(int(counter.macs), int(elements), int(sum(p.numel() for p in module.parameters())))
+
+
+def _as_tensor(example):
+    import torch
+
+    if isinstance(example, torch.Tensor):
+        return example
+    return torch.as_tensor(np.asarray(example, dtype=np.float32))
+
+
+class _MacCounter:
+    """Counts at the ATen operator level with torch's own FLOP counter
+    (torch.utils.flop_counter), not with hooks on module types: a hook sees only modules of
+    known classes, so it misses convolutions in a subclass that overrides forward (same-
+    padding convs), F.conv2d/F.linear/torch.matmul written in forward code (attention,
+    squeeze-excite), and a type-keyed table misses subclasses altogether. At the operator
+    level every convolution, mm, bmm and attention is seen once per call, whatever module
+    or function issued it, grouped convolutions are costed by their weight shape
+    (out_elements * in_channels/groups * kh * kw), and TorchScript modules are covered."""
+
+    def __enter__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self._mode = FlopCounterMode(display=False)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    @property
+    def macs(self) -> int:
+        # The FLOP counter counts a multiply-accumulate as two operations.
+        return int(self._mode.get_total_flops()) // 2

@@ -51,10 +51,11 @@ def count_params(model) -> int:
 
 
 def macs_and_params(model, example) -> tuple[int, int]:
-    import torch_pruning as tp
+    """The same MAC count as the stage table (devices.costs.count_macs), so a prune
+    report and the table agree."""
+    from edgepack.devices.costs import count_macs
 
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
+    return int(count_macs(model, example)), count_params(model)
 
 
 def param_shapes(model) -> dict[str, list[int]]:

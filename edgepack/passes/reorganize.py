@@ -1,11 +1,12 @@
 """Structural reorganisation of the module tree for cheaper inference.
 
 BatchNorm after a Conv/Linear is folded into that layer's weight and bias; Dropout becomes
-nn.Identity; modules the forward pass never reaches are deleted. The graph is read with
-torch.fx, but the edits are made on the original module tree, so the result stays plain
-torch.nn modules that a state_dict and a list of edits describe. Fusing the activation
-into the convolution and folding constants happen later, inside each exporter's lowering
-(XNNPACK and LiteRT fuse conv+relu; onnxslim folds constants in the ONNX graph).
+nn.Identity in place; submodules holding parameters or buffers that no forward pass uses
+are deleted. The graph is read with torch.fx, but the edits are made on the original
+module tree, so the result stays plain torch.nn modules that a state_dict and a list of
+edits describe. Fusing the activation into the convolution and folding constants happen
+later, inside each exporter's lowering (XNNPACK and LiteRT fuse conv+relu; onnxslim folds
+constants in the ONNX graph).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class ReorganizeConfig(PassConfig):
     fold_batchnorm: bool = True
     remove_dropout: bool = True
     remove_dead_modules: bool = True
-    tolerance: float = Field(1e-5, gt=0, description="largest output change accepted (max abs)")
+    tolerance: float = Field(1e-5, gt=0, description="largest output change accepted (max abs, relative to the "
+                                                     "largest output magnitude when that exceeds 1)")
 
 
 class Reorganize:
@@ -35,46 +37,143 @@ class Reorganize:
         from torch import nn
 
         torch.manual_seed(ctx.seed)
+        original = model
         model = copy.deepcopy(model).eval()
         example = _inspect.example_tensor(ctx)
         check = torch.as_tensor(ctx.validation.x[:64], dtype=torch.float32)
-        with torch.no_grad():
+        with torch.no_grad(), _CallRecorder(model) as called:
             reference = model(check)
         count_before = _count(model)
-        folded, dropped, dead = [], [], []
+        edits: list[_Edit] = []
+        graphs = []
         if config.fold_batchnorm or config.remove_dead_modules:
-            graph = _trace(model)
+            graphs.append(_trace(model))
             # A module reached only in training mode (an auxiliary head) is kept, so a later
             # fine-tuning stage can still run the model in train mode.
             model.train()
-            train_graph = _trace(model)
+            graphs.append(_trace(model))
             model.eval()
         if config.fold_batchnorm:
-            folded = _fold_batchnorms(model, graph, example)
+            edits += _fold_batchnorms(model, graphs[0], example)
         if config.remove_dropout:
             for name, m in list(model.named_modules()):
                 if isinstance(m, nn.modules.dropout._DropoutNd):
-                    _set(model, name, nn.Identity())
-                    dropped.append(name)
+                    edits.append(_Edit("dropout", name, nn.Identity()))
+                    _set(model, name, edits[-1].replacement)
         if config.remove_dead_modules:
-            dead = _remove_dead(model, [graph, train_graph])
+            edits += _remove_dead(model, graphs, called.ids)
         model.eval()
-        with torch.no_grad():
-            out = model(check)
-        err = float((out - reference).abs().max())
-        if err > config.tolerance:
-            raise ToolchainError(f"reorganize changed the outputs by up to {err:.3g} (tolerance {config.tolerance:g})",
-                                 stage="reorganize")
+        removed = [e.name for e in edits if e.kind == "dead"]
+        try:
+            with torch.no_grad():
+                out = model(check)
+        except Exception as e:  # the model's own forward code: any type
+            raise ToolchainError(f"reorganize: the model no longer runs after removing {', '.join(removed)} "
+                                 f"({type(e).__name__}: {e}); set remove_dead_modules = false for this model",
+                                 stage="reorganize") from e
+        err, limit = _difference(reference, out), _limit(reference, config.tolerance)
+        if err > limit:
+            culprit = _first_edit_past(original, edits, check, reference, limit)
+            raise ToolchainError(f"reorganize changed the outputs by up to {err:.3g} (tolerance {limit:.3g}); "
+                                 f"the first edit past it: {culprit}", stage="reorganize")
         report = {
             "modules_before": count_before,
             "modules_after": _count(model),
-            "folded_batchnorm": [{"layer": a, "batchnorm": b} for a, b in folded],
-            "removed_dropout": dropped,
-            "removed_dead": dead,
+            "folded_batchnorm": [{"layer": e.layer, "batchnorm": e.name} for e in edits if e.kind == "batchnorm"],
+            "removed_dropout": [e.name for e in edits if e.kind == "dropout"],
+            "removed_dead": removed,
             "max_abs_output_change": err,
             "params_after": _inspect.count_params(model),
         }
         return PassResult(model=model, report=report)
+
+
+class _Edit:
+    """One change to the module tree: `replacement` set at `name` (for a folded BatchNorm,
+    the fused layer goes to `layer` and an Identity to `name`), or `name` deleted."""
+
+    def __init__(self, kind: str, name: str, replacement=None, *, layer: str | None = None, fused=None):
+        self.kind, self.name, self.replacement, self.layer, self.fused = kind, name, replacement, layer, fused
+
+    def apply(self, model) -> None:
+        if self.kind == "dead":
+            parent, _, attr = self.name.rpartition(".")
+            delattr(model.get_submodule(parent) if parent else model, attr)
+            return
+        if self.kind == "batchnorm":
+            _set(model, self.layer, self.fused)
+        _set(model, self.name, self.replacement)
+
+    def __str__(self) -> str:
+        return {"batchnorm": f"folding BatchNorm '{self.name}' into '{self.layer}'",
+                "dropout": f"replacing Dropout '{self.name}' by Identity",
+                "dead": f"removing unused module '{self.name}'"}[self.kind]
+
+
+class _CallRecorder:
+    """The id of every module a forward pass calls. Hooks see calls that a traced graph
+    can attribute to another name (one module registered under two names) or that fx
+    does not trace into."""
+
+    def __init__(self, model):
+        self.model, self.ids, self.handles = model, set(), []
+
+    def __enter__(self):
+        import torch
+
+        for m in self.model.modules():
+            if not isinstance(m, torch.jit.ScriptModule):  # they take no Python hooks
+                self.handles.append(m.register_forward_pre_hook(lambda mod, args: self.ids.add(id(mod))))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def _tensors(out) -> list:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out, key=str) for t in _tensors(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _difference(reference, out) -> float:
+    a, b = _tensors(reference), _tensors(out)
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    return max((float((x.float() - y.float()).abs().max()) for x, y in zip(a, b) if x.numel()), default=0.0)
+
+
+def _limit(reference, tolerance: float) -> float:
+    # Folding rounds each weight once; on logits of magnitude 30 that is a larger absolute
+    # change than on probabilities, so the tolerance scales with outputs larger than 1.
+    scale = max((float(t.float().abs().max()) for t in _tensors(reference) if t.numel()), default=0.0)
+    return tolerance * max(1.0, scale)
+
+
+def _first_edit_past(original, edits, check, reference, limit) -> str:
+    """Replay the edits one by one on a fresh copy and name the first that breaks parity."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(original).eval()
+    with torch.no_grad():
+        for edit in edits:
+            edit.apply(model)
+            try:
+                err = _difference(reference, model(check))
+            except Exception as e:  # the model's own forward code: any type
+                return f"{edit} ({type(e).__name__}: {e})"
+            if err > limit:
+                return f"{edit} (outputs off by {err:.3g})"
+    return "none alone; their combination"
 
 
 def _count(model) -> dict[str, int]:
@@ -101,7 +200,7 @@ def _set(model, name: str, module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
-def _fold_batchnorms(model, graph, example) -> list[tuple[str, str]]:
+def _fold_batchnorms(model, graph, example) -> list[_Edit]:
     """Fold every BatchNorm whose only input is a Conv/Linear that nothing else reads."""
     import torch
     from torch import nn
@@ -136,9 +235,9 @@ def _fold_batchnorms(model, graph, example) -> list[tuple[str, str]]:
             continue
         # Keep the fused tensors plain nn.Parameters with the layer's trainability.
         fused.weight.requires_grad_(layer.weight.requires_grad)
-        _set(model, src.target, fused)
-        _set(model, node.target, nn.Identity())
-        folded.append((src.target, node.target))
+        edit = _Edit("batchnorm", node.target, nn.Identity(), layer=src.target, fused=fused)
+        edit.apply(model)
+        folded.append(edit)
     return folded
 
 
@@ -159,25 +258,42 @@ def _output_dims(model, example) -> dict[str, int]:
     return dims
 
 
-def _remove_dead(model, graphs) -> list[str]:
-    """Delete submodules the traced forward never calls and whose tensors it never reads."""
+def _remove_dead(model, graphs, called: set[int]) -> list[_Edit]:
+    """Delete submodules holding parameters or buffers that no forward pass uses: not
+    called on the check batch, and neither called nor read in the traced eval and train
+    graphs, under any of the names the module is registered as. A module without tensors
+    is never deleted: it saves nothing, and code the example did not reach may call it."""
+    names_of: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        names_of.setdefault(id(m), []).append(name)
     used: set[str] = set()
     for graph in graphs:
         for node in graph.nodes:
             if node.op in ("call_module", "get_attr"):
                 used.add(node.target)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for name in list(used):
+        target = modules.get(name)
+        if target is not None:
+            used.update(names_of[id(target)])
+    for ident in called:
+        used.update(names_of.get(ident, []))
+
     # A used name keeps its ancestors (containers) and its descendants (a called module's
     # own children run inside it; fx does not trace into leaf modules).
     def alive(name: str) -> bool:
         return any(u == name or u.startswith(name + ".") or name.startswith(u + ".") for u in used)
 
-    dead = [name for name, _ in model.named_modules() if name and not alive(name)]
+    def holds_tensors(m) -> bool:
+        return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+
+    dead = [name for name, m in model.named_modules()
+            if name and holds_tensors(m) and not any(alive(n) for n in names_of[id(m)])]
     # Delete outermost first; their children go with them.
-    removed = []
+    removed: list[_Edit] = []
     for name in dead:
-        if any(name.startswith(r + ".") for r in removed):
+        if any(name.startswith(r.name + ".") for r in removed):
             continue
-        parent, _, attr = name.rpartition(".")
-        delattr(model.get_submodule(parent) if parent else model, attr)
-        removed.append(name)
+        removed.append(_Edit("dead", name))
+        removed[-1].apply(model)
     return removed

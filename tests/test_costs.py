@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgepack.compress.evaluate import cost
+from edgepack.devices.costs import count_macs, model_costs
+
+# Published MAC figures are rounded to two or three digits: 3 % covers the rounding and
+# nothing more (skipping MobileNetV2's depthwise convs, 7 % of its MACs, would miss it).
+PUBLISHED_TOLERANCE = 0.03
+
+
+def _conv_bn(cin, cout, k=3, stride=1, groups=1, act=True):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
+        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), _conv_bn(hidden, cout, 1, act=False)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+def mobilenet_v2() -> nn.Module:
+    """MobileNetV2 1.0 (Sandler et al. 2018, table 2), nested the way torchvision nests it."""
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]
+    layers, cin = [_conv_bn(3, 32, 3, 2)], 32
+    for t, c, n, s in settings:
+        for i in range(n):
+            layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+            cin = c
+    layers.append(_conv_bn(cin, 1280, 1))
+    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                         nn.Linear(1280, 1000))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.down(x))
+
+
+def resnet18() -> nn.Module:
+    """ResNet-18 (He et al. 2016)."""
+    stages, cin = [], 64
+    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        stages.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)))
+        cin = cout
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                         *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
+
+
+def _close(value, published):
+    return abs(value - published) <= PUBLISHED_TOLERANCE * published
+
+
+@pytest.mark.parametrize("build, published_macs, published_params", [
+    # The figures torchvision's model documentation lists for its ImageNet weights
+    # (its "GFLOPS" are multiply-adds, as in both papers: 300 M and 1.8e9).
+    (mobilenet_v2, 0.30e9, 3_504_872),
+    (resnet18, 1.81e9, 11_689_512),
+])
+def test_model_costs_match_published_figures_of_nested_standard_nets(build, published_macs, published_params):
+    torch.manual_seed(0)
+    model = build().eval()
+    example = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    costs = model_costs(model, example)
+    assert _close(costs.macs, published_macs), costs
+    assert _close(costs.parameters, published_params), costs
+    table = cost(model, example)
+    assert table["macs"] == costs.macs and table["parameters"] == costs.parameters
+
+
+class _SamePadConv(nn.Conv2d):
+    """The same-padding convolution of EfficientNet ports: a Conv2d subclass that holds a
+    padding child module and calls F.conv2d itself."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pad = nn.ZeroPad2d(1) if self.kernel_size[0] == 3 else nn.Identity()
+
+    def forward(self, x):
+        return F.conv2d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def test_model_costs_counts_a_conv_subclass_with_children_and_depthwise_groups():
+    model = nn.Sequential(_SamePadConv(8, 8, 3, groups=8, bias=False), _SamePadConv(8, 16, 1)).eval()
+    costs = model_costs(model, np.zeros((2, 8, 10, 10), np.float32))
+    depthwise = 2 * 8 * 10 * 10 * (8 // 8) * 3 * 3
+    pointwise = 2 * 16 * 10 * 10 * 8
+    assert costs.macs == depthwise + pointwise
+    assert costs.activation_elements == 2 * 8 * 100 + 2 * 8 * 100 + 2 * 16 * 100
+
+
+class _Attention(nn.Module):
+    """Functional matmuls in forward code, a Linear on [N, T, C] and a Linear called twice."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.gate = nn.Parameter(torch.randn(dim, dim))
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        att = torch.matmul(q, k.transpose(1, 2)).softmax(-1)
+        y = self.proj(self.proj(att @ v))
+        return F.linear(y, self.gate)
+
+
+def test_count_macs_counts_functional_matmuls_leading_dims_and_each_call():
+    n, t, c = 2, 5, 16
+    macs = count_macs(_Attention(c).eval(), torch.zeros(n, t, c))
+    qkv = n * t * 3 * c * c
+    scores = n * t * t * c
+    mix = n * t * t * c
+    proj_twice = 2 * n * t * c * c
+    gate = n * t * c * c
+    assert macs == qkv + scores + mix + proj_twice + gate
+
+
+def test_model_costs_counts_macs_of_a_torchscript_module():
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 10)).eval())
+    costs = model_costs(scripted, np.zeros((1, 3, 8, 8), np.float32))
+    assert costs.macs == 4 * 36 * 3 * 9 + 10 * 4 * 36
+    assert costs.parameters == sum(p.numel() for p in scripted.parameters())
