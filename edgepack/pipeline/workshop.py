@@ -32,7 +32,7 @@ class Workshop:
             self._exported[key] = (artifact, verified)
         return self._exported[key]
 
-    def _emulate(self, key: ExportKey, artifact, device) -> measure_step.DeviceRun:
+    def _emulate(self, key: ExportKey, artifact, verified, device) -> measure_step.DeviceRun:
         """Parity on the device's emulated CPU and its instruction count. Emulated wall
         time is recorded as such; it is never presented as latency."""
         ekey = (key, device.qemu_cpu)
@@ -44,7 +44,7 @@ class Workshop:
             self._emulated[ekey] = measure_step.measure_on(
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
                 precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
-                warmup=2, iterations=min(settings.iterations, 10), threads=1,
+                recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
                 calibration=self.plan.latency_calibration)
         return self._emulated[ekey]
@@ -70,7 +70,7 @@ class Workshop:
         artifact, verified = self._export_and_verify(key, file_name, dims)
         rows: list = []
         if self.plan.runner == "qemu":
-            emulated = self._emulate(key, artifact, device)
+            emulated = self._emulate(key, artifact, verified, device)
             # The same run serves several targets; each manifest names its own device.
             rows.append(emulated.row.model_copy(update={"device": device.name}))
             # Estimated at the build's thread count for this target's device profile.
