@@ -74,6 +74,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     export -> verify -> measure] -> gate -> write."""
     from edgepack._quiet import quiet_toolchains
     from edgepack.devices.host import HostRunner
+    from edgepack.interrupts import check_interrupted
     from edgepack.pipeline import gate, write
     from edgepack.pipeline.compress import compress
     from edgepack.pipeline.load import load
@@ -84,7 +85,9 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     say = progress or (lambda msg: None)
     started = time.perf_counter()
     loaded = load(plan, say)
+    check_interrupted()
     compressed = compress(plan, loaded, say)
+    check_interrupted()
     if plan.runner == "qemu":
         _provision_emulation(say)
     toolchain = toolchain_versions()
@@ -93,6 +96,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
         workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say)
         for tp in plan.targets:
             records = [workshop.record(tp, spec) for spec in tp.target.artifacts]
+            check_interrupted()
             verdict = gate.gate(tp, records)
             doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain)
             folder, finished = write.write(plan, tp, loaded, compressed, records, verdict, doc, say)
