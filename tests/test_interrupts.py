@@ -222,3 +222,34 @@ def test_build_completed_without_signal_writes_dist_and_leaves_no_temporary_fold
     assert proc.returncode == 0, err
     assert _snapshot(tiny_project.root / "dist" / "onnx-only") != before
     assert _leftovers(tmpdir, tiny_project) == []
+
+
+def test_staged_folder_interrupt_swallowed_inside_keeps_final_and_removes_staging(tmp_path):
+    from edgepack.interrupts import Interrupted, installed_handlers
+    from edgepack.release.dist import staged_folder
+
+    final = tmp_path / "dist" / "target"
+    final.mkdir(parents=True)
+    (final / "model.onnx").write_text("previous")
+    with installed_handlers(), pytest.raises(Interrupted):
+        with staged_folder(final) as staging:
+            (staging / "model.onnx").write_text("new")
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(2)
+            except Interrupted:
+                pass  # what a callback that catches everything does
+    assert (final / "model.onnx").read_text() == "previous"
+    assert [p.name for p in final.parent.iterdir()] == ["target"]
+
+
+def test_deferred_holds_a_signal_until_the_block_is_done():
+    from edgepack.interrupts import Interrupted, deferred, installed_handlers
+
+    finished = False
+    with installed_handlers(), pytest.raises(Interrupted) as caught:
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            finished = True
+    assert finished and caught.value.exit_code == 130
