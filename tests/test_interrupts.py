@@ -104,6 +104,7 @@ def _assert_interrupted(proc, code: int, name: str, out: str, err: str) -> None:
     assert interrupted[0].startswith(f"error: interrupted by {name}"), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code, name", SIGNALS, ids=["SIGINT", "SIGTERM"])
 def test_build_signal_while_exporting_exits_with_signal_code_and_keeps_previous_dist(tiny_project, tmp_path, sig, code, name):
     before = _previous_dist(tiny_project)
@@ -118,6 +119,7 @@ def test_build_signal_while_exporting_exits_with_signal_code_and_keeps_previous_
     assert _leftovers(tmpdir, tiny_project) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code, name", SIGNALS, ids=["SIGINT", "SIGTERM"])
 def test_build_signal_while_host_runner_runs_stops_the_runner_process(tiny_project, tmp_path, sig, code, name):
     before = _previous_dist(tiny_project)
@@ -196,6 +198,7 @@ def test_build_signal_while_qemu_runs_stops_qemu(tiny_project, tmp_path):
     assert _leftovers(tmpdir, tiny_project) == []
 
 
+@pytest.mark.slow
 def test_build_signal_swallowed_by_traced_code_still_stops_before_writing(tiny_project, tmp_path):
     before = _previous_dist(tiny_project)
     (tiny_project.root / "model.py").write_text((tiny_project.root / "model.py").read_text() + SWALLOWING_MODEL)
@@ -213,6 +216,7 @@ def test_build_signal_swallowed_by_traced_code_still_stops_before_writing(tiny_p
     assert _leftovers(tmpdir, tiny_project) == []
 
 
+@pytest.mark.slow
 def test_build_completed_without_signal_writes_dist_and_leaves_no_temporary_folder(tiny_project, tmp_path):
     """The same checks on an uninterrupted build: they can fail, and it exits 0."""
     before = _previous_dist(tiny_project)

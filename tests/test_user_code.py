@@ -148,6 +148,7 @@ def test_check_forward_exiting_exits_2(tiny_project):
     _assert_failed_without_output(run, tiny_project, "the model's forward (model.py:", "called sys.exit(0)")
 
 
+@pytest.mark.slow  # the later ones run the exporter up to the failing forward
 @pytest.mark.parametrize("factory, fragments", [
     ("exits_on_batches", ["the project's code (model.py:", "in forward) called sys.exit(0)"]),
     ("interrupts_on_batches", ["the project's code (model.py:", "in forward) raised KeyboardInterrupt"]),
