@@ -3,9 +3,13 @@ and what is wrong, before any export (no dist, no temporary folder of the build)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from conftest import assert_one_line_error, cli
+from conftest import Run, assert_one_line_error
 
 # Hooks appended to the tiny project's data.py; each spoils one thing of a good split.
 BAD_HOOKS = '''
@@ -106,12 +110,6 @@ def _with_hook(project, split: str, hook: str):
 def _build(project, tmp_path, *extra: str):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    import os
-    import subprocess
-    import sys
-
-    from conftest import Run
-
     proc = subprocess.run([sys.executable, "-m", "edgepack", "build", "-p", str(project.root), *extra], capture_output=True,
                           text=True, env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmpdir)}, timeout=600)
     return Run(proc.returncode, proc.stdout, proc.stderr), tmpdir
