@@ -85,6 +85,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     recorded as failed; the target's others are still built (exit 3, dist set aside)."""
     from edgepack._quiet import quiet_toolchains
     from edgepack.devices.host import HostRunner
+    from edgepack.interrupts import check_interrupted
     from edgepack.pipeline import gate, write
     from edgepack.pipeline.compress import compress
     from edgepack.pipeline.load import load
@@ -95,7 +96,9 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     say = progress or (lambda msg: None)
     started = time.perf_counter()
     loaded = load(plan, say)
+    check_interrupted()
     compressed = compress(plan, loaded, say)
+    check_interrupted()
     if plan.runner == "qemu":
         _provision_emulation(say)
     toolchain = toolchain_versions()
@@ -104,6 +107,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
         workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say)
         for tp in plan.targets:
             made = [workshop.record(tp, spec) for spec in tp.target.artifacts]
+            check_interrupted()
             records = [r for r in made if isinstance(r, ArtifactRecord)]
             failed = [r for r in made if isinstance(r, FailedArtifact)]
             verdict = gate.gate(tp, records, failed)

@@ -30,38 +30,90 @@ def print_json(doc: dict) -> None:
 
 
 def fail(err: EdgepackError) -> int:
-    problems = getattr(err, "problems", None) or []
+    return _report(str(err), err.exit_code, getattr(err, "problems", None) or [], err)
+
+
+def _report(message: str, exit_code: int, problems: list[str], err: BaseException) -> int:
     if "--json" in sys.argv[1:]:  # machines get the error as a document too
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "edgepack")
-        print_json({"schema": f"edgepack.{command}/1", "ok": False, "exit_code": err.exit_code,
-                    "error": str(err), "problems": problems})
+        print_json({"schema": f"edgepack.{command}/1", "ok": False, "exit_code": exit_code,
+                    "error": message, "problems": problems})
     stderr.print("[bold red]error:[/] ", end="", highlight=False)
     # soft_wrap: the message stays one line however long, for logs and grep.
-    stderr.print(str(err) + (":" if len(problems) > 1 else ""), markup=False, highlight=False, soft_wrap=True)
+    stderr.print(message + (":" if len(problems) > 1 else ""), markup=False, highlight=False, soft_wrap=True)
     if len(problems) > 1:
         for p in problems:
             stderr.print(f"  - {p}", highlight=False, markup=False)
     if VERBOSE["on"]:
         traceback.print_exception(err)
-    return err.exit_code
+    return exit_code
+
+
+def _interrupted(err: BaseException, signum: int) -> int:
+    import signal
+
+    name = signal.Signals(signum).name
+    return _report(f"interrupted by {name}; stopped, removed its temporary files, and left existing output as it was",
+                   128 + signum, [], err)
+
+
+def _raised_by_cli_framework(exc: BaseException) -> bool:
+    """The CLI framework ends every run with sys.exit (the command's code, a usage error,
+    --help); any other SystemExit came from code running inside a command."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return module.split(".")[0] in ("typer", "click")
+
+
+def _code_failure(exc: BaseException) -> int:
+    """Something other than an EdgepackError escaped a command: the project's own code
+    failing or exiting (exit 2, never a success), else a bug (exit 4)."""
+    from edgepack.sources.hooks import describe_exception, project_frame, user_code_error
+
+    if project_frame(exc) is not None:
+        return fail(user_code_error(exc, what="the project's code"))
+    if isinstance(exc, SystemExit):
+        message = f"code inside the command called {describe_exception(exc)} before it finished (this is a bug; rerun with -v for the traceback)"
+    else:
+        message = f"{describe_exception(exc)} (this is a bug; rerun with -v for the traceback)"
+    stderr.print("[bold red]internal error:[/] ", end="", highlight=False)
+    stderr.print(message, markup=False, highlight=False, soft_wrap=True)
+    if VERBOSE["on"]:
+        traceback.print_exception(exc)
+    return 4
 
 
 def run_guarded(app: typer.Typer) -> int:
     """Run the app; usage errors and --help are handled by the CLI framework (exit 2 and
-    0), edgepack errors become one line and their exit code, anything else is a bug."""
+    0), edgepack errors become one line and their exit code, the project's code failing
+    or exiting is exit 2, SIGINT and SIGTERM are 130 and 143, anything else is a bug."""
+    from edgepack.interrupts import Interrupted, installed_handlers, received
+
     VERBOSE["on"] = any(a in ("-v", "--verbose") for a in sys.argv[1:])
-    try:
-        app(standalone_mode=True)
-        return 0
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except EdgepackError as e:
-        return fail(e)
-    except KeyboardInterrupt:
-        stderr.print("interrupted; the previous output was left as it was")
-        return 130
-    except Exception as e:
-        stderr.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (this is a bug; rerun with -v for the traceback)", highlight=False)
-        if VERBOSE["on"]:
-            traceback.print_exc()
-        return 4
+    with installed_handlers():
+        try:
+            try:
+                app(standalone_mode=True)
+                code = 0
+            except SystemExit as e:
+                if not _raised_by_cli_framework(e):
+                    raise
+                cause = e.__context__.__cause__ if e.__context__ is not None else None
+                if isinstance(cause, KeyboardInterrupt):
+                    # The framework turns KeyboardInterrupt into a quiet exit 130. Signals
+                    # arrive as Interrupted, so this one was raised by code.
+                    raise cause from None
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Interrupted as e:
+            return _interrupted(e, e.signum)
+        except BaseException as e:
+            if received() is not None:  # whatever failed, it failed because of the signal
+                return _interrupted(e, received())
+            if isinstance(e, EdgepackError):
+                return fail(e)
+            return _code_failure(e)
+        if received() is not None:  # a toolchain swallowed the interrupt: still not a success
+            return _interrupted(Interrupted(received()), received())
+        return code

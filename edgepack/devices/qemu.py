@@ -114,6 +114,10 @@ class QemuRunner:
                 f"{fmt}: {artifact.name} did not finish under qemu {self.cpu} within {self.timeout_s:g} s",
                 format=fmt, stage="run",
             ) from None
+        except BaseException:  # interrupted: qemu runs in its own session, so stop it here
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
     def _read_counts(self, path: Path, fmt: str, artifact: Path, iterations: int, threads: int) -> dict:

@@ -43,9 +43,10 @@ def _run_stages(plan, loaded: Loaded, say):
 
     recipe, project, pdir = plan.recipe, plan.project, plan.project_dir
     source, evaluation = loaded.source, loaded.evaluation
-    training = load_split(pdir, project, "training") if project.data.training else None
+    classes = loaded.original_outputs.shape[1]
+    training = load_split(pdir, project, "training", classes=classes) if project.data.training else None
     if project.data.validation:
-        validation, evaluated_on = load_split(pdir, project, "validation"), "validation"
+        validation, evaluated_on = load_split(pdir, project, "validation", classes=classes), "validation"
     else:
         validation, evaluated_on = evaluation, "evaluation (the project has no data.validation hook)"
 

@@ -16,9 +16,9 @@ def load(plan, say) -> Loaded:
     project, pdir = plan.project, plan.project_dir
     say("loading the source model and data")
     source = load_source(pdir, project)
-    check_forward(source, project)
-    calibration = load_split(pdir, project, "calibration")
-    evaluation = load_split(pdir, project, "evaluation")
+    classes = check_forward(source, project)
+    calibration = load_split(pdir, project, "calibration", classes=classes)
+    evaluation = load_split(pdir, project, "evaluation", classes=classes)
     calib_x = calibration.x[: plan.recipe.quantize.calibration_samples or project.data.calibration_samples]
     outputs = predict(source.module, evaluation.x, declared_batch=project.model.input_shape[0])
     return Loaded(source=source, calibration_x=calib_x, evaluation=evaluation, original_outputs=outputs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.interrupts import check_interrupted
 from edgepack.pipeline import export as export_step
 from edgepack.pipeline import measure as measure_step
 from edgepack.pipeline import verify as verify_step
@@ -25,10 +26,12 @@ class Workshop:
             plan, project = self.plan, self.plan.project
             artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
                                           dims=dims, workspace=self.workspace, say=self.say)
+            check_interrupted()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision,
                                           loaded=self.loaded, compressed=self.compressed, dims=dims,
                                           model=self.compressed.model, input_shape=project.model.input_shape,
                                           settings=project.build, say=self.say)
+            check_interrupted()
             self._exported[key] = (artifact, verified)
         return self._exported[key]
 

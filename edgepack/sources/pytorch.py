@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgepack.config.schema import Project
 from edgepack.errors import ConfigError
-from edgepack.sources.hooks import call_hook
+from edgepack.sources.hooks import call_hook, is_real_interrupt, user_code_error
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -158,18 +158,26 @@ def load_source(project_dir: Path, project: Project) -> SourceModel:
     return SourceModel(module, sha256_file(path), path, int(params), int(nbytes))
 
 
-def check_forward(source: SourceModel, project: Project) -> None:
+def check_forward(source: SourceModel, project: Project) -> int:
     """Run the model once on a zero input of the declared shape: a mismatch between the
-    declared input_shape and the model fails here, with a clear message, before any export."""
+    declared input_shape and the model fails here, with a clear message, before any export.
+    Returns the number of classes (the output's width), which the labels are checked against."""
     import torch
 
     shape = project.model.input_shape
     try:
         with torch.no_grad():
             out = source.module(torch.zeros(shape))
-    except Exception as e:
+    except BaseException as e:  # the forward is the project's code: sys.exit there is a failure too
+        if is_real_interrupt(e):
+            raise
+        if not isinstance(e, Exception):
+            raise user_code_error(e, what="the model's forward") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape: {first}") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model output is {got}; a classification model must return one logits tensor [batch, classes]")
+    if out.shape[1] < 1:
+        raise ConfigError("model output is [batch, 0]; a classification model must return at least one class")
+    return int(out.shape[1])
