@@ -34,7 +34,9 @@ def prepare(req, *, trace_at_max: bool) -> Prepared:
     example = as_tensor(req.example)
     traced = as_tensor(example_for(req.example, dims, at_max=trace_at_max)) if dims else example
     shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
-    return Prepared(req.options, dims, req.module.eval(), example, traced, shapes)
+    # Requests carry models in eval mode already (ExportRequest). Calling eval() again is
+    # not only redundant: an exported program's module() refuses it (NotImplementedError).
+    return Prepared(req.options, dims, req.module, example, traced, shapes)
 
 
 def batch_bound(dims) -> int:
