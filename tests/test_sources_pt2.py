@@ -136,3 +136,20 @@ def test_pt2_program_artifacts_agree_with_the_fp32_program(residual_program):
         assert agreement >= MIN_AGREEMENT, (artifact["format"], agreement)
         snr = 10 * np.log10(np.sum(reference**2) / np.sum((outputs - reference) ** 2))
         assert snr > 20, (artifact["format"], snr)
+
+
+def test_onnx_calibration_batches_follow_the_graphs_batch_dim():
+    from onnx import TensorProto, helper
+
+    from edgepack.errors import ToolchainError
+    from edgepack.exporters.onnx import calibration_batches
+
+    static = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    static4 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 1, 4, 4])
+    dynamic = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 4])
+    # (size, stop): batches start at range(0, stop, size)
+    assert calibration_batches(dynamic, 40) == (16, 40)  # 16, 16, then the last 8
+    assert calibration_batches(static, 40) == (1, 40)
+    assert list(range(0, calibration_batches(static4, 10)[1], 4)) == [0, 4]  # whole batches only
+    with pytest.raises(ToolchainError, match="exactly 4"):
+        calibration_batches(static4, 3)
