@@ -125,7 +125,8 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
         bound, size = min_bound, min(size, min_bound)
     try:
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
-        captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
+        with _export_errors_unlogged():
+            captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
         batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
         if strict_failed:
             fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
@@ -142,6 +143,22 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
     if strict_failed:
         fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
     return captured, batches
+
+
+@contextmanager
+def _export_errors_unlogged():
+    """torch.export logs a failed export at ERROR level before raising it; a batch capture
+    that fails is expected (a program exported at a static batch) and recorded as a
+    fallback, so the log line would only be noise on the build's stderr."""
+    import logging
+
+    logger = logging.getLogger("torch.export._trace")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager
