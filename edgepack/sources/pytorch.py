@@ -3,6 +3,8 @@
 Two forms: a factory (`model.py:build`) plus safetensors weights, or a `torch.export`
 program (`.pt2`). torch.export.load falls back to full unpickling for some archive
 members, so a .pt2 is inspected first and rejected if any member would need it.
+TorchScript, which torch.export cannot capture, is recognised wherever it is given and
+refused with what to give instead.
 """
 
 from __future__ import annotations
@@ -68,8 +70,6 @@ def _check_not_torchscript(module, what: str, factory: str) -> None:
 def _describe_non_safetensors(path: Path) -> str | None:
     head = path.read_bytes()[:8]
     if head.startswith(b"PK"):
-        if is_torchscript_archive(path):
-            return "a TorchScript archive (torch.jit.save)"
         return "a zip archive (torch.save format, which unpickles on load)"
     if head[:2] in PICKLE_MAGIC:
         return "a Python pickle"
@@ -80,9 +80,9 @@ def load_safetensors(path: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if is_torchscript_archive(path):
+        raise ConfigError(f"{path}: is a TorchScript archive (torch.jit.save), not safetensors weights; {TORCHSCRIPT_HINT}")
     kind = _describe_non_safetensors(path)
-    if kind and "TorchScript" in kind:
-        raise ConfigError(f"{path}: is {kind}, not safetensors weights; {TORCHSCRIPT_HINT}")
     if kind:
         raise ConfigError(
             f"{path}: is {kind}; edgepack never unpickles user files. Convert it once, in "
