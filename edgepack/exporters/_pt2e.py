@@ -34,7 +34,9 @@ def prepare(req, *, trace_at_max: bool) -> Prepared:
     example = as_tensor(req.example)
     traced = as_tensor(example_for(req.example, dims, at_max=trace_at_max)) if dims else example
     shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
-    return Prepared(req.options, dims, req.module.eval(), example, traced, shapes)
+    # Requests carry models in eval mode already (ExportRequest). Calling eval() again is
+    # not only redundant: an exported program's module() refuses it (NotImplementedError).
+    return Prepared(req.options, dims, req.module, example, traced, shapes)
 
 
 def batch_bound(dims) -> int:
@@ -123,7 +125,8 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
         bound, size = min_bound, min(size, min_bound)
     try:
         traced = example[:1].expand(bound, *example.shape[1:]).clone()
-        captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
+        with _export_errors_unlogged():
+            captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
         batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
         if strict_failed:
             fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
@@ -140,6 +143,22 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
     if strict_failed:
         fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
     return captured, batches
+
+
+@contextmanager
+def _export_errors_unlogged():
+    """torch.export logs a failed export at ERROR level before raising it; a batch capture
+    that fails is expected (a program exported at a static batch) and recorded as a
+    fallback, so the log line would only be noise on the build's stderr."""
+    import logging
+
+    logger = logging.getLogger("torch.export._trace")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -123,25 +123,26 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, p
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
-        def __init__(self, name: str):
-            self.name = name
+        def __init__(self, name: str, size: int, stop: int):
+            self.name, self.size, self.stop = name, size, stop
             self.rewind()
 
         def get_next(self):
             return next(self._it, None)
 
         def rewind(self):
-            # Batches of 16 keep ORT's calibration memory flat on large calibration sets.
-            self._it = iter({self.name: np.ascontiguousarray(calibration[i : i + 16])} for i in range(0, len(calibration), 16))
+            self._it = iter({self.name: np.ascontiguousarray(calibration[i : i + self.size])}
+                            for i in range(0, self.stop, self.size))
 
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre))  # shape inference + basic graph opts
-        name = onnx.load_model(str(pre), load_external_data=False).graph.input[0].name
+        graph_input = onnx.load_model(str(pre), load_external_data=False).graph.input[0]
+        size, stop = calibration_batches(graph_input, len(calibration))
         quantize_static(
-            str(pre), str(out_path), calibration_data_reader=Batches(name),
+            str(pre), str(out_path), calibration_data_reader=Batches(graph_input.name, size, stop),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
             use_external_data_format=False, nodes_to_exclude=list(exclude),
@@ -150,6 +151,21 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, p
     model = onnx.load_model(str(out_path))
     _strip_debug_metadata(model)
     onnx.save_model(model, str(out_path), save_as_external_data=False)
+
+
+def calibration_batches(graph_input, samples: int) -> tuple[int, int]:
+    """The calibration batch size and where batches stop starting. Where the batch dim is
+    dynamic, batches of 16 (the last one shorter) keep ORT's calibration memory flat on
+    large calibration sets. A graph exported with a static batch (a .pt2 program traced at
+    batch 1) takes exactly that many: only whole batches are fed."""
+    batch = graph_input.type.tensor_type.shape.dim[0]
+    if not batch.HasField("dim_value"):
+        return 16, samples
+    size = batch.dim_value
+    if size > samples:
+        raise ToolchainError(f"onnx: the model takes batches of exactly {size} and there are only "
+                             f"{samples} calibration samples", format="onnx", stage="quantize")
+    return size, samples - size + 1
 
 
 def describe(path: Path) -> dict:

@@ -3,6 +3,8 @@
 Two forms: a factory (`model.py:build`) plus safetensors weights, or a `torch.export`
 program (`.pt2`). torch.export.load falls back to full unpickling for some archive
 members, so a .pt2 is inspected first and rejected if any member would need it.
+TorchScript, which torch.export cannot capture, is recognised wherever it is given and
+refused with what to give instead.
 """
 
 from __future__ import annotations
@@ -38,6 +40,33 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# What to do with a TorchScript model: edgepack exports through torch.export only.
+TORCHSCRIPT_HINT = ("edgepack cannot export TorchScript; export the nn.Module with torch.export "
+                    "(torch.export.save(torch.export.export(model, (example,)), 'model.pt2')) and set model.program, "
+                    "or give the factory that builds the nn.Module (model.factory + .safetensors weights)")
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """A torch.jit.save file, recognised by its zip layout (`<name>/constants.pkl` next to
+    `<name>/code/`) without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _check_not_torchscript(module, what: str, factory: str) -> None:
+    import torch
+
+    found = next(((name, m) for name, m in module.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if found is not None:
+        name, _ = found
+        where = "a TorchScript module" if not name else f"a model holding TorchScript module {name!r}"
+        raise ConfigError(f"{what} {factory!r} returned {where} ({TORCHSCRIPT_HINT})")
+
+
 def _describe_non_safetensors(path: Path) -> str | None:
     head = path.read_bytes()[:8]
     if head.startswith(b"PK"):
@@ -51,6 +80,8 @@ def load_safetensors(path: Path) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if is_torchscript_archive(path):
+        raise ConfigError(f"{path}: is a TorchScript archive (torch.jit.save), not safetensors weights; {TORCHSCRIPT_HINT}")
     kind = _describe_non_safetensors(path)
     if kind:
         raise ConfigError(
@@ -93,6 +124,8 @@ def _check_pt2_safe(path: Path) -> None:
         raise ConfigError(f"{path}: not a torch.export .pt2 archive: {e}") from None
     with archive:
         names = archive.namelist()
+        if is_torchscript_archive(path):
+            raise ConfigError(f"{path}: is a TorchScript archive (torch.jit.save), not a torch.export program; {TORCHSCRIPT_HINT}")
         if not any("/models/" in n and n.endswith(".json") for n in names):
             raise ConfigError(f"{path}: not a torch.export .pt2 archive (no models/*.json); save one with torch.export.save")
         for name in names:
@@ -117,6 +150,7 @@ def build_untrained(project_dir: Path, factory: str, *, what: str):
     module = call_hook(project_dir, factory, what=what)
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"{what} {factory!r} returned {type(module).__name__}; it must return a torch.nn.Module")
+    _check_not_torchscript(module, what, factory)
     return module
 
 
@@ -129,6 +163,17 @@ def load_factory_model(project_dir: Path, factory: str, weights: Path, *, what: 
     _check_state_dict(module, state, weights)
     module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+def _program_module(program):
+    """The program as a module the rest of the build can treat like any other: in eval
+    mode (batchnorm and dropout moved to their eval ops if it was exported in training
+    mode), and accepting eval()/train(), which a bare `program.module()` refuses."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+
+    module = allow_exported_model_train_eval(move_exported_model_to_eval(program.module()))
+    module.training = False  # the flag converters read (LiteRT warns on a training-mode model)
+    return module
 
 
 def load_source(project_dir: Path, project: Project) -> SourceModel:
@@ -144,7 +189,7 @@ def load_source(project_dir: Path, project: Project) -> SourceModel:
             program = torch.export.load(str(path))
         except Exception as e:
             raise ConfigError(f"{path}: torch.export.load failed: {type(e).__name__}: {e}") from None
-        module = program.module()
+        module = _program_module(program)
         params = sum(int(v.numel()) for v in program.state_dict.values())
         nbytes = sum(int(v.numel() * v.element_size()) for v in program.state_dict.values())
         return SourceModel(module, sha256_file(path), path, params, nbytes)
