@@ -196,3 +196,34 @@ def test_host_runner_reports_an_artifact_its_runtime_rejects(tmp_path):
     with pytest.raises(ToolchainError) as e:
         HostRunner().run(bad, "onnx", np.zeros((2, 1, 4, 4), np.float32), warmup=1, iterations=1, threads=1)
     assert "broken.onnx" in str(e.value) and e.value.exit_code == 3
+
+
+@pytest.mark.slow
+def test_device_run_diverging_from_the_host_fails_the_gate(digits_android):
+    """An emulated run whose outputs differ from the host's recorded ones by more than the
+    release tolerance fails the artifact; within the tolerance it passes."""
+    from types import SimpleNamespace
+
+    from edgepack.pipeline.gate import device_divergence
+    from edgepack.pipeline.records import ArtifactRecord, ExportKey, Verified
+    from edgepack.release.manifest_model import Emulated
+    from edgepack.verify.metrics import Parity
+
+    folder, _ = digits_android
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["format"] == "onnx")
+    atol = manifest["test_vectors"]["outputs"][entry["file"]]["atol"]
+    recorded = np.load(folder / manifest["test_vectors"]["outputs"][entry["file"]]["file"])
+    parity = Parity(accuracy=1.0, reference_accuracy=1.0, agreement=1.0, max_abs_error=0.0, snr_db=40.0, samples=16)
+
+    def record(diff: float) -> ArtifactRecord:
+        row = Emulated(device="pixel-7", runner="qemu", cpu="cortex-a76", p50_ms=None, p90_ms=None,
+                       parity={"samples": 16, "max_abs_diff_vs_build_host": diff})
+        return ArtifactRecord(file=entry["file"], key=ExportKey("onnx", "int8"),
+                              artifact=SimpleNamespace(path=folder / entry["file"], details=entry["export"], size_bytes=1),
+                              verified=Verified(parity=parity, latency_ms={}, recorded=recorded),
+                              fp32_reference_bytes=1, measurements=(row,))
+
+    assert device_divergence(record(atol / 2)) == []
+    (failure,) = device_divergence(record(atol * 3))
+    assert entry["file"] in failure and "cortex-a76" in failure and f"{atol:.4g}" in failure

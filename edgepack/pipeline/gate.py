@@ -22,12 +22,34 @@ def accuracy_and_size(budgets, rec: ArtifactRecord) -> list[str]:
     return failures
 
 
+def device_divergence(rec: ArtifactRecord) -> list[str]:
+    """A device run whose outputs differ from the build host's recorded ones by more than
+    the release tolerance (two output quantization steps for int8, float rounding for
+    fp32): the device's kernels are the authority, so the artifact fails."""
+    from edgepack.release.manifest import artifact_signature, tolerance
+
+    failures, atol = [], None
+    for m in rec.measurements:
+        diff = m.parity.max_abs_diff_vs_build_host if m.method == "emulated" and m.parity else None
+        if diff is None:
+            continue
+        if atol is None:
+            signature = artifact_signature(rec.artifact.path, rec.format, rec.artifact.details)
+            atol = tolerance(signature, rec.precision, rec.verified.recorded)
+        if diff > atol:
+            failures.append(f"{rec.file} on {m.device} (emulated {m.cpu}): outputs differ from the build host's by "
+                            f"{diff:.4g}, more than the tolerance of {atol:.4g}; the device's kernels compute "
+                            f"another model than the one verified")
+    return failures
+
+
 def gate(target_plan, records: list[ArtifactRecord], failed: list[FailedArtifact] = ()) -> Verdict:
     from edgepack.devices.latency import latency_gate
 
     budgets, device = target_plan.target.budgets, target_plan.device
     failures = [f"{f.file} ({f.format} {f.precision}) was not built: {f.error}" for f in failed]
     failures += [f for r in records for f in accuracy_and_size(budgets, r)]
+    failures += [f for r in records for f in device_divergence(r)]
     estimates = {r.file: r.estimate() for r in records}
     for r in records:
         estimate = estimates[r.file]
