@@ -122,7 +122,8 @@ def test_build_json_is_a_versioned_envelope(digits_build):
     assert set(result) == {"schema", "project", "ok", "exit_code", "seconds", "targets"}
     assert result["ok"] is True and result["exit_code"] == 0
     (target,) = result["targets"]
-    assert set(target) == {"target", "device", "passed", "failures", "dist", "rejected", "manifest"}
+    assert set(target) == {"target", "device", "passed", "failures", "failed_artifacts", "dist", "rejected", "manifest"}
+    assert target["failed_artifacts"] == []
 
 
 def test_failed_budget_exits_1_and_leaves_previous_dist_untouched(tiny_project):

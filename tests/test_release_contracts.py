@@ -23,7 +23,7 @@ KEYGEN_KEYS = {"schema", "private_key", "public_key", "algorithm", "fingerprint"
 DIFF_KEYS = {"schema", "old", "new", "thresholds", "ok", "exit_code", "regressions", "changes"}
 DIFF_CHANGE_KEYS = {"area", "item", "field", "old", "new", "note", "regression"}
 BUILD_KEYS = {"schema", "project", "ok", "exit_code", "seconds", "targets"}
-BUILD_TARGET_KEYS = {"target", "device", "passed", "failures", "dist", "rejected", "manifest"}
+BUILD_TARGET_KEYS = {"target", "device", "passed", "failures", "failed_artifacts", "dist", "rejected", "manifest"}
 
 # ------------------------------------------------------------------ a JSON Schema subset
 # The schema uses only these keywords; the validator below implements exactly them, and
