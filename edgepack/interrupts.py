@@ -78,7 +78,9 @@ def installed_handlers() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _STATE.installed = False
+        # What arrived belongs to this command: a later caller in the same process (a
+        # notebook, a test) starts clean.
+        _STATE.installed, _STATE.signum, _STATE.raised_at = False, None, None
 
 
 def handlers_installed() -> bool:
@@ -92,7 +94,7 @@ def received() -> int | None:
 
 def check_interrupted() -> None:
     """Raise `Interrupted` if a signal arrived, even when its first raise was swallowed."""
-    if _STATE.signum is not None and not _STATE.deferring:
+    if _STATE.installed and _STATE.signum is not None and not _STATE.deferring:
         _STATE.raised_at = time.monotonic()
         raise Interrupted(_STATE.signum)
 
