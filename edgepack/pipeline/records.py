@@ -55,8 +55,22 @@ class Verified:
     dynamic_checks: tuple[dict, ...] = ()
 
 
+class _Keyed:
+    """Format and precision of a record that holds an ExportKey as `key`."""
+
+    key: ExportKey
+
+    @property
+    def format(self) -> str:
+        return self.key.format
+
+    @property
+    def precision(self) -> str:
+        return self.key.precision
+
+
 @dataclass(frozen=True)
-class ArtifactRecord:
+class ArtifactRecord(_Keyed):
     """One artifact of one target: its export, its verification, every measurement taken
     of it (host, emulated, estimated, device), and why it may not pay off."""
 
@@ -67,14 +81,6 @@ class ArtifactRecord:
     fp32_reference_bytes: int       # the source model's fp32 weights, for the size ratio
     measurements: tuple = ()        # release.manifest_model.Measurement rows: emulated, estimated, measured
     warnings: tuple[str, ...] = ()
-
-    @property
-    def format(self) -> str:
-        return self.key.format
-
-    @property
-    def precision(self) -> str:
-        return self.key.precision
 
     @property
     def parity(self) -> Parity:
@@ -111,7 +117,7 @@ class ArtifactRecord:
 
 
 @dataclass(frozen=True)
-class FailedArtifact:
+class FailedArtifact(_Keyed):
     """An artifact whose converter, quantizer or runtime failed: the target's other
     artifacts are still built and verified, and this one is listed with its error."""
 
@@ -119,14 +125,6 @@ class FailedArtifact:
     key: ExportKey
     stage: str                      # export, quantize, convert, verify, run, ...
     error: str
-
-    @property
-    def format(self) -> str:
-        return self.key.format
-
-    @property
-    def precision(self) -> str:
-        return self.key.precision
 
     def manifest_entry(self) -> dict:
         return {"format": self.format, "precision": self.precision, "file": self.file, "stage": self.stage,
