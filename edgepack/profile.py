@@ -29,6 +29,7 @@ class Subject:
     reference: np.ndarray | None        # the fp32 model's outputs on `inputs`
     recorded: np.ndarray | None         # the same artifact's outputs on the build host
     export_details: dict | None = None  # what the exporter reported (delegation, ops)
+    atol: float | None = None           # how far a run may differ from `recorded` (the manifest's test vectors)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ProfiledArtifact:
     measurement: object                 # manifest_model.Measured or Emulated: the run's row
     warnings: tuple[str, ...] = ()
     estimates: tuple = ()               # manifest_model.Estimated rows derived from the run
+    divergence: str | None = None       # why the run does not compute what the build verified
 
     @property
     def rows(self) -> list[dict]:
@@ -53,8 +55,19 @@ class ProfileResult:
     source: str
     artifacts: tuple[ProfiledArtifact, ...] = field(default_factory=tuple)
 
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(a.divergence for a in self.artifacts if a.divergence)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a device computes other outputs than the build verified (the device's
+        kernels are the authority), else 0."""
+        return 1 if self.failures else 0
+
     def as_dict(self) -> dict:
         return {"schema": PROFILE_SCHEMA, "device": self.device, "runner": self.runner, "source": self.source,
+                "ok": self.exit_code == 0, "exit_code": self.exit_code, "failures": list(self.failures),
                 "artifacts": [{"file": a.file, "format": a.format, "precision": a.precision,
                                "measurement": a.measurement.to_json(),
                                "estimates": [e.to_json() for e in a.estimates],
@@ -81,12 +94,13 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
         x = _load_npy(Path(inputs), "inputs") if inputs else _load_npy(tv / "inputs.npy", "test inputs")
         reference = None if inputs else _load_npy(tv / "reference.npy", "reference outputs")
         found = []
+        tolerances = {f: o.get("atol") for f, o in ((manifest.get("test_vectors") or {}).get("outputs") or {}).items()}
         for a in manifest["artifacts"]:
             # load_manifest admits plain file names only, so these stay inside the dist.
             recorded = tv / f"{a['file']}.npy"
             found.append(Subject(path / a["file"], a["format"], a["precision"], x, reference,
                                  None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs"),
-                                 a.get("export")))
+                                 a.get("export"), tolerances.get(a["file"])))
         return found, manifest
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
@@ -137,11 +151,23 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
                 row = row.model_copy(update={"calibrated": written})
         warnings = warnings_for(dev, precision=s.precision, export_details=s.export_details, rows=[row])
         profiled.append(ProfiledArtifact(s.path.name, s.format, s.precision, row, tuple(warnings),
-                                         (measured.estimate,) if measured.estimate else ()))
+                                         (measured.estimate,) if measured.estimate else (),
+                                         _divergence(s, row, dev.name, runner)))
     res = ProfileResult(dev.name, runner, str(path), tuple(profiled))
     if manifest is not None and write_manifest:
         _record(path.resolve() / "manifest.json", manifest, res)
     return res
+
+
+def _divergence(s: Subject, row, device: str, runner: str) -> str | None:
+    """The run's outputs against the build host's recorded ones, judged by the release
+    tolerance the manifest states (two output quantization steps for int8)."""
+    parity = getattr(row, "parity", None)
+    diff = None if parity is None or isinstance(parity, str) else parity.max_abs_diff_vs_build_host
+    if diff is None or s.atol is None or diff <= s.atol:
+        return None
+    return (f"{s.path.name} on {device} ({runner}): outputs differ from the build host's by {diff:.4g}, more than "
+            f"the tolerance of {s.atol:.4g}; this device computes another model than the one the build verified")
 
 
 def _record(manifest_file: Path, manifest: dict, res: ProfileResult) -> None:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, cli
@@ -14,7 +15,7 @@ def built(tiny_project):
     return tiny_project.root / "dist" / "onnx-only"
 
 
-PROFILE_KEYS = {"schema", "device", "runner", "source", "artifacts"}
+PROFILE_KEYS = {"schema", "device", "runner", "source", "ok", "exit_code", "failures", "artifacts"}
 PROFILE_ARTIFACT_KEYS = {"file", "format", "precision", "measurement", "estimates", "warnings"}
 
 
@@ -38,6 +39,26 @@ def test_profile_on_host_checks_parity_and_records_the_figures(built):
     assert again.code == 0
     rows = json.loads((built / "manifest.json").read_text())["artifacts"][0]["measurements"]
     assert len(rows) == 1  # re-profiling replaces this device's row instead of piling up
+
+
+def test_profile_fails_when_the_device_outputs_diverge_from_the_build(built):
+    """Outputs beyond the manifest's tolerance from the build host's recorded ones are a
+    different model on this device: exit 1, naming the artifact, the difference and the
+    tolerance. Within the tolerance the same run passes."""
+    manifest = json.loads((built / "manifest.json").read_text())
+    entry = manifest["test_vectors"]["outputs"]["tiny.onnx"]
+    recorded_file = built / entry["file"]
+    recorded = np.load(recorded_file)
+    np.save(recorded_file, recorded + np.float32(entry["atol"] / 2), allow_pickle=False)
+    within = cli("profile", built, "--json", "--iterations", "2", "--no-record")
+    assert within.code == 0, within.stderr
+    np.save(recorded_file, recorded + np.float32(entry["atol"] * 4), allow_pickle=False)
+    run = cli("profile", built, "--iterations", "2", "--no-record")
+    assert run.code == 1, run.stdout + run.stderr
+    assert "tiny.onnx" in run.stderr and "differ from the build host's" in run.stderr
+    assert f"{entry['atol']:.4g}" in run.stderr
+    doc = cli("profile", built, "--json", "--iterations", "2", "--no-record").json()
+    assert doc["ok"] is False and doc["exit_code"] == 1 and len(doc["failures"]) == 1
 
 
 @pytest.mark.slow

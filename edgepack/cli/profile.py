@@ -46,8 +46,9 @@ def profile(
                   project_dir=project, write_manifest=not no_record, reach=reach, op_profile=ops,
                   calibration=calibration.resolve() if calibration else None)
     if json_out:
-        print_json(prof.profile(path, **kwargs).as_dict())
-        return
+        result = prof.profile(path, **kwargs)
+        print_json(result.as_dict())
+        raise typer.Exit(result.exit_code)
     from edgepack.cli.progress import progress
 
     with progress("profiling") as say:
@@ -86,6 +87,9 @@ def profile(
         else:
             stdout.print(f"nothing recorded in {calibration}: the manifest holds no estimate for {result.device} to "
                          f"compare with; build with --runner qemu (or profile --runner qemu) first", highlight=False)
+    for f in result.failures:
+        stderr.print(f"error: {f}", highlight=False, markup=False)
+    raise typer.Exit(result.exit_code)
 
 
 def profile_table(result) -> Table:
