@@ -49,13 +49,13 @@ class Workshop:
                 precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
-                calibration=self.plan.latency_calibration)
+                calibration=self.plan.latency_calibration, with_estimate=False)
         return self._emulated[ekey]
 
     def record(self, target_plan, spec) -> ArtifactRecord | FailedArtifact:
         """The record of one artifact of one target; a converter, quantizer or runtime
         failure is that artifact's record, so the target's other formats still build."""
-        project, device = self.plan.project, target_plan.device
+        project = self.plan.project
         key = export_step.export_key(project, target_plan.target, spec)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
