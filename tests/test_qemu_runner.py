@@ -131,3 +131,25 @@ def test_sysroot_cpuinfo_is_per_model_and_matches_the_emulated_cpu(arm64_env):
     assert "max" not in arm64_env.cpu_models()
     with pytest.raises(ToolchainError, match="cortex-a53"):
         arm64_env.cpu_root("cortex-z99")
+
+
+def test_guest_runtime_imports_start_no_thread_that_runs_beside_the_counted_window(arm64_env, tmp_path):
+    """The instruction counter sums every guest thread. The runner's environment must keep
+    numpy's BLAS from starting workers, or their start-up spin can land in the window."""
+    from edgepack.devices.qemu import guest_environment, qemu_prefix
+
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import os\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "import numpy\n"
+        "print(before, len(os.listdir('/proc/self/task')))\n"
+    )
+    root = arm64_env.cpu_root("cortex-a53")
+    cmd = [*qemu_prefix(root, "cortex-a53"), str(root / "usr" / "bin" / "python3.11"), str(script)]
+    env = guest_environment(arm64_env.site, home=tmp_path)
+    import subprocess
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    before, after = int(out[0]), int(out[1])
+    assert after == before, f"importing numpy under the runner's environment started {after - before} thread(s)"

@@ -167,6 +167,10 @@ def guest_environment(site: Path, *, home: Path, markers: bool = False) -> dict[
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        # numpy's OpenBLAS starts a worker thread per host core at import, and the
+        # instruction counter sums every guest thread: no thread beyond the runtime's own
+        # may run inside the counted window. Inference never calls numpy's BLAS.
+        "OPENBLAS_NUM_THREADS": "1",
     }
     if markers:
         env["EDGEPACK_MARKERS"] = "1"
