@@ -92,6 +92,9 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     from edgepack.pipeline.workshop import Workshop
     from edgepack.release.toolchain import toolchain_versions
 
+    from edgepack.determinism import pin_float_kernels
+
+    pin_float_kernels()   # before the first torch convolution of this process
     quiet_toolchains()
     say = progress or (lambda msg: None)
     started = time.perf_counter()

@@ -10,6 +10,8 @@ from edgepack.cli.output import print_json, stdout
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, str) and len(v) == 64:

@@ -42,6 +42,10 @@ def tool_versions() -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    # The float kernels shape trained weights and observed ranges as much as a version.
+    from edgepack.determinism import float_kernels
+
+    versions["float_kernels"] = float_kernels()
     return versions
 
 

@@ -91,6 +91,8 @@ class ArtifactRecord(_Keyed):
         return next((m for m in self.measurements if m.method == "estimated"), None)
 
     def manifest_entry(self) -> dict:
+        from edgepack.determinism import reproducible_across
+
         p, a = self.parity, self.artifact
         details = a.details
         return {
@@ -98,6 +100,7 @@ class ArtifactRecord(_Keyed):
             "precision": self.precision,
             "file": self.file,
             "sha256": a.sha256,
+            "reproducible_across": reproducible_across(),
             "size_bytes": a.size_bytes,
             "size_vs_fp32_weights": round(a.size_bytes / self.fp32_reference_bytes, 4),
             "zipped_bytes": details.get("zipped_bytes"),

@@ -166,4 +166,10 @@ def diff_manifests(old: dict, new: dict, thresholds: Thresholds = Thresholds(), 
 
 
 def diff_paths(old: Path, new: Path, thresholds: Thresholds = Thresholds()) -> DiffResult:
-    return diff_manifests(load_any_manifest(old), load_any_manifest(new), thresholds, old_label=str(old), new_label=str(new))
+    from dataclasses import replace
+
+    from edgepack.release.output_diff import recorded_output_changes
+
+    om, nm = load_any_manifest(old), load_any_manifest(new)
+    result = diff_manifests(om, nm, thresholds, old_label=str(old), new_label=str(new))
+    return replace(result, changes=result.changes + tuple(recorded_output_changes(old, new, om, nm)))

@@ -500,6 +500,7 @@ class Artifact(Record):
     precision: Precision
     file: FileName
     sha256: Sha256
+    reproducible_across: StrictStr | None = None   # which build machines give these same bytes
     size_bytes: Count
     size_vs_fp32_weights: NonNegative | None = None
     zipped_bytes: Count | None = None

@@ -28,4 +28,7 @@ def toolchain_versions() -> dict[str, str]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "not installed"
+    from edgepack.determinism import float_kernels
+
+    versions["float_kernels"] = float_kernels()
     return versions
