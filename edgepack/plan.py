@@ -32,6 +32,7 @@ class BuildPlan:
     runner: str
     recipe: ResolvedRecipe
     latency_calibration: Path | None = None   # the calibration file latency estimates use; never implicit
+    reuse_exports: bool = True                # identical exports of earlier builds (pipeline.export_cache)
 
     def as_dict(self) -> dict:
         src = self.project.model
@@ -45,6 +46,7 @@ class BuildPlan:
             "runner": self.runner,
             "recipe": self.recipe.as_dict(),
             "latency_calibration": str(self.latency_calibration) if self.latency_calibration else None,
+            "reuse_exports": self.reuse_exports,
             "targets": [
                 {
                     "name": tp.target.name,
@@ -90,7 +92,8 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
 
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
               runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = (),
-              recipe: str | None = None, latency_calibration: Path | None = None) -> BuildPlan:
+              recipe: str | None = None, latency_calibration: Path | None = None,
+              reuse_exports: bool = True) -> BuildPlan:
     """Resolve and validate everything a build needs. `target_dirs` and `profile_dirs`
     add folders of targets and device profiles (after the built-in and project ones).
     `latency_calibration` (relative to the working folder) overrides the project's
@@ -139,7 +142,7 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in the build plan"
         raise ConfigError(head, problems=problems)
     out = output_dir if output_dir is not None else project_dir / project.build.output_dir
-    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration)
+    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration, reuse_exports)
 
 
 def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,

@@ -29,13 +29,22 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
     from edgepack.exporters import ExportRequest
     from edgepack.exporters import export as run_exporter
 
+    from edgepack.pipeline import export_cache
+
     project = plan.project
-    say(f"exporting {key.format} {key.precision}")
     out = workspace / f"{key.format}-{key.precision}-{len(list(workspace.iterdir()))}" / file_name
     out.parent.mkdir(parents=True)
-    return run_exporter(key.format, ExportRequest(
+    folder = export_cache.cache_folder(plan)
+    cache_key = export_cache.export_cache_key(plan, loaded, key, model=model, file_name=file_name, dims=dims)
+    if plan.reuse_exports and (cached := export_cache.lookup(folder, cache_key, out)) is not None:
+        say(f"exporting {key.format} {key.precision}: reused an identical earlier export ({folder})")
+        return cached
+    say(f"exporting {key.format} {key.precision}")
+    artifact = run_exporter(key.format, ExportRequest(
         module=model, example=np.zeros(project.model.input_shape, np.float32),
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
         input_name=project.model.input_name, output_name=project.model.output_name,
         parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims,
     ))
+    export_cache.store(folder, cache_key, artifact)
+    return artifact
