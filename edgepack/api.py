@@ -140,6 +140,13 @@ from edgepack.release.diff import Thresholds  # noqa: E402  (a plain dataclass, 
 def dist_folder(project_dir: Path, target: str, output_dir: Path | None = None) -> Path:
     """dist/<target>/ as `build` wrote it: under `output_dir` when given, else under the
     project's build.output_dir."""
+    from edgepack.errors import ConfigError
+    from edgepack.names import check_name
+
+    try:
+        check_name(target)
+    except ValueError as e:
+        raise ConfigError(f"--target: {e}") from None
     if output_dir is None:
         from edgepack.config.loader import load_project
 

@@ -77,6 +77,9 @@ def write_archive(out: Path, root_name: str, files: dict[str, Path], *, mtime: i
     under one top-level folder `root_name/`. Written to a sibling temporary file and
     renamed, so `out` is either the old archive or the complete new one."""
     mtime = source_date_epoch() if mtime is None else mtime
+    if "/" in root_name:
+        raise ArchiveError(f"package: release folder {root_name!r} must be one folder name, not a path")
+    _check_relative(root_name, where="package")
     for rel in files:
         _check_relative(rel, where="package")
     dirs = {root_name}

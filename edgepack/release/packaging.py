@@ -74,8 +74,11 @@ class PackageResult:
 
 
 def release_name(manifest: dict) -> str:
+    """The release folder of a validated manifest (edgepack.names checked every part)."""
+    from edgepack.names import release_root
+
     p = manifest["project"]
-    return f"edgepack-{p['name']}-{manifest['target']}-{p.get('version', '0.0.0')}"
+    return release_root(p["name"], manifest["target"], p["version"])
 
 
 def _dist_problem(dist: Path) -> str | None:
