@@ -1,0 +1,158 @@
+"""Releases, dists and key files that someone else made or changed: `package`, `verify`,
+`diff`, `profile` and `keygen` through the CLI, on a real build of the digits sample,
+with real archives (gzip bombs included), real symlinks and real child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edgepack.release.archive import write_archive
+from release_helpers import built_output, cli, copy_output, one_line_error
+
+pytestmark = pytest.mark.slow
+
+ROOT = "edgepack-digits-android-1.0.0"
+ARCHIVE = f"{ROOT}.tar.gz"
+WRITE_LIMIT = 8 * 1024**2    # no file the CLI writes while refusing a bomb may reach this
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    """An unsigned release of the shared build."""
+    out = tmp_path_factory.mktemp("rel")
+    proc = cli("package", "-t", "android", "-o", built_output(), "--archive", out / ARCHIVE)
+    assert proc.returncode == 0, proc.stderr
+    return out / ARCHIVE
+
+
+def _cli_writing_little(*args, tmp: Path):
+    """The CLI in a child process that cannot write any file of WRITE_LIMIT bytes or more
+    (RLIMIT_FSIZE: a larger write fails with EFBIG, which would not be a clean exit 1),
+    with its temporary files in `tmp`."""
+    import subprocess
+    import sys
+
+    from release_helpers import REPO
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (WRITE_LIMIT, WRITE_LIMIT))
+
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120, preexec_fn=limit)
+    return proc, time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- names and folders
+
+
+def test_package_refuses_a_manifest_whose_version_is_a_path(tmp_path):
+    out = copy_output(tmp_path)
+    manifest = out / "android" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["project"]["version"] = "1/../../../../evil"
+    manifest.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    proc = cli("package", "-t", "android", "-o", out)
+    assert proc.returncode == 2
+    assert "project.version: '1/../../../../evil' is not a valid version: use 1 to 64 letters" in one_line_error(proc)
+    assert sorted(p.name for p in out.iterdir()) == ["android"]
+    assert not (tmp_path.parent / "evil.tar.gz").exists()
+
+
+def _repack(src: Path, dst: Path, root: str, change=None) -> Path:
+    """`src` unpacked, changed by `change(folder)`, and packed again under the top folder `root`."""
+    work = dst.parent / (dst.name + ".d")
+    with tarfile.open(src) as tar:
+        tar.extractall(work, filter="data")
+    if change is not None:
+        change(work / ROOT)
+    files = {str(p.relative_to(work / ROOT)): p for p in (work / ROOT).rglob("*") if p.is_file()}
+    write_archive(dst, root, files)
+    shutil.rmtree(work)
+    return dst
+
+
+def test_verify_fails_a_release_whose_top_folder_is_not_the_manifest_s_root(release, tmp_path):
+    renamed = _repack(release, tmp_path / "renamed.tar.gz", "edgepack-digits-android-9.9.9")
+    proc = cli("verify", renamed)
+    assert proc.returncode == 1
+    assert ("the release folder is 'edgepack-digits-android-9.9.9', but manifest.json names "
+            f"'{ROOT}'") in one_line_error(proc)
+
+
+# --------------------------------------------------------------------------- gzip bombs
+
+
+class _Zeros:
+    """`size` zero bytes, read in pieces: a bomb's content, never held in memory at once."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return bytes(n)
+
+
+BOMB_BYTES = 300_000_000
+
+
+def _bomb(release: Path, dst: Path, *, name: str, before_manifest: bool) -> Path:
+    """The release with a member of BOMB_BYTES zeros (about 0.3 MB compressed) named
+    `name`, placed before manifest.json or at the end; a member of the same name in the
+    release is replaced."""
+    with tarfile.open(release) as tar_in, tarfile.open(dst, "w:gz", compresslevel=6) as tar_out:
+        bomb = tarfile.TarInfo(f"{ROOT}/{name}")
+        bomb.size = BOMB_BYTES
+        for m in tar_in.getmembers():
+            if m.name == bomb.name:
+                continue
+            if before_manifest and m.name == f"{ROOT}/manifest.json":
+                tar_out.addfile(bomb, _Zeros(BOMB_BYTES))
+            tar_out.addfile(m, tar_in.extractfile(m) if m.isfile() else None)
+        if not before_manifest:
+            tar_out.addfile(bomb, _Zeros(BOMB_BYTES))
+    return dst
+
+
+BOMBS = {
+    "unlisted member after the manifest": ("zeros.bin", False, "zeros.bin: in the archive but not listed in manifest.json"),
+    "listed file grown, before the manifest": ("README.md", True, "README.md: 300,000,000 bytes in the archive, manifest.json lists"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOMBS))
+def test_verify_and_diff_stop_a_gzip_bomb_at_its_header_without_writing_it(release, tmp_path, case):
+    name, before, message = BOMBS[case]
+    bomb = _bomb(release, tmp_path / "bomb.tar.gz", name=name, before_manifest=before)
+    assert bomb.stat().st_size < 1024**2
+    proc, seconds = _cli_writing_little("verify", bomb, tmp=tmp_path / "tmp")
+    assert proc.returncode == 1, proc.stderr
+    assert message in one_line_error(proc) and "refusing to extract anything" in proc.stderr
+    assert seconds < 10, f"verify took {seconds:.1f} s"
+    assert list((tmp_path / "tmp").iterdir()) == [], "an extraction folder was left behind"
+    diff, _ = _cli_writing_little("diff", bomb, release, tmp=tmp_path / "tmp")
+    assert diff.returncode == 2 and message in one_line_error(diff)
+
+
+def test_verify_refuses_a_tar_long_name_record_too_large_to_hold_in_memory(release, tmp_path):
+    bomb = tmp_path / "longname.tar.gz"
+    with tarfile.open(release) as tar_in, tarfile.open(bomb, "w:gz", format=tarfile.GNU_FORMAT) as tar_out:
+        for m in tar_in.getmembers():
+            tar_out.addfile(m, tar_in.extractfile(m) if m.isfile() else None)
+        tar_out.addfile(tarfile.TarInfo(f"{ROOT}/" + "n" * 64 * 1024**2))   # a 64 MB GNU long-name record
+    assert bomb.stat().st_size < 1024**2
+    proc, _ = _cli_writing_little("verify", bomb, tmp=tmp_path / "tmp")
+    assert proc.returncode == 1
+    assert "a tar header record of 67,109,376 bytes (a long name or PAX record); refusing to read it" in one_line_error(proc)
