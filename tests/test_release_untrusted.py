@@ -156,3 +156,51 @@ def test_verify_refuses_a_tar_long_name_record_too_large_to_hold_in_memory(relea
     proc, _ = _cli_writing_little("verify", bomb, tmp=tmp_path / "tmp")
     assert proc.returncode == 1
     assert "a tar header record of 67,109,376 bytes (a long name or PAX record); refusing to read it" in one_line_error(proc)
+
+
+# --------------------------------------------------------------------------- links out of a dist
+
+
+def _link_out(dist: Path, rel: str, outside: Path) -> None:
+    """Move `rel` out of the dist (same bytes, so its hash still matches) and leave a
+    symbolic link in its place."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(dist / rel, outside)
+    (dist / rel).symlink_to(outside)
+
+
+def test_profile_refuses_an_artifact_or_test_vectors_linked_from_outside_the_dist(tmp_path):
+    dist = copy_output(tmp_path) / "android"
+    _link_out(dist, "digits.onnx", tmp_path / "elsewhere" / "digits.onnx")
+    proc = cli("profile", dist, "--iterations", "1", "--warmup", "0", "--no-record")
+    assert proc.returncode == 2
+    assert (f"artifact 'digits.onnx' resolves to {tmp_path / 'elsewhere' / 'digits.onnx'}, outside {dist}"
+            in one_line_error(proc))
+
+    dist = copy_output(tmp_path / "second") / "android"
+    _link_out(dist, "testdata", tmp_path / "elsewhere" / "testdata")
+    proc = cli("profile", dist, "--iterations", "1", "--warmup", "0", "--no-record")
+    assert proc.returncode == 2
+    assert "test inputs 'testdata/inputs.npy' resolves to" in one_line_error(proc)
+
+
+def test_package_refuses_a_file_linked_from_outside_the_dist_and_writes_nothing(tmp_path):
+    out = copy_output(tmp_path)
+    _link_out(out / "android", "digits.tflite", tmp_path / "elsewhere" / "digits.tflite")
+    proc = cli("package", "-t", "android", "-o", out)
+    assert proc.returncode == 2
+    assert "artifact 'digits.tflite' resolves to" in one_line_error(proc)
+    assert sorted(p.name for p in out.iterdir()) == ["android"]
+
+
+def test_profile_records_into_the_manifest_without_writing_through_links_in_the_dist(tmp_path):
+    dist = copy_output(tmp_path) / "android"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    for name in ("manifest.json.tmp", ".manifest.json.tmp"):   # where a fixed temporary name would go
+        (dist / name).symlink_to(precious)
+    proc = cli("profile", dist, "--iterations", "2", "--warmup", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert precious.read_text() == "keep me\n"
+    rows = [r for a in json.loads((dist / "manifest.json").read_text())["artifacts"] for r in a["measurements"]]
+    assert any(r.get("method") == "measured" and r.get("runner") == "host" for r in rows)
