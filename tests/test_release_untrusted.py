@@ -158,6 +158,79 @@ def test_verify_refuses_a_tar_long_name_record_too_large_to_hold_in_memory(relea
     assert "a tar header record of 67,109,376 bytes (a long name or PAX record); refusing to read it" in one_line_error(proc)
 
 
+# --------------------------------------------------------------------------- malformed manifests
+
+
+def _not_json(m: dict) -> str:
+    return '{"schema": "edgepack.manifest/1", "artifacts": ['
+
+
+MALFORMED = {
+    "not JSON": (_not_json, "manifest.json is not valid JSON|not valid JSON"),
+    "no artifacts": (lambda m: {k: v for k, v in m.items() if k != "artifacts"}, "artifacts: missing"),
+    "wrong type": (lambda m: {**m, "artifacts": "all"}, "artifacts: Input should be a valid list"),
+}
+
+
+def _write_manifest(folder: Path, change) -> None:
+    doc = change(json.loads((folder / "manifest.json").read_text()))
+    (folder / "manifest.json").write_text(doc if isinstance(doc, str) else json.dumps(doc, indent=2, sort_keys=True))
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_manifest_is_one_line_and_never_exit_4_in_verify_diff_package_and_profile(release, tmp_path, case):
+    import re
+
+    change, message = MALFORMED[case]
+    bad_release = _repack(release, tmp_path / "bad.tar.gz", ROOT, lambda f: _write_manifest(f, change))
+    bad_dist = copy_output(tmp_path) / "android"
+    _write_manifest(bad_dist, change)
+
+    verify = cli("verify", bad_release, "--run")
+    assert verify.returncode == 1, verify.stderr             # a release that is not one fails verification
+    assert re.search(message, one_line_error(verify))
+    for args in (("diff", bad_release, release), ("diff", bad_dist, release),
+                 ("profile", bad_dist, "--iterations", "1", "--warmup", "0", "--no-record")):
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert re.search(message, one_line_error(proc)), args
+    for against in (bad_release, bad_dist):
+        proc = cli("package", "-t", "android", "-o", built_output(), "--archive", tmp_path / "new.tar.gz",
+                   "--against", against)
+        assert proc.returncode == 2 and re.search(message, one_line_error(proc))
+        assert not (tmp_path / "new.tar.gz").exists(), "package wrote an archive before reading --against"
+
+
+def _rehashed(folder: Path, rel: str) -> None:
+    """After changing `rel`, make the manifest's hashes agree again, as someone who
+    re-packs an unsigned release can."""
+    import hashlib
+
+    m = json.loads((folder / "manifest.json").read_text())
+    digest = hashlib.sha256((folder / rel).read_bytes()).hexdigest()
+    for e in [m["test_vectors"]["inputs"], m["test_vectors"]["reference"], *m["test_vectors"]["outputs"].values()]:
+        if e["file"] == rel:
+            e["sha256"] = digest
+    for f in m["package"]["files"]:
+        if f["path"] == rel:
+            f["sha256"], f["size_bytes"] = digest, (folder / rel).stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+
+def test_verify_run_names_a_test_vector_whose_shape_is_not_the_manifest_s(release, tmp_path):
+    import numpy as np
+
+    def scalar_outputs(folder: Path) -> None:
+        np.save(folder / "testdata" / "digits.onnx.npy", np.float32(1.0), allow_pickle=False)
+        _rehashed(folder, "testdata/digits.onnx.npy")
+
+    bad = _repack(release, tmp_path / "scalar.tar.gz", ROOT, scalar_outputs)
+    assert cli("verify", bad).returncode == 0           # every hash agrees; only running it can tell
+    proc = cli("verify", bad, "--run")
+    assert proc.returncode == 1
+    assert "testdata/digits.onnx.npy: shape [], manifest.json says [16, 10]" in one_line_error(proc)
+
+
 # --------------------------------------------------------------------------- links out of a dist
 
 
@@ -204,3 +277,18 @@ def test_profile_records_into_the_manifest_without_writing_through_links_in_the_
     assert precious.read_text() == "keep me\n"
     rows = [r for a in json.loads((dist / "manifest.json").read_text())["artifacts"] for r in a["measurements"]]
     assert any(r.get("method") == "measured" and r.get("runner") == "host" for r in rows)
+
+
+def test_verify_run_opens_only_files_inside_the_release_folder(release, tmp_path):
+    """Extraction never creates links, so this guards the reader itself: a release
+    folder whose test inputs link out of it is refused before they are opened."""
+    from edgepack.errors import ConfigError
+    from edgepack.release.verification import _run_artifacts
+
+    with tarfile.open(release) as tar:
+        tar.extractall(tmp_path, filter="data")
+    folder = tmp_path / ROOT
+    _link_out(folder, "testdata/inputs.npy", tmp_path / "elsewhere" / "inputs.npy")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match=r"test vector 'testdata/inputs.npy' resolves to .*elsewhere/inputs.npy, outside"):
+        list(_run_artifacts(folder, manifest, ARCHIVE))

@@ -170,15 +170,25 @@ def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) 
     )
 
 
-def _load_npy(path: Path, what: str):
+def _load_npy(release: Path, entry: dict, name: str):
+    """A test vector the manifest lists, as the float32 array of the shape it states."""
     import numpy as np
 
+    from edgepack.release.paths import inside
+
+    what = entry["file"]
+    path = inside(release, what, what=f"{name}: {MANIFEST_FILE}: test vector")
     try:
-        a = np.load(path, allow_pickle=False)  # test vectors are plain arrays; never unpickle
-    except (ValueError, OSError) as e:
-        _fail(f"{what}: not a plain .npy array: {e}")
+        # Never unpickle; and mapped, not read: a header claiming more than the file holds
+        # fails here instead of allocating what it claims.
+        a = np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
+    except (ValueError, OSError, EOFError) as e:
+        _fail(f"{name}: {what}: not a plain .npy array: {e}")
     if a.dtype != np.float32:
-        _fail(f"{what}: dtype {a.dtype}, expected float32")
+        _fail(f"{name}: {what}: dtype {a.dtype}, expected float32")
+    if list(a.shape) != list(entry["shape"]) or a.ndim == 0:
+        _fail(f"{name}: {what}: shape {list(a.shape)}, {MANIFEST_FILE} says {list(entry['shape'])} "
+              "(a test vector has one row per sample)")
     return a
 
 
@@ -186,21 +196,23 @@ def _run_artifacts(release: Path, manifest: dict, name: str):
     import numpy as np
 
     from edgepack.devices.host import HostRunner
+    from edgepack.release.paths import inside
 
     tv = manifest.get("test_vectors") or {}
     if not tv.get("inputs") or not tv.get("outputs"):
         _fail(f"{name}: the release carries no test vectors; --run needs a release packaged from a build that wrote testdata/")
-    inputs = _load_npy(release / tv["inputs"]["file"], tv["inputs"]["file"])
+    inputs = _load_npy(release, tv["inputs"], name)
     runner = HostRunner()
     for a in manifest["artifacts"]:
         entry = (tv.get("outputs") or {}).get(a["file"])
         if entry is None:
             _fail(f"{name}: no recorded outputs for {a['file']} in test_vectors")
-        recorded = _load_npy(release / entry["file"], entry["file"])
+        recorded = _load_npy(release, entry, name)
         if recorded.shape[0] != inputs.shape[0]:
             _fail(f"{name}: {entry['file']} has {recorded.shape[0]} rows for {inputs.shape[0]} inputs")
+        artifact = inside(release, a["file"], what=f"{name}: {MANIFEST_FILE}: artifact")
         try:
-            result = runner.run(release / a["file"], a["format"], inputs, warmup=0, iterations=1, threads=1)
+            result = runner.run(artifact, a["format"], inputs, warmup=0, iterations=1, threads=1)
         except EdgepackError as e:
             _fail(f"{name}: {a['file']} did not run: {e}")
         outputs = np.asarray(result.outputs, dtype=np.float32)
