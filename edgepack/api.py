@@ -162,10 +162,10 @@ def package(dist: Path, *, archive: Path | None = None, sign_key: Path | None = 
                     reproducible=reproducible)
 
 
-def verify(archive: Path, *, public_key: Path | None = None, run: bool = False):
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False, require_signature: bool = False):
     from edgepack.release.verification import verify as _verify
 
-    return _verify(archive, public_key=public_key, run=run)
+    return _verify(archive, public_key=public_key, run=run, require_signature=require_signature)
 
 
 def keygen(stem: Path, *, force: bool = False):

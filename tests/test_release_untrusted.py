@@ -211,6 +211,9 @@ def _rehashed(folder: Path, rel: str) -> None:
     for e in [m["test_vectors"]["inputs"], m["test_vectors"]["reference"], *m["test_vectors"]["outputs"].values()]:
         if e["file"] == rel:
             e["sha256"] = digest
+    for a in m["artifacts"]:
+        if a["file"] == rel:
+            a["sha256"], a["size_bytes"] = digest, (folder / rel).stat().st_size
     for f in m["package"]["files"]:
         if f["path"] == rel:
             f["sha256"], f["size_bytes"] = digest, (folder / rel).stat().st_size
@@ -292,3 +295,51 @@ def test_verify_run_opens_only_files_inside_the_release_folder(release, tmp_path
     manifest = json.loads((folder / "manifest.json").read_text())
     with pytest.raises(ConfigError, match=r"test vector 'testdata/inputs.npy' resolves to .*elsewhere/inputs.npy, outside"):
         list(_run_artifacts(folder, manifest, ARCHIVE))
+
+
+# --------------------------------------------------------------------------- authenticity
+
+
+def test_a_stripped_and_rehashed_release_passes_only_as_unauthenticated(tmp_path):
+    """Someone removes the signature, changes an artifact and re-hashes the manifest:
+    without a key every hash agrees, so verify must say that nobody's authorship was
+    checked; with a key, or --require-signature, it fails."""
+    from edgepack.release.signing import keygen
+
+    key = keygen(tmp_path / "release")
+    signed = tmp_path / "signed" / ARCHIVE
+    assert cli("package", "-t", "android", "-o", built_output(), "--sign-key", key.private_key,
+               "--archive", signed).returncode == 0
+
+    def strip_and_swap(folder: Path) -> None:
+        (folder / "manifest.json.sig").unlink()
+        data = bytearray((folder / "digits.tflite").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (folder / "digits.tflite").write_bytes(bytes(data))
+        _rehashed(folder, "digits.tflite")
+        m = json.loads((folder / "manifest.json").read_text())
+        m["package"]["signature"] = None
+        (folder / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+    stripped = _repack(signed, tmp_path / "stripped.tar.gz", ROOT, strip_and_swap)
+    plain = cli("verify", stripped)
+    assert plain.returncode == 0, plain.stderr
+    assert "verified integrity only; authenticity NOT checked: the release is not signed;" in plain.stdout
+    doc = json.loads(cli("verify", stripped, "--json").stdout)
+    assert doc["authenticated"] is False and doc["authenticity"].startswith("NOT checked: the release is not signed")
+
+    for args in (("--public-key", key.public_key), ("--public-key", key.public_key, "--require-signature")):
+        proc = cli("verify", stripped, *args)
+        assert proc.returncode == 1
+        assert "no signature (manifest.json.sig) in the release, and --public-key requires one" in one_line_error(proc)
+    no_key = cli("verify", stripped, "--require-signature")
+    assert no_key.returncode == 2 and "--require-signature needs --public-key KEY.pub" in one_line_error(no_key)
+
+    genuine = cli("verify", signed, "--public-key", key.public_key, "--require-signature", "--json")
+    assert genuine.returncode == 0, genuine.stderr
+    doc = json.loads(genuine.stdout)
+    assert doc["authenticated"] is True and doc["authenticity"] == (
+        f"checked: the ed25519 signature is valid for key sha256 {key.fingerprint}")
+    unchecked = cli("verify", signed)
+    assert unchecked.returncode == 0
+    assert "authenticity NOT checked: the release is signed, but no --public-key was given" in unchecked.stdout

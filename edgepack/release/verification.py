@@ -62,6 +62,22 @@ class VerifyResult:
     def exit_code(self) -> int:
         return 0 if all(r.ok for r in self.runs) else 1
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether the release is known to come from the key's holder. Without a public
+        key, matching hashes only show the files agree with a manifest anyone could have
+        rewritten (and re-hashed, and left unsigned)."""
+        return self.signature == "valid"
+
+    @property
+    def authenticity(self) -> str:
+        if self.authenticated:
+            return f"checked: the ed25519 signature is valid for key sha256 {self.key_fingerprint}"
+        why = ("the release is not signed" if self.signature == "unsigned"
+               else "the release is signed, but no --public-key was given to check it against")
+        return (f"NOT checked: {why}; the files match this manifest, but anyone who can rewrite the archive "
+                "could have made that so")
+
     def as_dict(self) -> dict:
         return {
             "schema": VERIFY_SCHEMA,
@@ -74,6 +90,8 @@ class VerifyResult:
             "version": self.version,
             "target": self.target,
             "signature": self.signature,
+            "authenticated": self.authenticated,
+            "authenticity": self.authenticity,
             "key_fingerprint": self.key_fingerprint,
             "files_checked": self.files_checked,
             "checks": [{"name": c.name, "detail": c.detail} for c in self.checks],
@@ -87,7 +105,11 @@ def _fail(message: str, problems: list[str] | None = None):
     raise VerificationError(message, problems=problems)
 
 
-def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) -> VerifyResult:
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False,
+           require_signature: bool = False) -> VerifyResult:
+    """Verify `archive` (see the module docstring). `require_signature`: the release must
+    be signed and its signature checked, so a public key must be given; a release
+    without a valid signature then fails (exit 1) like any other tampering."""
     from edgepack.release import signing
     from edgepack.release.archive import ArchiveError, extracted, sha256_file
     from edgepack.release.reading import scan_release
@@ -95,6 +117,10 @@ def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) 
     started = time.perf_counter()
     if not archive.is_file():
         raise ConfigError(f"{archive}: no such archive")
+    if require_signature and public_key is None:
+        # Never a key the release names: whoever rewrote the release could name theirs.
+        raise ConfigError("--require-signature needs --public-key KEY.pub: a signature only proves something "
+                          "checked against a key you trust")
     key = signing.load_public_key(public_key) if public_key is not None else None  # a bad key file is bad input (2)
     checks: list[Check] = []
     try:
@@ -131,7 +157,7 @@ def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) 
             if claimed:
                 _fail(f"{archive.name}: the manifest says the release is signed, but {SIGNATURE_FILE} is missing")
             signature = "unsigned"
-            checks.append(Check("signature", "the release is not signed"))
+            checks.append(Check("signature", "the release is not signed; nothing shows who made it"))
 
         # Every listed file present and intact; nothing unlisted (the scan refused those).
         problems = [f"{p}: listed in {MANIFEST_FILE} but missing from the archive" for p in sorted(set(listed) - scan.present)]
