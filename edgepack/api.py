@@ -143,6 +143,13 @@ from edgepack.release.diff import Thresholds  # noqa: E402  (a plain dataclass, 
 def dist_folder(project_dir: Path, target: str, output_dir: Path | None = None) -> Path:
     """dist/<target>/ as `build` wrote it: under `output_dir` when given, else under the
     project's build.output_dir."""
+    from edgepack.errors import ConfigError
+    from edgepack.names import check_name
+
+    try:
+        check_name(target)
+    except ValueError as e:
+        raise ConfigError(f"--target: {e}") from None
     if output_dir is None:
         from edgepack.config.loader import load_project
 
@@ -158,10 +165,10 @@ def package(dist: Path, *, archive: Path | None = None, sign_key: Path | None = 
                     reproducible=reproducible)
 
 
-def verify(archive: Path, *, public_key: Path | None = None, run: bool = False):
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False, require_signature: bool = False):
     from edgepack.release.verification import verify as _verify
 
-    return _verify(archive, public_key=public_key, run=run)
+    return _verify(archive, public_key=public_key, run=run, require_signature=require_signature)
 
 
 def keygen(stem: Path, *, force: bool = False):

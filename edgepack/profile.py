@@ -14,6 +14,7 @@ from edgepack.devices.selection import ReachOverrides as Reach
 from edgepack.errors import ConfigError
 from edgepack.formats import FORMATS
 from edgepack.release.manifest import load_manifest
+from edgepack.release.paths import inside
 
 PROFILE_SCHEMA = "edgepack.profile/1"
 
@@ -90,15 +91,18 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
             raise ConfigError(f"{path}: no manifest.json; point at a dist/<target> folder from `edgepack build` or at one artifact file")
         # Validated before anything runs: a malformed manifest is bad input (exit 2).
         manifest = load_manifest(manifest_file)
-        tv = path / "testdata"
-        x = _load_npy(Path(inputs), "inputs") if inputs else _load_npy(tv / "inputs.npy", "test inputs")
-        reference = None if inputs else _load_npy(tv / "reference.npy", "reference outputs")
+        # The manifest admits plain names only; `inside` also refuses links out of the dist.
+        def dist_file(rel: str, what: str) -> Path:
+            return inside(path, rel, what=f"{manifest_file}: {what}")
+
+        x = (_load_npy(Path(inputs), "inputs") if inputs
+             else _load_npy(dist_file("testdata/inputs.npy", "test inputs"), "test inputs"))
+        reference = None if inputs else _load_npy(dist_file("testdata/reference.npy", "reference outputs"), "reference outputs")
         found = []
         tolerances = {f: o.get("atol") for f, o in ((manifest.get("test_vectors") or {}).get("outputs") or {}).items()}
         for a in manifest["artifacts"]:
-            # load_manifest admits plain file names only, so these stay inside the dist.
-            recorded = tv / f"{a['file']}.npy"
-            found.append(Subject(path / a["file"], a["format"], a["precision"], x, reference,
+            recorded = dist_file(f"testdata/{a['file']}.npy", "recorded outputs")
+            found.append(Subject(dist_file(a["file"], "artifact"), a["format"], a["precision"], x, reference,
                                  None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs"),
                                  a.get("export"), tolerances.get(a["file"])))
         return found, manifest

@@ -67,6 +67,38 @@ def test_target_naming_an_unknown_device_is_reported(tiny_project):
     assert "pixel-7" in str(e.value.problems)
 
 
+PATH_NAMES = {
+    "version": ('version = "0.1.0"', 'version = "1/../../../../evil"', "project.version", "not a valid version"),
+    "project name": ('name = "tiny"', 'name = "-rf"', "project.name", "not a valid name"),
+    "target name": ('targets = ["onnx-only"]', 'targets = ["evil"]', "evil.toml: name", "not a valid name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PATH_NAMES))
+def test_names_that_become_paths_are_checked_when_the_config_loads(tiny_project, tmp_path, case):
+    """A version or name with a '/' or '..' would put the dist folder or the release
+    archive (and its members) outside the output folder."""
+    old, new, field, problem = PATH_NAMES[case]
+    tiny_project.write_toml((tiny_project.root / "edgepack.toml").read_text().replace(old, new))
+    (tiny_project.root / "targets" / "evil.toml").write_text(
+        (tiny_project.root / "targets" / "onnx-only.toml").read_text().replace('name = "onnx-only"', 'name = "../../evil"'))
+    run = cli("build", "-p", tiny_project.root, "-o", tmp_path / "out")
+    assert_one_line_error(run, 2, field, problem, "letters, digits")
+    assert len([ln for ln in run.stderr.splitlines() if ln.strip()]) == 1, run.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_versions_with_pre_release_and_build_parts_are_valid(tiny_project):
+    tiny_project.write_toml((tiny_project.root / "edgepack.toml").read_text()
+                            .replace('version = "0.1.0"', 'version = "2.1.0rc1+build.5"'))
+    assert load_project(tiny_project.root).project.version == "2.1.0rc1+build.5"
+
+
+def test_package_target_that_is_a_path_exits_2(tmp_path):
+    run = cli("package", "-t", "../../etc", "-o", tmp_path)
+    assert_one_line_error(run, 2, "--target", "'../../etc' is not a valid name")
+
+
 def test_profile_rejects_qemu_max_cpu(tmp_path):
     src = (REPO / "profiles" / "raspberry-pi-4.toml").read_text().replace('qemu_cpu = "cortex-a72"', 'qemu_cpu = "max"')
     (tmp_path / "profiles").mkdir()

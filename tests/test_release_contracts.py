@@ -18,7 +18,7 @@ from test_release_report import _manifest
 PACKAGE_KEYS = {"schema", "ok", "exit_code", "archive", "sha256", "size_bytes", "root", "project", "version", "target",
                 "files", "signed", "key_fingerprint", "source_date_epoch", "seconds", "diff"}
 VERIFY_KEYS = {"schema", "ok", "exit_code", "archive", "sha256", "root", "project", "version", "target", "signature",
-               "key_fingerprint", "files_checked", "checks", "runs", "seconds"}
+               "authenticated", "authenticity", "key_fingerprint", "files_checked", "checks", "runs", "seconds"}
 KEYGEN_KEYS = {"schema", "private_key", "public_key", "algorithm", "fingerprint"}
 DIFF_KEYS = {"schema", "old", "new", "thresholds", "ok", "exit_code", "regressions", "changes"}
 DIFF_CHANGE_KEYS = {"area", "item", "field", "old", "new", "note", "regression"}

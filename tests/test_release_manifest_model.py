@@ -86,6 +86,8 @@ def test_manifest_full_document_passes_the_published_schema():
     (lambda m: m["evaluation"].update(reference_accuracy=1.5), "evaluation.reference_accuracy"),
     (lambda m: m["source"].update(parameters="10"), "source.parameters"),
     (lambda m: m["package"]["files"][0].update(path="../escape"), "package.files[0].path"),
+    (lambda m: m["project"].update(version="1/../../../../evil"), "project.version"),
+    (lambda m: m.update(target="../android"), "target"),
 ])
 def test_check_manifest_names_the_file_and_the_first_bad_field(change, path):
     doc = _full_manifest()
@@ -96,6 +98,14 @@ def test_check_manifest_names_the_file_and_the_first_bad_field(change, path):
     assert "\n" not in str(e.value) and e.value.problems[0] == str(e.value).split(" (and ")[0]
     schema = json_schema()     # the generated schema refuses the same document
     assert validate(doc, schema, schema) != []
+
+
+def test_check_manifest_refuses_a_package_root_other_than_the_release_name():
+    doc = _full_manifest()
+    doc["package"]["root"] = "../../elsewhere"
+    with pytest.raises(ConfigError, match=r"package.root is '../../elsewhere'; a release of toy 2.0.0 for android "
+                                          r"has root 'edgepack-toy-android-2.0.0'"):
+        check_manifest(doc, what="m")
 
 
 def test_check_manifest_lists_every_problem():

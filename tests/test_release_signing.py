@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -62,3 +63,38 @@ def test_openssl_verifies_an_edgepack_signature(tmp_path):
     proc = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pair.public_key), "-rawin",
                            "-in", str(data), "-sigfile", str(tmp_path / "manifest.json.sig")], capture_output=True, text=True)
     assert proc.returncode != 0
+
+
+def test_keygen_never_writes_a_key_through_a_symbolic_link(tmp_path):
+    from release_helpers import cli, one_line_error
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not a key\n")
+    (tmp_path / "k.key").symlink_to(victim)
+    proc = cli("keygen", tmp_path / "k", "--force")
+    assert proc.returncode == 2
+    assert f"k.key is a symbolic link (to {victim}); refusing to write a key through it" in one_line_error(proc)
+    assert victim.read_text() == "not a key\n" and (tmp_path / "k.key").is_symlink()
+    assert not (tmp_path / "k.pub").exists()
+
+    (tmp_path / "d.pub").symlink_to(tmp_path / "does-not-exist-yet")   # dangling: exists() is False
+    proc = cli("keygen", tmp_path / "d")
+    assert proc.returncode == 2 and "d.pub is a symbolic link" in one_line_error(proc)
+    assert not (tmp_path / "does-not-exist-yet").exists() and not (tmp_path / "d.key").exists()
+
+
+def test_keygen_force_replaces_a_key_file_by_name_not_the_file_another_name_shares(tmp_path):
+    from release_helpers import cli
+
+    first = signing.keygen(tmp_path / "k")
+    shared = tmp_path / "backup-of-k.key"
+    os.link(first.private_key, shared)          # a second name for the same file
+    before = shared.read_bytes()
+    proc = cli("keygen", tmp_path / "k", "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert shared.read_bytes() == before, "the old key was overwritten in place"
+    assert first.private_key.read_bytes() != before
+    assert stat.S_IMODE(first.private_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(first.public_key.stat().st_mode) == 0o644
+    assert signing.load_private_key(first.private_key) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup-of-k.key", "k.key", "k.pub"]

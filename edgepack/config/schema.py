@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgepack.names import Name, Version
+
 
 def _registered_format(name: str) -> str:
     from edgepack.errors import ConfigError
@@ -46,8 +48,9 @@ def _check_hook(value: str) -> str:
 
 
 class ProjectInfo(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    version: str = "0.0.0"
+    # Both become part of the release's folder and archive name (edgepack.names).
+    name: Name
+    version: Version = "0.0.0"
     description: str = ""
 
 
@@ -201,7 +204,7 @@ class Budgets(Strict):
 
 
 class Target(Strict):
-    name: str
+    name: Name             # the dist folder's name (edgepack.names)
     description: str = ""
     device: str
     artifacts: tuple[ArtifactSpec, ...] = Field(min_length=1)

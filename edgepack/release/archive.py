@@ -5,11 +5,14 @@ entries sorted, every mtime the same (SOURCE_DATE_EPOCH when set), owner 0:0 wit
 names, modes 0644/0755, a plain ustar/PAX-free layout, and a gzip header with neither a
 timestamp nor a file name.
 
-Reading: every member header is checked before a single byte is extracted, and the
-extraction goes into a fresh temporary folder only. Rejected: absolute paths, `..`,
-links of either kind, devices and FIFOs, sparse files, duplicates, and members or totals
-larger than the limits. The gzip stream is read to its end first, so a truncated or
-corrupted archive fails with its own message instead of a confusing tar error.
+Reading: one forward pass over the stream (`stream_members`) checks each member's
+header before any of its bytes are decompressed, so a reader can stop at the first
+member it did not expect; extraction goes into a fresh temporary folder only, after
+every header was checked. Rejected: absolute paths, `..`, links of either kind, devices
+and FIFOs, sparse files, duplicates, members or totals larger than the limits, and tar
+records (long names, PAX) too large to hold in memory. The gzip stream is read to its
+end, so a truncated or corrupted archive fails with its own message instead of a
+confusing tar error.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from edgepack.errors import ConfigError
 
@@ -77,6 +80,9 @@ def write_archive(out: Path, root_name: str, files: dict[str, Path], *, mtime: i
     under one top-level folder `root_name/`. Written to a sibling temporary file and
     renamed, so `out` is either the old archive or the complete new one."""
     mtime = source_date_epoch() if mtime is None else mtime
+    if "/" in root_name:
+        raise ArchiveError(f"package: release folder {root_name!r} must be one folder name, not a path")
+    _check_relative(root_name, where="package")
     for rel in files:
         _check_relative(rel, where="package")
     dirs = {root_name}
@@ -134,122 +140,158 @@ def _check_relative(name: str, *, where: str) -> str:
     return "/".join(parts)
 
 
-def _check_gzip_stream(path: Path, *, max_total: int) -> None:
-    """Decompress the whole stream once: catches truncation and CRC errors up front."""
+class _MetadataBound:
+    """The decompressed stream as tarfile reads it, refusing any single read over CHUNK
+    bytes. tarfile reads a GNU long name or a PAX record into memory in one read of the
+    size its header claims; every other read is a 512-byte header or a CHUNK of member
+    data (this module never asks for more), so a huge one can only be such a record: a
+    few compressed bytes that would otherwise claim gigabytes of memory."""
+
+    def __init__(self, raw, where: str):
+        self._raw = raw
+        self._where = where
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > CHUNK:
+            raise ArchiveError(f"{self._where}: a tar header record of {size:,} bytes (a long name or PAX record); "
+                               "refusing to read it")
+        return self._raw.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < self._raw.tell():   # forward only: the stream is read once
+            raise ArchiveError(f"{self._where}: the tar reader went back in the stream; refusing to read it")
+        return self._raw.seek(offset)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def _checked(info: tarfile.TarInfo, *, where: str, seen: set[str], max_member: int) -> Member:
+    """The one header check: only regular files and folders, safe relative names, each
+    once, none over `max_member` bytes."""
+    if info.issym() or info.islnk():
+        raise ArchiveError(f"{where}: member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} link "
+                           f"(to {info.linkname!r}); refusing to extract anything")
+    if info.ischr() or info.isblk() or info.isfifo():
+        raise ArchiveError(f"{where}: member {info.name!r} is a device or FIFO; refusing to extract anything")
+    if info.issparse() or not (info.isreg() or info.isdir()):
+        raise ArchiveError(f"{where}: member {info.name!r} is not a regular file or folder (tar type {info.type!r}); "
+                           "refusing to extract anything")
+    name = _check_relative(info.name, where=where)
+    if name in seen:
+        raise ArchiveError(f"{where}: member {name!r} appears twice; refusing to extract anything")
+    seen.add(name)
+    if len(seen) > MAX_MEMBERS:
+        raise ArchiveError(f"{where}: more than {MAX_MEMBERS} members; refusing to extract anything")
+    if info.size > max_member:
+        raise ArchiveError(f"{where}: member {name!r} is {info.size:,} bytes, over the {max_member:,}-byte limit; "
+                           "refusing to extract anything")
+    return Member(name, info.isdir(), 0 if info.isdir() else info.size)
+
+
+# What may follow the tar's end-of-archive blocks in the gzip stream: tar pads the
+# archive to a 10 KiB record; anything much longer was not written by a tar writer.
+TRAILER_LIMIT = 64 * 1024
+
+
+def stream_members(path: Path, *, max_member: int = MAX_MEMBER_BYTES,
+                   max_total: int = MAX_TOTAL_BYTES) -> Iterator[tuple[Member, Callable[[], Iterator[bytes]]]]:
+    """Each member in archive order, with a function that yields its bytes in chunks.
+
+    One pass over the stream, so a caller can stop at any header before a single byte
+    of that member is decompressed: the next member's data is only read when the caller
+    asks for the next member. Every header passes `_checked` first. After the last
+    member the rest of the gzip stream is read, so a truncated or corrupted archive
+    fails here too, with its own message."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such archive")
+    where = path.name
+    seen: set[str] = set()
     total = 0
+    count = 0
     try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                total += len(chunk)
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=_MetadataBound(gz, where), mode="r:") as tar:
+            while (info := tar.next()) is not None:
+                member = _checked(info, where=where, seen=seen, max_member=max_member)
+                total += member.size
                 if total > max_total:
-                    raise ArchiveError(f"{path.name}: decompresses to more than {max_total:,} bytes; refusing to read it")
+                    raise ArchiveError(f"{where}: members add up to more than {max_total:,} bytes; refusing to extract anything")
+                count += 1
+
+                def chunks(info=info, member=member) -> Iterator[bytes]:
+                    src = tar.extractfile(info)
+                    if src is None:
+                        raise ArchiveError(f"{where}: member {member.name!r} has no readable content")
+                    read = 0
+                    while chunk := src.read(CHUNK):
+                        read += len(chunk)
+                        if read > member.size:   # tarfile stops at the header's size; this guards that promise
+                            raise ArchiveError(f"{where}: member {member.name!r} holds more bytes than its header says")
+                        yield chunk
+
+                yield member, chunks
+            trailer = 0
+            while chunk := gz.read(CHUNK):
+                trailer += len(chunk)
+                if trailer > TRAILER_LIMIT:
+                    raise ArchiveError(f"{where}: more than {TRAILER_LIMIT:,} bytes after the end of the tar archive; "
+                                       "refusing to read it")
+    except ArchiveError:
+        raise
     except EOFError:
-        raise ArchiveError(f"{path.name}: the gzip stream is truncated (the archive is incomplete)") from None
+        raise ArchiveError(f"{where}: the gzip stream is truncated (the archive is incomplete)") from None
     except (gzip.BadGzipFile, zlib.error) as e:
-        raise ArchiveError(f"{path.name}: not a valid gzip file: {e}") from None
+        raise ArchiveError(f"{where}: not a valid gzip file: {e}") from None
+    except (tarfile.TarError, OSError) as e:
+        raise ArchiveError(f"{where}: not a readable tar archive: {e}") from None
+    if count == 0:
+        raise ArchiveError(f"{where}: the archive is empty")
 
 
 def list_members(path: Path, *, max_member: int = MAX_MEMBER_BYTES, max_total: int = MAX_TOTAL_BYTES) -> list[Member]:
     """Check every header of a .tar.gz without extracting anything; raise on the first
     unsafe member. Only regular files and folders are accepted."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such archive")
-    _check_gzip_stream(path, max_total=max_total + MAX_MEMBERS * 1024)
-    members: list[Member] = []
-    seen: set[str] = set()
-    total = 0
-    try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            # next() reads one header at a time, so a bad header is caught before the
-            # reader walks past (decompresses) the data it announces.
-            while (info := tar.next()) is not None:
-                where = path.name
-                if info.issym() or info.islnk():
-                    raise ArchiveError(f"{where}: member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} link "
-                                       f"(to {info.linkname!r}); refusing to extract anything")
-                if info.ischr() or info.isblk() or info.isfifo():
-                    raise ArchiveError(f"{where}: member {info.name!r} is a device or FIFO; refusing to extract anything")
-                if info.issparse() or not (info.isreg() or info.isdir()):
-                    raise ArchiveError(f"{where}: member {info.name!r} is not a regular file or folder (tar type {info.type!r}); "
-                                       "refusing to extract anything")
-                name = _check_relative(info.name, where=where)
-                if name in seen:
-                    raise ArchiveError(f"{where}: member {name!r} appears twice; refusing to extract anything")
-                seen.add(name)
-                if info.size > max_member:
-                    raise ArchiveError(f"{where}: member {name!r} is {info.size:,} bytes, over the {max_member:,}-byte limit; "
-                                       "refusing to extract anything")
-                total += info.size
-                if total > max_total:
-                    raise ArchiveError(f"{where}: members add up to more than {max_total:,} bytes; refusing to extract anything")
-                if len(seen) > MAX_MEMBERS:
-                    raise ArchiveError(f"{where}: more than {MAX_MEMBERS} members; refusing to extract anything")
-                members.append(Member(name, info.isdir(), 0 if info.isdir() else info.size))
-    except ArchiveError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ArchiveError(f"{path.name}: not a readable tar archive: {e}") from None
-    if not members:
-        raise ArchiveError(f"{path.name}: the archive is empty")
-    return members
+    return [m for m, _ in stream_members(path, max_member=max_member, max_total=max_total)]
 
 
 @contextmanager
-def extracted(path: Path, **limits) -> Iterator[tuple[Path, list[Member]]]:
-    """Check the archive, then extract it into a new temporary folder that is removed on
-    exit. Yields (folder, members). Files are written by this code, not tarfile's
-    extract(), so only the checked names and regular contents can ever be created."""
-    members = list_members(path, **limits)
-    wanted = {m.name: m for m in members}
+def extracted(path: Path, *, expected: dict[str, int] | None = None, **limits) -> Iterator[tuple[Path, list[Member]]]:
+    """Extract the archive into a new temporary folder that is removed on exit. Yields
+    (folder, members). Files are written by this code, not tarfile's extract(), so only
+    checked names and regular contents can ever be created, and never over anything.
+
+    Without `expected`, every header is checked (a full pass) before anything is
+    written. With it (file name -> size, from a caller that has already checked the
+    whole archive, e.g. against a release's manifest), the files are written in the same
+    pass that reads them, and any file not in `expected` or of another size stops the
+    extraction before its first byte."""
+    if expected is None:
+        members = list_members(path, **limits)
+        expected = {m.name: m.size for m in members if not m.is_dir}
     tmp = Path(tempfile.mkdtemp(prefix="edgepack-unpack-"))
+    members = []
     try:
         root = tmp.resolve()
-        for m in members:
+        for m, chunks in stream_members(path, **limits):
+            members.append(m)
+            dest = (root / m.name).resolve()
+            if root not in dest.parents:  # defence in depth; _check_relative already rules this out
+                raise ArchiveError(f"{path.name}: member {m.name!r} resolves outside the extraction folder")
             if m.is_dir:
-                (root / m.name).mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path, mode="r:gz") as tar:
-            while (info := tar.next()) is not None:
-                name = _check_relative(info.name, where=path.name)
-                m = wanted.get(name)
-                if m is None or m.is_dir:
-                    continue
-                dest = (root / name).resolve()
-                if root not in dest.parents:  # defence in depth; _check_relative already rules this out
-                    raise ArchiveError(f"{path.name}: member {name!r} resolves outside the extraction folder")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(info)
-                if src is None:
-                    raise ArchiveError(f"{path.name}: member {name!r} has no readable content")
-                written = 0
-                # "xb": never follow or overwrite anything already there.
-                with src, open(dest, "xb") as out:
-                    while chunk := src.read(CHUNK):
-                        written += len(chunk)
-                        if written > m.size:
-                            raise ArchiveError(f"{path.name}: member {name!r} holds more bytes than its header says")
-                        out.write(chunk)
-                os.chmod(dest, 0o644)
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            if expected.get(m.name) != m.size:
+                raise ArchiveError(f"{path.name}: member {m.name!r} ({m.size:,} bytes) was not in the checked listing; "
+                                   "refusing to extract it")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # "xb": never follow or overwrite anything already there.
+            with open(dest, "xb") as out:
+                for chunk in chunks():
+                    out.write(chunk)
+            os.chmod(dest, 0o644)
         yield root, members
-    except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise ArchiveError(f"{path.name}: not a readable tar archive: {e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def read_member_bytes(path: Path, name: str, *, max_bytes: int = 64 * 1024**2) -> bytes:
-    """One member's bytes (e.g. the manifest for a diff), after checking the whole archive."""
-    members = {m.name: m for m in list_members(path)}
-    m = members.get(name)
-    if m is None or m.is_dir:
-        raise ArchiveError(f"{path.name}: has no file {name!r}")
-    if m.size > max_bytes:
-        raise ArchiveError(f"{path.name}: {name!r} is {m.size:,} bytes, over the {max_bytes:,}-byte limit for this read")
-    with tarfile.open(path, mode="r:gz") as tar:
-        while (info := tar.next()) is not None:
-            if info.name.rstrip("/") == name:
-                src = tar.extractfile(info)
-                return src.read() if src is not None else b""
-    raise ArchiveError(f"{path.name}: has no file {name!r}")
 
 
 def sha256_file(path: Path) -> str:
@@ -264,5 +306,5 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["ArchiveError", "Member", "write_archive", "list_members", "extracted", "read_member_bytes",
+__all__ = ["ArchiveError", "Member", "write_archive", "stream_members", "list_members", "extracted",
            "source_date_epoch", "sha256_file", "sha256_bytes"]

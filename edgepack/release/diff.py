@@ -10,7 +10,6 @@ same kind of machine with the same runner; otherwise the diff says so instead.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,24 +74,18 @@ class DiffResult:
 
 def load_any_manifest(path: Path) -> dict:
     """The manifest of a release archive, a dist folder, or a manifest.json file."""
-    from edgepack.release.archive import ArchiveError, list_members, read_member_bytes
-    from edgepack.release.manifest import check_manifest, load_manifest
+    from edgepack.release.manifest import load_manifest
 
     if path.is_dir():
         return load_manifest(path / "manifest.json", what=str(path))
     if not path.is_file():
         raise ConfigError(f"{path}: no such release archive, dist folder or manifest")
     if path.name.endswith((".tar.gz", ".tgz")):
-        members = list_members(path)
-        manifests = [m.name for m in members if m.name.count("/") == 1 and m.name.endswith("/manifest.json")]
-        if len(manifests) != 1:
-            raise ArchiveError(f"{path.name}: not an edgepack release (expected one <release>/manifest.json)")
-        raw = read_member_bytes(path, manifests[0])
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path.name}: manifest.json is not valid JSON: {e}") from None
-        return check_manifest(doc, what=f"{path.name}: manifest.json")
+        from edgepack.release.reading import scan_release
+
+        # The whole archive is checked, and held to its manifest's listing, before the
+        # manifest is trusted: a diff reads releases it did not make.
+        return scan_release(path).manifest
     return load_manifest(path)
 
 

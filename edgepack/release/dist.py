@@ -18,8 +18,20 @@ from edgepack.interrupts import check_interrupted, deferred
 
 
 def write_json(path: Path, doc: dict) -> None:
+    """Write `doc` to `path` atomically: a reader sees the old file or the whole new one.
+    The temporary file is created new (O_EXCL), so a link planted in the folder is never
+    written through, and the rename replaces a link at `path` itself, not its target."""
     # Sorted keys and a trailing newline: the same content always gives the same bytes.
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

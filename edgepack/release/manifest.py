@@ -162,9 +162,7 @@ def write_manifest(path: Path, manifest: dict | Manifest, *, what: str | None = 
     else:
         parse_manifest(manifest, what=what or str(path))
         doc = manifest
-    tmp = path.with_name(path.name + ".tmp")
-    write_json(tmp, doc)
-    tmp.replace(path)
+    write_json(path, doc)
     return doc
 
 

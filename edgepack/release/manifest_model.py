@@ -25,7 +25,9 @@ import sys
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, PlainValidator, StrictBool,
-                      StrictInt, StrictStr, Tag, TypeAdapter, WithJsonSchema)
+                      StrictInt, StrictStr, Tag, TypeAdapter, WithJsonSchema, model_validator)
+
+from edgepack.names import StrictName, StrictVersion, release_root
 
 __all__ = ["MANIFEST_SCHEMA", "Manifest", "Artifact", "Measurement", "DeviceRun", "Measured", "Emulated", "Estimated",
            "EstimateDetail", "MEASUREMENT", "json_schema", "schema_text"]
@@ -90,8 +92,9 @@ class Record(BaseModel):
 
 
 class ProjectSection(Record):
-    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    version: StrictStr
+    # Name, version and target make the release's folder and archive name (edgepack.names).
+    name: StrictName
+    version: StrictVersion
     description: StrictStr | None = None
 
 
@@ -581,7 +584,7 @@ class Manifest(Record):
 
     schema_: Literal["edgepack.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     project: ProjectSection
-    target: StrictStr
+    target: StrictName
     device_profile: StrictStr
     source: Source
     evaluation: EvaluationSection
@@ -598,6 +601,17 @@ class Manifest(Record):
     test_vectors: TestVectors | None = None
     latency_calibration: LatencyCalibration | None = None
     package: Package | None = None
+
+    @model_validator(mode="after")
+    def _root_named_after_the_release(self) -> "Manifest":
+        # The root is the folder a reader extracts and the archive's name: it must be the
+        # one the project, target and version make, never a path of the writer's choosing.
+        if self.package is not None:
+            expected = release_root(self.project.name, self.target, self.project.version)
+            if self.package.root != expected:
+                raise ValueError(f"package.root is {self.package.root!r}; a release of {self.project.name} "
+                                 f"{self.project.version} for {self.target} has root {expected!r}")
+        return self
 
 
 # --------------------------------------------------------------------------- JSON Schema

@@ -19,6 +19,7 @@ from pathlib import Path
 from edgepack.errors import ConfigError
 from edgepack.release.archive import sha256_file, source_date_epoch, write_archive
 from edgepack.release.manifest import load_manifest, parse_manifest, write_manifest
+from edgepack.release.paths import inside
 
 PACKAGE_SCHEMA = "edgepack.package/1"
 SIGNATURE_FILE = "manifest.json.sig"
@@ -74,8 +75,11 @@ class PackageResult:
 
 
 def release_name(manifest: dict) -> str:
+    """The release folder of a validated manifest (edgepack.names checked every part)."""
+    from edgepack.names import release_root
+
     p = manifest["project"]
-    return f"edgepack-{p['name']}-{manifest['target']}-{p.get('version', '0.0.0')}"
+    return release_root(p["name"], manifest["target"], p["version"])
 
 
 def _dist_problem(dist: Path) -> str | None:
@@ -95,7 +99,7 @@ def _collect(dist: Path, manifest: dict) -> dict[str, Path]:
     problems = []
 
     def take(rel: str, expected_sha: str | None, what: str) -> None:
-        src = dist / rel
+        src = inside(dist, rel, what=f"{dist / MANIFEST_FILE}: {what}")   # never a link out of the dist
         if not src.is_file():
             problems.append(f"{src}: missing ({what} listed in manifest.json)")
             return
@@ -179,8 +183,9 @@ def package(dist: Path, *, out_dir: Path | None = None, archive: Path | None = N
                                                    "public_key_sha256": signing.fingerprint(key.public_key())},
             "files": [],
         }
-        if (dist / REPORT_FILE).is_file() and not reproducible:
-            files[REPORT_FILE] = dist / REPORT_FILE
+        report = inside(dist, REPORT_FILE, what=f"{dist}: the build's")
+        if report.is_file() and not reproducible:
+            files[REPORT_FILE] = report
         else:  # a dist written before reports existed: render it from the same manifest
             files[REPORT_FILE] = write_report(manifest, tmp)
         (tmp / card.CARD_FILE).write_text(card.render(release), encoding="utf-8")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,14 +44,55 @@ def fingerprint(public_key) -> str:
     return hashlib.sha256(_raw_public(public_key)).hexdigest()
 
 
+def _refuse_link_or_folder(path: Path) -> None:
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing to write a key through it: "
+                          "remove the link or choose another NAME")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} exists and is not a regular file; choose another NAME")
+
+
+def _write_key_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    """Write a key file with `mode` from its creation on, never through a link.
+
+    A new name is created with O_EXCL|O_NOFOLLOW: an existing file or link fails. With
+    `replace`, the key goes to a new temporary file beside `path` (O_EXCL too) that is
+    renamed over it: the rename replaces whatever is at `path` as a name, never a file
+    a link there points at, and a reader sees the old key or the whole new one."""
+    if not replace:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        except FileExistsError:
+            raise ConfigError(f"{path} already exists; pass --force to replace it") from None
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)   # O_EXCL, mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def keygen(stem: Path, *, force: bool = False) -> KeyPair:
     """Write `<stem>.key` (private, mode 0600) and `<stem>.pub`. Refuses to overwrite an
-    existing key unless `force`: losing a release key by a typo cannot be undone."""
+    existing key unless `force`: losing a release key by a typo cannot be undone. Never
+    writes through a symbolic link, with or without `force`: a link named like the key
+    could otherwise hand the private key to whatever file it points at."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     private_path = stem.with_name(stem.name + ".key")
     public_path = stem.with_name(stem.name + ".pub")
+    for p in (private_path, public_path):
+        _refuse_link_or_folder(p)
     if not force:
         existing = [str(p) for p in (private_path, public_path) if p.exists()]
         if existing:
@@ -61,13 +103,8 @@ def keygen(stem: Path, *, force: bool = False) -> KeyPair:
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    # O_EXCL unless forced, and mode 0600 from creation: never a moment when it is world-readable.
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    fd = os.open(private_path, flags, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private_pem)
-    os.chmod(private_path, 0o600)
-    public_path.write_bytes(public_pem)
+    _write_key_file(private_path, private_pem, 0o600, replace=force)
+    _write_key_file(public_path, public_pem, 0o644, replace=force)
     return KeyPair(private_path, public_path, fingerprint(key.public_key()))
 
 

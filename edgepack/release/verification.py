@@ -1,18 +1,18 @@
 """`edgepack verify`: is this archive exactly the release its manifest describes?
 
 In order, stopping at the first step that fails (each failure is one line, exit 1):
-the archive is a complete gzip stream whose members are all safe (checked before
-anything is extracted, into a temporary folder only); it holds one release folder with
-manifest.json; the signature over manifest.json holds for the given public key; every
-file the manifest lists is there with its sha256 and size, and nothing else is; the
-artifacts' and test vectors' hashes agree with the package listing. With `run`, each
+the archive is a complete gzip stream whose members are all safe, in one release folder
+named as its manifest.json says, each member listed in the manifest with the size it
+has (all checked in one pass that writes nothing: edgepack.release.reading); the
+signature over manifest.json holds for the given public key; the files, extracted into
+a temporary folder only, have the sha256 the manifest lists; the artifacts' and test
+vectors' hashes agree with the package listing. With `run`, each
 artifact is then executed in its own runtime on the bundled inputs and compared with
 the outputs recorded at build time, within the tolerance the manifest states.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,22 @@ class VerifyResult:
     def exit_code(self) -> int:
         return 0 if all(r.ok for r in self.runs) else 1
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether the release is known to come from the key's holder. Without a public
+        key, matching hashes only show the files agree with a manifest anyone could have
+        rewritten (and re-hashed, and left unsigned)."""
+        return self.signature == "valid"
+
+    @property
+    def authenticity(self) -> str:
+        if self.authenticated:
+            return f"checked: the ed25519 signature is valid for key sha256 {self.key_fingerprint}"
+        why = ("the release is not signed" if self.signature == "unsigned"
+               else "the release is signed, but no --public-key was given to check it against")
+        return (f"NOT checked: {why}; the files match this manifest, but anyone who can rewrite the archive "
+                "could have made that so")
+
     def as_dict(self) -> dict:
         return {
             "schema": VERIFY_SCHEMA,
@@ -74,6 +90,8 @@ class VerifyResult:
             "version": self.version,
             "target": self.target,
             "signature": self.signature,
+            "authenticated": self.authenticated,
+            "authenticity": self.authenticity,
             "key_fingerprint": self.key_fingerprint,
             "files_checked": self.files_checked,
             "checks": [{"name": c.name, "detail": c.detail} for c in self.checks],
@@ -87,88 +105,74 @@ def _fail(message: str, problems: list[str] | None = None):
     raise VerificationError(message, problems=problems)
 
 
-def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) -> VerifyResult:
+def verify(archive: Path, *, public_key: Path | None = None, run: bool = False,
+           require_signature: bool = False) -> VerifyResult:
+    """Verify `archive` (see the module docstring). `require_signature`: the release must
+    be signed and its signature checked, so a public key must be given; a release
+    without a valid signature then fails (exit 1) like any other tampering."""
     from edgepack.release import signing
     from edgepack.release.archive import ArchiveError, extracted, sha256_file
-    from edgepack.release.manifest import check_manifest
+    from edgepack.release.reading import scan_release
 
     started = time.perf_counter()
     if not archive.is_file():
         raise ConfigError(f"{archive}: no such archive")
+    if require_signature and public_key is None:
+        # Never a key the release names: whoever rewrote the release could name theirs.
+        raise ConfigError("--require-signature needs --public-key KEY.pub: a signature only proves something "
+                          "checked against a key you trust")
     key = signing.load_public_key(public_key) if public_key is not None else None  # a bad key file is bad input (2)
     checks: list[Check] = []
     try:
-        with extracted(archive) as (folder, members):
-            tops = {m.name.split("/")[0] for m in members}
-            if len(tops) != 1:
-                _fail(f"{archive.name}: expected one release folder at the top, found {len(tops)}: {', '.join(sorted(tops)[:5])}")
-            root = tops.pop()
-            checks.append(Check("archive", f"{len(members)} members, all regular files or folders inside {root}/"))
+        # Nothing is written before the whole archive has been read once and every member
+        # held to the manifest's listing (edgepack.release.reading).
+        try:
+            scan = scan_release(archive)
+        except ConfigError as e:  # a corrupt or unsafe archive, or a bad manifest: a failed verification
+            _fail(str(e), e.problems)
+        root, manifest, listed = scan.root, scan.manifest, scan.listed
+        checks.append(Check("archive", f"{len(scan.members)} members, all regular files or folders inside {root}/, "
+                                       f"each the size {MANIFEST_FILE} lists"))
+
+        # Signature first: until it holds, nothing else in the manifest can be trusted.
+        claimed = manifest["package"].get("signature") or None
+        fingerprint = None
+        if key is not None:
+            fingerprint = signing.fingerprint(key)
+            if scan.signature is None:
+                _fail(f"{archive.name}: no signature ({SIGNATURE_FILE}) in the release, and --public-key requires one")
+            if not signing.verify(key, scan.manifest_bytes, scan.signature):
+                hint = ""
+                if isinstance(claimed, dict) and claimed.get("public_key_sha256") not in (None, fingerprint):
+                    hint = (f" (the manifest names key {str(claimed.get('public_key_sha256'))[:16]}..., "
+                            f"--public-key is {fingerprint[:16]}...)")
+                _fail(f"{archive.name}: the signature does not match: {MANIFEST_FILE} was changed after signing, "
+                      f"or it was signed with another key{hint}")
+            signature = "valid"
+            checks.append(Check("signature", f"ed25519, key sha256 {fingerprint}"))
+        elif scan.signature is not None:
+            signature = "not checked (no --public-key)"
+            checks.append(Check("signature", "present but not checked: pass --public-key to check it"))
+        else:
+            if claimed:
+                _fail(f"{archive.name}: the manifest says the release is signed, but {SIGNATURE_FILE} is missing")
+            signature = "unsigned"
+            checks.append(Check("signature", "the release is not signed; nothing shows who made it"))
+
+        # Every listed file present and intact; nothing unlisted (the scan refused those).
+        problems = [f"{p}: listed in {MANIFEST_FILE} but missing from the archive" for p in sorted(set(listed) - scan.present)]
+        with extracted(archive, expected=scan.expected) as (folder, _):
             release = folder / root
-            manifest_path = release / MANIFEST_FILE
-            if not manifest_path.is_file():
-                _fail(f"{archive.name}: no {root}/{MANIFEST_FILE}; this is not an edgepack release")
-            manifest_bytes = manifest_path.read_bytes()
-            try:
-                manifest = check_manifest(json.loads(manifest_bytes), what=f"{archive.name}: {MANIFEST_FILE}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                _fail(f"{archive.name}: {MANIFEST_FILE} is not valid JSON: {e}")
-            except ConfigError as e:
-                _fail(str(e))
-            pkg = manifest.get("package")
-            if not isinstance(pkg, dict) or not isinstance(pkg.get("files"), list):
-                _fail(f"{archive.name}: {MANIFEST_FILE} has no 'package.files' list; it is a build manifest, not a release")
-
-            # Signature first: until it holds, nothing else in the manifest can be trusted.
-            sig_path = release / SIGNATURE_FILE
-            claimed = pkg.get("signature") or None
-            fingerprint = None
-            if key is not None:
-                fingerprint = signing.fingerprint(key)
-                if not sig_path.is_file():
-                    _fail(f"{archive.name}: no signature ({SIGNATURE_FILE}) in the release, and --public-key requires one")
-                if not signing.verify(key, manifest_bytes, sig_path.read_bytes()):
-                    hint = ""
-                    if isinstance(claimed, dict) and claimed.get("public_key_sha256") not in (None, fingerprint):
-                        hint = (f" (the manifest names key {str(claimed.get('public_key_sha256'))[:16]}..., "
-                                f"--public-key is {fingerprint[:16]}...)")
-                    _fail(f"{archive.name}: the signature does not match: {MANIFEST_FILE} was changed after signing, "
-                          f"or it was signed with another key{hint}")
-                signature = "valid"
-                checks.append(Check("signature", f"ed25519, key sha256 {fingerprint}"))
-            elif sig_path.is_file():
-                signature = "not checked (no --public-key)"
-                checks.append(Check("signature", "present but not checked: pass --public-key to check it"))
-            else:
-                if claimed:
-                    _fail(f"{archive.name}: the manifest says the release is signed, but {SIGNATURE_FILE} is missing")
-                signature = "unsigned"
-                checks.append(Check("signature", "the release is not signed"))
-
-            # Every listed file present and intact; nothing unlisted.
-            listed: dict[str, dict] = {}
-            for entry in pkg["files"]:
-                path = entry.get("path") if isinstance(entry, dict) else None
-                if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
-                    _fail(f"{archive.name}: {MANIFEST_FILE} lists an invalid path {path!r}")
-                listed[path] = entry
-            present = {m.name[len(root) + 1:] for m in members if not m.is_dir and m.name != root}
-            present -= {MANIFEST_FILE, SIGNATURE_FILE}
-            problems = [f"{p}: in the archive but not listed in {MANIFEST_FILE}" for p in sorted(present - set(listed))]
-            problems += [f"{p}: listed in {MANIFEST_FILE} but missing from the archive" for p in sorted(set(listed) - present)]
-            for p in sorted(set(listed) & present):
-                f = release / p
-                actual = sha256_file(f)
-                if actual != listed[p].get("sha256"):
-                    problems.append(f"{p}: sha256 {actual[:16]}... does not match the manifest's {str(listed[p].get('sha256'))[:16]}...")
-                elif f.stat().st_size != listed[p].get("size_bytes"):
-                    problems.append(f"{p}: {f.stat().st_size} bytes, the manifest says {listed[p].get('size_bytes')}")
+            for p in sorted(scan.present):
+                actual = sha256_file(release / p)
+                if actual != listed[p]["sha256"]:
+                    problems.append(f"{p}: sha256 {actual[:16]}... does not match the manifest's {listed[p]['sha256'][:16]}...")
             for a in manifest["artifacts"]:
-                if a["file"] in listed and listed[a["file"]].get("sha256") != a["sha256"]:
+                if a["file"] in listed and listed[a["file"]]["sha256"] != a["sha256"]:
                     problems.append(f"{a['file']}: the artifact entry and the package listing disagree on its sha256")
             tv = manifest.get("test_vectors") or {}
             for e in [tv.get("inputs"), tv.get("reference"), *(tv.get("outputs") or {}).values()]:
-                if e and e.get("file") in listed and listed[e["file"]].get("sha256") != e.get("sha256"):
+                if e and e["file"] in listed and listed[e["file"]]["sha256"] != e["sha256"]:
                     problems.append(f"{e['file']}: the test-vector entry and the package listing disagree on its sha256")
             if problems:
                 _fail(problems[0] if len(problems) == 1 else f"{archive.name}: {len(problems)} integrity problems", problems)
@@ -185,22 +189,32 @@ def verify(archive: Path, *, public_key: Path | None = None, run: bool = False) 
     except ArchiveError as e:  # a corrupt or unsafe archive is a failed verification, not a usage error
         raise VerificationError(str(e)) from None
     return VerifyResult(
-        archive=archive, sha256=sha256_file(archive), root=root, project=manifest["project"].get("name", "?"),
-        version=str(manifest["project"].get("version")), target=manifest["target"], signature=signature,
+        archive=archive, sha256=sha256_file(archive), root=root, project=manifest["project"]["name"],
+        version=manifest["project"]["version"], target=manifest["target"], signature=signature,
         key_fingerprint=fingerprint, files_checked=len(listed), checks=tuple(checks), runs=runs,
         seconds=time.perf_counter() - started,
     )
 
 
-def _load_npy(path: Path, what: str):
+def _load_npy(release: Path, entry: dict, name: str):
+    """A test vector the manifest lists, as the float32 array of the shape it states."""
     import numpy as np
 
+    from edgepack.release.paths import inside
+
+    what = entry["file"]
+    path = inside(release, what, what=f"{name}: {MANIFEST_FILE}: test vector")
     try:
-        a = np.load(path, allow_pickle=False)  # test vectors are plain arrays; never unpickle
-    except (ValueError, OSError) as e:
-        _fail(f"{what}: not a plain .npy array: {e}")
+        # Never unpickle; and mapped, not read: a header claiming more than the file holds
+        # fails here instead of allocating what it claims.
+        a = np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
+    except (ValueError, OSError, EOFError) as e:
+        _fail(f"{name}: {what}: not a plain .npy array: {e}")
     if a.dtype != np.float32:
-        _fail(f"{what}: dtype {a.dtype}, expected float32")
+        _fail(f"{name}: {what}: dtype {a.dtype}, expected float32")
+    if list(a.shape) != list(entry["shape"]) or a.ndim == 0:
+        _fail(f"{name}: {what}: shape {list(a.shape)}, {MANIFEST_FILE} says {list(entry['shape'])} "
+              "(a test vector has one row per sample)")
     return a
 
 
@@ -208,21 +222,23 @@ def _run_artifacts(release: Path, manifest: dict, name: str):
     import numpy as np
 
     from edgepack.devices.host import HostRunner
+    from edgepack.release.paths import inside
 
     tv = manifest.get("test_vectors") or {}
     if not tv.get("inputs") or not tv.get("outputs"):
         _fail(f"{name}: the release carries no test vectors; --run needs a release packaged from a build that wrote testdata/")
-    inputs = _load_npy(release / tv["inputs"]["file"], tv["inputs"]["file"])
+    inputs = _load_npy(release, tv["inputs"], name)
     runner = HostRunner()
     for a in manifest["artifacts"]:
         entry = (tv.get("outputs") or {}).get(a["file"])
         if entry is None:
             _fail(f"{name}: no recorded outputs for {a['file']} in test_vectors")
-        recorded = _load_npy(release / entry["file"], entry["file"])
+        recorded = _load_npy(release, entry, name)
         if recorded.shape[0] != inputs.shape[0]:
             _fail(f"{name}: {entry['file']} has {recorded.shape[0]} rows for {inputs.shape[0]} inputs")
+        artifact = inside(release, a["file"], what=f"{name}: {MANIFEST_FILE}: artifact")
         try:
-            result = runner.run(release / a["file"], a["format"], inputs, warmup=0, iterations=1, threads=1)
+            result = runner.run(artifact, a["format"], inputs, warmup=0, iterations=1, threads=1)
         except EdgepackError as e:
             _fail(f"{name}: {a['file']} did not run: {e}")
         outputs = np.asarray(result.outputs, dtype=np.float32)
