@@ -15,21 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.errors import EdgepackError
 from edgepack.release.diff import Change
 
 
 def _reader(source: Path, manifest: dict):
     """A function reading one of the release's files by its manifest-relative path."""
-    if source.is_dir():
-        root = source.resolve()
-        return lambda rel: (root / rel).read_bytes()
-    if source.name.endswith((".tar.gz", ".tgz")):
-        from edgepack.release.archive import read_member_bytes
+    from edgepack.release.paths import inside
 
-        top = (manifest.get("package") or {}).get("root")
-        return lambda rel: read_member_bytes(source, f"{top}/{rel}")
-    root = source.resolve().parent         # a manifest.json beside its dist
-    return lambda rel: (root / rel).read_bytes()
+    if source.is_dir():
+        return lambda rel: inside(source, rel, what="test vector").read_bytes()
+    if source.name.endswith((".tar.gz", ".tgz")):
+        from edgepack.release.reading import read_listed_files
+
+        return lambda rel: read_listed_files(source, {rel})[rel]
+    root = source.parent                    # a manifest.json beside its dist
+    return lambda rel: inside(root, rel, what="test vector").read_bytes()
 
 
 def _array(read, rel: str) -> np.ndarray:
@@ -59,7 +60,7 @@ def recorded_output_changes(old_source: Path, new_source: Path, old: dict, new: 
             continue
         try:
             x, y = _array(read_old, oo["file"]), _array(read_new, no["file"])
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EdgepackError) as e:
             changes.append(Change("artifact", item, "outputs", None, None, note=f"not compared: {e}"))
             continue
         if x.shape != y.shape:

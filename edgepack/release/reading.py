@@ -123,3 +123,21 @@ def scan_release(path: Path) -> ReleaseScan:
     if manifest is None:
         raise ArchiveError(f"{where}: no {root}/{MANIFEST_FILE}; this is not an edgepack release")
     return ReleaseScan(root, tuple(members), manifest, manifest_bytes, signature, listed, frozenset(present))
+
+
+def read_listed_files(path: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The bytes of some files of a release archive, by their path inside the release.
+    The archive is scanned and held to its manifest first; a wanted file must be listed
+    there and is read up to its listed size, never more."""
+    scan = scan_release(path)
+    missing = sorted(w for w in wanted if w not in scan.present)
+    if missing:
+        raise ArchiveError(f"{path.name}: {missing[0]}: not in the release")
+    found: dict[str, bytes] = {}
+    for m, chunks in stream_members(path):
+        rel = m.name[len(scan.root) + 1:]
+        if rel in wanted and not m.is_dir:
+            found[rel] = _read(chunks, m, scan.listed[rel]["size_bytes"], path.name)
+        if len(found) == len(wanted):
+            break
+    return found
