@@ -132,12 +132,34 @@ class FailedArtifact(_Keyed):
 
 
 @dataclass(frozen=True)
+class GateCheck:
+    """One budget applied to one artifact: the budget's name (as in the target's
+    [budgets], or `device_divergence`), the measured value and the limit it was held to."""
+
+    budget: str
+    value: float | None             # None: an SNR of bit-identical outputs (infinite)
+    limit: float
+    passed: bool
+    failure: str                    # the verdict's line when it did not pass
+    device: str | None = None       # the device of a latency or divergence check
+
+    def to_json(self) -> dict:
+        doc = {"budget": self.budget, "value": _rounded(self.value), "limit": self.limit, "passed": self.passed}
+        return {**doc, "device": self.device} if self.device else doc
+
+
+def _rounded(v):
+    return v if v is None or isinstance(v, int) else round(v, 6)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What `gate` decides for one target."""
 
     failures: tuple[str, ...]
     latency_note: str               # how (or whether) latency was gated
     incomplete: bool = False        # an artifact failed to build: not a release, whatever the budgets say
+    checks: dict = field(default_factory=dict, compare=False)   # file -> tuple[GateCheck, ...]
 
     @property
     def passed(self) -> bool:

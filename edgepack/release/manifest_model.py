@@ -60,6 +60,7 @@ def _number(*, ge: float | None = None, le: float | None = None):
 Number = _number()
 NonNegative = _number(ge=0)
 Fraction = _number(ge=0, le=1)          # accuracies, agreement, shares
+Percent = _number(ge=0, le=100)
 Count = Annotated[StrictInt, Field(ge=0)]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 # Relative paths inside a dist or release folder: no leading /, no `..` part, no backslash.
@@ -196,8 +197,29 @@ class StageEntry(Record):
     config: dict[str, Any] | None = None
 
 
+class AgreementFloors(Record):
+    """Per precision, the top-1 agreement (%) an artifact must keep with its fp32 model."""
+
+    fp32: Percent | None = None
+    fp16: Percent | None = None
+    int8: Percent | None = None
+    int8_dynamic: Percent | None = Field(default=None, alias="int8-dynamic")
+
+
+class SnrFloors(Record):
+    """Per precision, the logit SNR (dB) an artifact must keep against its fp32 model."""
+
+    fp32: Number | None = None
+    fp16: Number | None = None
+    int8: Number | None = None
+    int8_dynamic: Number | None = Field(default=None, alias="int8-dynamic")
+
+
 class BudgetsSection(Record):
     max_accuracy_drop_pt: NonNegative
+    # Absent in manifests of builds made before these gates.
+    min_agreement_pct: AgreementFloors | None = None
+    min_snr_db: SnrFloors | None = None
     max_size_bytes: Annotated[StrictInt, Field(ge=1)] | None = None
     max_latency_ms: NonNegative | None = None
 
@@ -206,6 +228,19 @@ class Gates(Record):
     passed: StrictBool
     failures: list[StrictStr]
     latency: StrictStr | None = None
+
+
+class GateCheck(Record):
+    """One budget held against one artifact: `budget` names it as the target's [budgets]
+    do (or `device_divergence`: a device run against the build host's outputs, limit =
+    the release tolerance); `value` is what the artifact measured (null for the SNR of
+    bit-identical outputs), `limit` what the budget allows for its precision."""
+
+    budget: StrictStr
+    value: Number | None
+    limit: Number
+    passed: StrictBool
+    device: StrictStr | None = None
 
 
 class LatencyCalibration(Record):
@@ -516,6 +551,7 @@ class Artifact(Record):
     measurements: list[Measurement] = []
     warnings: list[StrictStr] = []
     signature: Signature | None = None
+    gates: list[GateCheck] | None = None     # every budget checked on this artifact, passed or not
 
 
 # --------------------------------------------------------------------------- release parts
