@@ -228,8 +228,33 @@ class Project(Strict):
 class ArtifactSpec(Strict):
     format: FormatName
     precision: Precision = "int8"
-    delegate: Literal["xnnpack", "none"] = "xnnpack"
+    # What runs the artifact's ops: "xnnpack" (the XNNPACK CPU delegate) or "none" (the
+    # runtime's own kernels); the valid values and the default are the format's
+    # (Format.delegates). Absent: the format's default.
+    delegate: str = ""
     dynamic: bool = True   # apply the declared dynamic_dims to this artifact
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_default_delegate(cls, data: Any) -> Any:
+        from edgepack.errors import ConfigError
+        from edgepack.formats import get_format
+
+        if isinstance(data, dict) and "delegate" not in data and isinstance(data.get("format"), str):
+            try:
+                data = {**data, "delegate": get_format(data["format"]).delegates[0]}
+            except ConfigError:
+                pass   # the format field reports it
+        return data
+
+    @model_validator(mode="after")
+    def _delegate_of_the_format(self) -> "ArtifactSpec":
+        from edgepack.formats import get_format
+
+        valid = get_format(self.format).delegates
+        if self.delegate not in valid:
+            raise ValueError(f"delegate {self.delegate!r} is not available for {self.format}; valid: {', '.join(valid)}")
+        return self
 
 
 class Budgets(Strict):

@@ -43,6 +43,9 @@ class ExportKey:
     format: str
     precision: str
     dims: tuple = ()                # ((dim, name, min, max), ...) of the dynamic dims
+    # In the key for every format: where the delegate is in the file (ExecuTorch) it
+    # changes the bytes; where the runtime applies it, it changes what was verified.
+    delegate: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Verified:
     latency_ms: dict                # the host run's timing row (devices.base.RunResult.latency_dict)
     recorded: np.ndarray = field(repr=False, compare=False)   # outputs replayed by `edgepack verify --run`
     dynamic_checks: tuple[dict, ...] = ()
+    delegate: dict | None = None    # manifest `delegate`: requested, used and how (verify.delegate_record)
 
 
 class _Keyed:
@@ -111,6 +115,7 @@ class ArtifactRecord(_Keyed):
             "evaluated_samples": p.samples,
             "latency_ms": self.verified.latency_ms,
             "export": {k: v for k, v in details.items() if k != "zipped_bytes"},
+            **({"delegate": self.verified.delegate} if self.verified.delegate else {}),
             "measurements": [m.to_json() for m in self.measurements],
             "warnings": list(self.warnings),
         }

@@ -528,6 +528,14 @@ Measurement = Annotated[
 MEASUREMENT = TypeAdapter(Measurement)   # validates one row: MEASUREMENT.validate_python(row)
 
 
+class DelegateUse(Record):
+    """The delegate the target asked for and the one the build's verification ran on."""
+
+    requested: StrictStr
+    used: StrictStr
+    detail: StrictStr     # how it is known: the file's delegated subgraphs, or what the runtime reported
+
+
 class Artifact(Record):
     """One emitted file, what it scored, how fast it ran, and what its runtime sees."""
 
@@ -548,6 +556,7 @@ class Artifact(Record):
     evaluated_samples: Count | None = None
     latency_ms: HostLatency
     export: Export | None = None
+    delegate: DelegateUse | None = None      # absent in manifests written before delegates were honoured
     measurements: list[Measurement] = []
     warnings: list[StrictStr] = []
     signature: Signature | None = None

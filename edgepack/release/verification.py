@@ -222,7 +222,8 @@ def _run_artifacts(release: Path, manifest: dict, name: str):
         if recorded.shape[0] != inputs.shape[0]:
             _fail(f"{name}: {entry['file']} has {recorded.shape[0]} rows for {inputs.shape[0]} inputs")
         try:
-            result = runner.run(release / a["file"], a["format"], inputs, warmup=0, iterations=1, threads=1)
+            result = runner.run(release / a["file"], a["format"], inputs, warmup=0, iterations=1, threads=1,
+                                delegate=(a.get("delegate") or {}).get("requested"))
         except EdgepackError as e:
             _fail(f"{name}: {a['file']} did not run: {e}")
         outputs = np.asarray(result.outputs, dtype=np.float32)
