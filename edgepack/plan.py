@@ -117,9 +117,9 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
         except ConfigError as e:
             problems.extend(e.problems or [f"{tcat.path(name)}: device: {e}"])
             continue
-        overrides = project.budgets.model_dump(exclude_none=True)
-        if overrides:
-            target = target.model_copy(update={"budgets": target.budgets.model_copy(update=overrides)})
+        budgets = project.budgets.apply_to(target.budgets)
+        if budgets is not target.budgets:
+            target = target.model_copy(update={"budgets": budgets})
         plans.append(TargetPlan(target, device, artifact_file_names(project.project.name, target)))
     resolved = None
     try:

@@ -31,6 +31,7 @@ class Subject:
     recorded: np.ndarray | None         # the same artifact's outputs on the build host
     export_details: dict | None = None  # what the exporter reported (delegation, ops)
     atol: float | None = None           # how far a run may differ from `recorded` (the manifest's test vectors)
+    delegate: str | None = None         # the delegate the target asked for (manifest); None: the runtime's default
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
             recorded = dist_file(f"testdata/{a['file']}.npy", "recorded outputs")
             found.append(Subject(dist_file(a["file"], "artifact"), a["format"], a["precision"], x, reference,
                                  None if inputs or not recorded.is_file() else _load_npy(recorded, "recorded outputs"),
-                                 a.get("export"), tolerances.get(a["file"])))
+                                 a.get("export"), tolerances.get(a["file"]), (a.get("delegate") or {}).get("requested")))
         return found, manifest
     if not path.is_file():
         raise ConfigError(f"{path}: no such file or folder")
@@ -145,7 +146,7 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
         measured = measure_on(run_on, dev, path=s.path, fmt=s.format, precision=s.precision, inputs=s.inputs,
                               reference=s.reference, recorded=s.recorded, warmup=warmup, iterations=iterations,
                               threads=threads, activation_elements=activation_elements,
-                              calibration=calibration, op_profile=op_profile)
+                              calibration=calibration, op_profile=op_profile, delegate=s.delegate)
         row = measured.row
         if runner in ("ssh", "adb"):
             written = calibrate_from(dev, file=s.path.name, measured_ms=row.p50_ms,

@@ -24,7 +24,10 @@ def plan_table(plan) -> Table:
         budget = (f"accuracy drop <= {b['max_accuracy_drop_pt']:g} pt; size <= {human_bytes(b['max_size_bytes']) if b['max_size_bytes'] else '-'}; "
                   f"latency <= {b['max_latency_ms'] or '-'} ms on {t['device']}")
         for i, a in enumerate(t["artifacts"]):
-            table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"], budget if i == 0 else "")
+            parity = (f"agreement >= {b['min_agreement_pct'][a['precision']]:g}%, "
+                      f"SNR >= {b['min_snr_db'][a['precision']]:g} dB")
+            table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"],
+                          f"{budget}; {parity}" if i == 0 else parity)
     return table
 
 
@@ -95,11 +98,17 @@ def build_tables(result) -> list:
         for a in m["artifacts"]:
             lat = a["latency_ms"]
             drop = a["accuracy_drop_pt"]
+            failed = {c["budget"] for c in a.get("gates") or () if not c["passed"]}
+
+            def cell(text: str, budget: str) -> Text:
+                return Text(text, style="red" if budget in failed else "")
+
             table.add_row(
-                a["file"], a["format"], a["precision"], human_bytes(a["size_bytes"]),
+                a["file"], a["format"], a["precision"], cell(human_bytes(a["size_bytes"]), "max_size_bytes"),
                 f"{a['size_vs_fp32_weights']:.2f}x", f"{a['accuracy'] * 100:.2f}%",
-                Text(f"{(-drop) + 0.0:+.2f} pt", style="red" if drop > m["budgets"]["max_accuracy_drop_pt"] else ""),
-                f"{a['agreement'] * 100:.1f}%", "exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}",
+                cell(f"{(-drop) + 0.0:+.2f} pt", "max_accuracy_drop_pt"),
+                cell(f"{a['agreement'] * 100:.1f}%", "min_agreement_pct"),
+                cell("exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}", "min_snr_db"),
                 f"{lat['p50']:.3f} ms",
                 *([next((f"~{r['p50_ms']:.2f} ms" for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
                   if has_estimates else []),

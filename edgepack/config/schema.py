@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from edgepack.names import Name, Version
 
@@ -170,12 +170,50 @@ class Recipe(Strict):
     max_total_drop_pt: float = Field(default=1.0, ge=0)
 
 
+# Parity budgets are per precision: what a float artifact must reproduce is far tighter
+# than what int8 can. The floors below sit well under what the samples measured
+# (docs/budgets.md has the figures) and well above what a broken conversion gives.
+DEFAULT_MIN_AGREEMENT_PCT: dict[str, float] = {"fp32": 99.0, "fp16": 99.0, "int8": 98.0, "int8-dynamic": 98.0}
+DEFAULT_MIN_SNR_DB: dict[str, float] = {"fp32": 60.0, "fp16": 30.0, "int8": 20.0, "int8-dynamic": 20.0}
+
+
+def _per_precision(value: Any) -> Any:
+    """A number stands for every precision; a table names some of them."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {p: value for p in PRECISIONS}
+    return value
+
+
+def _percent(table: dict[str, float]) -> dict[str, float]:
+    for precision, v in table.items():
+        if not 0 <= v <= 100:
+            raise ValueError(f"{precision}: {v:g} is not a percentage (0 to 100)")
+    return table
+
+
+# {precision: value}, written in TOML as one number (every precision) or a table
+# (`{ int8 = 97.0, fp32 = 99.5 }`); keys must be precisions.
+PerPrecision = Annotated[dict[Precision, float], BeforeValidator(_per_precision)]
+PerPrecisionPercent = Annotated[dict[Precision, float], BeforeValidator(_per_precision), AfterValidator(_percent)]
+
+
 class BudgetOverrides(Strict):
-    """A project's own budgets; each given field replaces the target's."""
+    """A project's own budgets; each given field replaces the target's. For the
+    per-precision budgets, a number replaces every precision's value and a table only the
+    precisions it names."""
 
     max_accuracy_drop_pt: float | None = Field(default=None, ge=0)
+    min_agreement_pct: PerPrecisionPercent | None = None
+    min_snr_db: PerPrecision | None = None
     max_size_bytes: int | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
+
+    def apply_to(self, budgets: "Budgets") -> "Budgets":
+        given = self.model_dump(exclude_none=True)
+        for name in ("min_agreement_pct", "min_snr_db"):
+            if name in given:
+                given[name] = {**getattr(budgets, name), **given[name]}
+        return budgets.model_copy(update=given) if given else budgets
 
 
 class Project(Strict):
@@ -193,14 +231,52 @@ class Project(Strict):
 class ArtifactSpec(Strict):
     format: FormatName
     precision: Precision = "int8"
-    delegate: Literal["xnnpack", "none"] = "xnnpack"
+    # What runs the artifact's ops: "xnnpack" (the XNNPACK CPU delegate) or "none" (the
+    # runtime's own kernels); the valid values and the default are the format's
+    # (Format.delegates). Absent: the format's default.
+    delegate: str = ""
     dynamic: bool = True   # apply the declared dynamic_dims to this artifact
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_default_delegate(cls, data: Any) -> Any:
+        from edgepack.errors import ConfigError
+        from edgepack.formats import get_format
+
+        if isinstance(data, dict) and "delegate" not in data and isinstance(data.get("format"), str):
+            try:
+                data = {**data, "delegate": get_format(data["format"]).delegates[0]}
+            except ConfigError:
+                pass   # the format field reports it
+        return data
+
+    @model_validator(mode="after")
+    def _delegate_of_the_format(self) -> "ArtifactSpec":
+        from edgepack.formats import get_format
+
+        valid = get_format(self.format).delegates
+        if self.delegate not in valid:
+            raise ValueError(f"delegate {self.delegate!r} is not available for {self.format}; valid: {', '.join(valid)}")
+        return self
 
 
 class Budgets(Strict):
+    """What every artifact of a target must meet. Accuracy drop is against the original
+    model on the labelled evaluation split; agreement and SNR against the outputs of the
+    fp32 model the artifact was exported from (the conversion's own fidelity), per the
+    artifact's precision; precisions a target's table leaves out keep the defaults."""
+
     max_accuracy_drop_pt: float = Field(default=1.0, ge=0)
+    min_agreement_pct: PerPrecisionPercent = DEFAULT_MIN_AGREEMENT_PCT
+    min_snr_db: PerPrecision = DEFAULT_MIN_SNR_DB
     max_size_bytes: int | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
+
+    @field_validator("min_agreement_pct", "min_snr_db")
+    @classmethod
+    def _defaults_for_the_rest(cls, v: dict[str, float], info) -> dict[str, float]:
+        defaults = DEFAULT_MIN_AGREEMENT_PCT if info.field_name == "min_agreement_pct" else DEFAULT_MIN_SNR_DB
+        return {p: v.get(p, defaults[p]) for p in PRECISIONS}
 
 
 class Target(Strict):

@@ -79,10 +79,11 @@ def _tool(fmt: str):
     return tool
 
 
-def benchmark_command(fmt: str, binary: str, model: str, *, warmup: int, iterations: int, threads: int) -> list[str]:
+def benchmark_command(fmt: str, binary: str, model: str, *, warmup: int, iterations: int, threads: int,
+                      delegate: str | None = None) -> list[str]:
     """The command line the format's tool takes for one measurement (flags as in each
     project's documentation)."""
-    return _tool(fmt).command(binary, model, warmup=warmup, iterations=iterations, threads=threads)
+    return _tool(fmt).command(binary, model, warmup=warmup, iterations=iterations, threads=threads, delegate=delegate)
 
 
 class AdbRunner:
@@ -131,16 +132,16 @@ class AdbRunner:
             raise ToolchainError(f"adb: device {self.serial} is {state}{hint}", stage="connect")
 
     def run(self, artifact: Path, fmt: str, inputs=None, *, warmup: int, iterations: int, threads: int,
-            batch: int | None = None, op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False, delegate: str | None = None) -> RunResult:
         """`inputs` is accepted for the Runner protocol and not used: the benchmark
         binaries generate their own at the model's declared shape, so a `batch` other than
         that cannot be asked for. No tool reports per-operator times here (`ops` is None).
         The result's `outputs` is None."""
         return self.benchmark(artifact, fmt, warmup=warmup, iterations=iterations, threads=threads,
-                              batch=batch).run_result()
+                              batch=batch, delegate=delegate).run_result()
 
     def benchmark(self, artifact: Path, fmt: str, *, warmup: int, iterations: int, threads: int,
-                  batch: int | None = None) -> AdbBenchmark:
+                  batch: int | None = None, delegate: str | None = None) -> AdbBenchmark:
         artifact = Path(artifact)
         tool = _tool(fmt)
         if batch not in (None, 1):
@@ -159,7 +160,7 @@ class AdbRunner:
         self._adb("shell", f"mkdir -p {shlex.quote(self.device_dir)}", what="creating the work folder")
         try:
             self._adb("push", str(artifact), remote, what=f"pushing {artifact.name}")
-            command = tool.command(binary, remote, warmup=warmup, iterations=iterations, threads=threads)
+            command = tool.command(binary, remote, warmup=warmup, iterations=iterations, threads=threads, delegate=delegate)
             line = " ".join(shlex.quote(w) for w in command)
             # `adb shell` returns the remote status only on newer adb; the parser is the judge.
             proc = self._adb("shell", line + " 2>&1", what=f"running {tool.tool}", check=False)

@@ -53,6 +53,10 @@ class RunResult:
     device: str | None = None
     min_ms: float | None = None
     max_ms: float | None = None
+    # What the runtime reported running the artifact with (runner_script's "delegate"):
+    # {"used": "xnnpack" | "none", "detail": ...}; None where it reports nothing (a
+    # delegate chosen at export, a native runner, a benchmark binary).
+    delegate: dict | None = None
 
     @property
     def parity(self) -> str | None:
@@ -117,10 +121,12 @@ NO_PARITY = "not checked: the runtime's benchmark binary feeds its own inputs an
 
 def script_arguments(fmt: Format, *, artifact: str, inputs: str, outputs: str, result: str, warmup: int,
                      iterations: int, threads: int, batch: int | None = None, op_profile: bool = False,
-                     loader_file: str | None = None) -> list[str]:
+                     loader_file: str | None = None, delegate: str | None = None) -> list[str]:
     """The runner script's command-line protocol (runner_script.py; a native runner reads
     the same `--key value` words, so it gets neither --op-profile nor a loader).
-    `loader_file` is where the runner put the format's loader file, when it has one."""
+    `loader_file` is where the runner put the format's loader file, when it has one.
+    `delegate` travels only for formats whose runtime applies it when loading: a
+    delegate chosen at export is in the file (and the native runner never gets one)."""
     words = [
         "--artifact", artifact, "--format", fmt.name, *fmt.loader_args(loader_file),
         "--inputs", inputs, "--outputs", outputs, "--result", result,
@@ -128,6 +134,8 @@ def script_arguments(fmt: Format, *, artifact: str, inputs: str, outputs: str, r
     ]
     if batch is not None:
         words += ["--batch", str(batch)]
+    if delegate is not None and not fmt.delegate_in_file:
+        words += ["--delegate", delegate]
     return words + (["--op-profile"] if op_profile else [])
 
 
@@ -159,12 +167,14 @@ class Runner(Protocol):
     ([N, ...] float32): `warmup` untimed and `iterations` timed calls on the first sample,
     then every row for the outputs. `batch` rows go into each call (None: one, as
     deployed; more to check a dynamic batch). `op_profile` asks for time per operator
-    where the runtime exposes it (RunResult.ops, else None). A runner that cannot honour
-    a request raises ToolchainError naming it rather than measuring something else."""
+    where the runtime exposes it (RunResult.ops, else None). `delegate` (a value of the
+    format's Format.delegates; None: the runtime's default) is what the runtime runs the
+    artifact with. A runner that cannot honour a request raises ToolchainError naming it
+    rather than measuring something else."""
 
     name: str
 
     def available(self) -> bool: ...
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int | None = None, op_profile: bool = False) -> RunResult: ...
+            batch: int | None = None, op_profile: bool = False, delegate: str | None = None) -> RunResult: ...

@@ -39,6 +39,7 @@ def result_from_json(runner: str, doc: dict, outputs: np.ndarray) -> RunResult:
         iterations=doc["iterations"],
         outputs=outputs,
         ops=doc.get("ops"),
+        delegate=doc.get("delegate"),
     )
 
 
@@ -49,7 +50,7 @@ class HostRunner:
         return True
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int | None = None, op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False, delegate: str | None = None) -> RunResult:
         from edgepack.formats import get_format
 
         format_ = get_format(fmt)
@@ -59,7 +60,7 @@ class HostRunner:
             cmd = [sys.executable, str(RUNNER_SCRIPT), *script_arguments(
                 format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
                 result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
-                batch=batch, op_profile=op_profile)]
+                batch=batch, op_profile=op_profile, delegate=delegate)]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)

@@ -93,7 +93,7 @@ def delegated_share(export_details: dict | None) -> float | None:
     exporter records both counts); None for formats whose converter does not report it."""
     details = export_details or {}
     inside = details.get("delegated_nodes")
-    if inside is None:
+    if inside is None or details.get("backend") == "none":   # lowered without a delegate, as the target asked
         return None
     outside = sum((details.get("non_delegated_ops") or {}).values())
     return inside / (inside + outside) if inside + outside else None

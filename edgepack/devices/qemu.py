@@ -49,7 +49,7 @@ class QemuRunner:
         return env is not None and self.cpu in env.cpu_models()
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int | None = None, op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False, delegate: str | None = None) -> RunResult:
         from edgepack.devices.sysroot import require_env
         from edgepack.formats import get_format
 
@@ -67,7 +67,7 @@ class QemuRunner:
             protocol = script_arguments(
                 format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
                 result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
-                batch=batch, op_profile=op_profile and not format_.native_runner)
+                batch=batch, op_profile=op_profile and not format_.native_runner, delegate=delegate)
             qemu = qemu_prefix(root, self.cpu)
             if self.count_instructions and shutil.which("setarch"):
                 # Without address randomization the guest's memory layout, and with it

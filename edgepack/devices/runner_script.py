@@ -15,6 +15,11 @@ another). A format edgepack does not build in ships its loader as a file beside 
 version)`, optionally `IMPORTS` (modules whose import time is the runtime's) and
 `profile_ops(path, threads, sample, runs)`, under the same rules as this file.
 
+Delegates: `--delegate NAME` (xnnpack or none) asks the loader to run the artifact with
+that delegate, for formats whose runtime applies it at load time (LiteRT, ONNX Runtime; a
+loader file's `load` then gets `delegate=NAME`). A loader may return a fourth item, what
+it actually ran on: {"used": NAME, "detail": "..."}; the result's "delegate" holds it.
+
 Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed; --batch N
 runs N rows per call) and the outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
 `iterations` timed runs, before the pass over all rows. Exit status 0 on success;
@@ -74,19 +79,40 @@ def _marker_function():
     return marker
 
 
-def load_tflite(path, threads):
+def _tflite_delegate_nodes(interpreter):
+    """Nodes of the execution plan handed to a delegate, or None where the interpreter
+    does not list them: LiteRT's Python API has no public call for the plan's ops, and
+    this private one (in both ai-edge-litert and tflite-runtime) is read defensively."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        return sum(1 for op in interpreter._get_ops_details() if op.get("op_name") == "DELEGATE")
+    except Exception:
+        return None
+
+
+def load_tflite(path, threads, delegate=None):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         runtime = "ai-edge-litert"
     except ImportError:  # the frozen predecessor, still common on boards
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
 
         runtime = "tflite-runtime"
     import numpy as np
 
-    interpreter = Interpreter(model_path=path, num_threads=threads)
+    # LiteRT applies its default delegate (XNNPACK) when loading; "none" keeps the
+    # built-in kernels only.
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if delegate == "none" else OpResolverType.AUTO
+    interpreter = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
+    nodes = _tflite_delegate_nodes(interpreter)
+    if delegate == "none":
+        used = {"used": "none", "detail": "LiteRT built-in kernels (default delegates off)"}
+    elif nodes is None:
+        used = {"used": "xnnpack", "detail": "LiteRT default delegate (XNNPACK); the interpreter does not list delegated nodes"}
+    else:
+        used = {"used": "xnnpack" if nodes else "none",
+                "detail": f"LiteRT default delegate XNNPACK: {nodes} delegate node(s) in the execution plan"}
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
 
@@ -109,7 +135,7 @@ def load_tflite(path, threads):
             y = (y.astype(np.float32) - zero) * scale
         return np.array(y, dtype=np.float32)
 
-    return run, runtime, _version(runtime)
+    return run, runtime, _version(runtime), used
 
 
 def onnx_options(threads):
@@ -129,12 +155,24 @@ def onnx_options(threads):
     return options
 
 
-def load_onnx(path, threads):
+def onnx_providers(delegate, threads):
+    """ONNX Runtime's execution providers for a delegate: XNNPACK's where this build of
+    ONNX Runtime has it (the Android package does; the x86-64 and aarch64 Linux wheels do
+    not), with the CPU provider behind it for the ops XNNPACK does not take."""
+    import onnxruntime as ort
+
+    if delegate == "xnnpack" and "XnnpackExecutionProvider" in ort.get_available_providers():
+        return [("XnnpackExecutionProvider", {"intra_op_num_threads": str(threads)}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load_onnx(path, threads, delegate=None):
     import onnxruntime as ort
 
     runtime = "onnxruntime"
+    providers = onnx_providers(delegate, threads)
     try:
-        session = ort.InferenceSession(path, onnx_options(threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, onnx_options(threads), providers=providers)
     except Exception as e:
         if "replace the existing tensor" not in str(e):
             raise
@@ -143,20 +181,44 @@ def load_onnx(path, threads):
         # runtime name says so wherever the figures are shown.
         options = onnx_options(threads)
         options.add_session_config_entry("session.x64quantprecision", "0")
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, options, providers=providers)
         runtime = "onnxruntime (default x86 int8 kernels: the file shares zero-points)"
     name = session.get_inputs()[0].name
+    active = session.get_providers()
+    detail = f"ONNX Runtime providers: {', '.join(active)}"
+    if delegate == "xnnpack" and "XnnpackExecutionProvider" not in active:
+        detail += (f" (this onnxruntime {ort.__version__} on {platform.machine()} has no XnnpackExecutionProvider; "
+                   f"available: {', '.join(ort.get_available_providers())})")
+    used = {"used": "xnnpack" if "XnnpackExecutionProvider" in active else "none", "detail": detail}
 
     def run(x):
         return session.run(None, {name: x})[0]
 
-    return run, runtime, ort.__version__
+    return run, runtime, ort.__version__, used
 
 
-def load_executorch(path, threads):
+def _load_quantized_kernels():
+    """ExecuTorch's int8 quantize/dequantize kernels, which a program lowered without a
+    delegate calls. The Python runtime does not link them; the wheel ships them as a
+    library that registers them when loaded (the native runner links it). Absent from a
+    wheel: such a program then fails to load, naming the missing operator."""
+    import ctypes
+
+    import executorch
+
+    for root in executorch.__path__:
+        lib = os.path.join(root, "lib", "libexecutorch_kernels_quantized.so")
+        if os.path.isfile(lib):
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+            return
+
+
+def load_executorch(path, threads, delegate=None):
+    # The delegate of a .pte is in the file (chosen at export): nothing to choose here.
     import torch
     from executorch.runtime import Runtime
 
+    _load_quantized_kernels()
     torch.set_num_threads(threads)
     try:  # XNNPACK's thread pool is separate from torch's; size it when the API exists
         from executorch.extension.pybindings import portable_lib
@@ -254,11 +316,15 @@ def _loader_from_file(path):
 def pick_loader(args):
     """(imports, load, profile_ops) for this run."""
     if args.loader_file:
-        return _loader_from_file(args.loader_file)
+        imports, load, profile_ops = _loader_from_file(args.loader_file)
+        if args.delegate in (None, "none"):   # a loader file's protocol takes no delegate unless one is asked for
+            return imports, load, profile_ops
+        return imports, (lambda path, threads: load(path, threads, delegate=args.delegate)), profile_ops
     name = args.loader or args.format
     if name not in LOADERS:
         raise ValueError(f"no built-in loader {name!r}; built-in: {', '.join(sorted(LOADERS))} (or pass --loader-file)")
-    return IMPORTS[name], LOADERS[name], OP_PROFILERS.get(name)
+    load = LOADERS[name]
+    return IMPORTS[name], (lambda path, threads: load(path, threads, delegate=args.delegate)), OP_PROFILERS.get(name)
 
 
 def execute(args):
@@ -272,8 +338,10 @@ def execute(args):
         __import__(module)
     import_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    run, runtime, runtime_version = load(args.artifact, args.threads)
+    loaded = load(args.artifact, args.threads)
     load_ms = (time.perf_counter() - t0) * 1e3
+    run, runtime, runtime_version = loaded[:3]
+    delegate = loaded[3] if len(loaded) > 3 else None
 
     batch = max(1, args.batch)
     sample = np.ascontiguousarray(inputs[:batch])
@@ -317,6 +385,7 @@ def execute(args):
         "peak_rss_mb": _rss_mb(),
         "samples": int(len(inputs)),
         "ops": ops,
+        "delegate": delegate,
     }
 
 
@@ -332,6 +401,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--delegate", choices=["xnnpack", "none"],
+                        help="run with this delegate, for runtimes that apply one when loading (tflite, onnx)")
     parser.add_argument("--op-profile", action="store_true",
                         help="also time each operator where the runtime exposes it (ONNX Runtime's profiler)")
     parser.add_argument("--batch", type=int, default=1,

@@ -161,7 +161,7 @@ class SshRunner:
     # ------------------------------------------------------------------ one run
 
     def run(self, artifact: Path, fmt: str, inputs: np.ndarray, *, warmup: int, iterations: int, threads: int,
-            batch: int | None = None, op_profile: bool = False) -> RunResult:
+            batch: int | None = None, op_profile: bool = False, delegate: str | None = None) -> RunResult:
         from edgepack.formats import get_format
 
         format_ = get_format(fmt)
@@ -181,7 +181,7 @@ class SshRunner:
         protocol = script_arguments(
             format_, artifact=model, inputs="inputs.npy", outputs="outputs.npy", result="result.json",
             warmup=warmup, iterations=iterations, threads=threads, batch=batch, op_profile=op_profile and not native,
-            loader_file=None if format_.loader_file is None else "loader.py")
+            loader_file=None if format_.loader_file is None else "loader.py", delegate=delegate)
         if native:
             # The runtime's Python package may need what a board lacks (ExecuTorch's, an
             # aarch64 torch); the native runner needs nothing but libstdc++, so boards get

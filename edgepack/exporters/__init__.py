@@ -43,6 +43,7 @@ class ExportRequest:
     parent_sha256: str
     quantize: object = None        # compress.quantize_stage.QuantizeConfig; None = defaults
     dynamic_dims: tuple = ()       # config.schema.DynamicDim: dims exported as dynamic
+    delegate: str = "xnnpack"      # formats whose delegate lives in the file lower to it ("none": not at all)
 
     @property
     def options(self):

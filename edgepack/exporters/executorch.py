@@ -2,6 +2,9 @@
 `to_edge_transform_and_lower` with the XNNPACK partitioner -> `.pte`.
 
 The quantizer decides *what* is int8; the partitioner decides *what runs on XNNPACK*.
+With `delegate = "none"` there is no partitioner: every op stays in the program for
+ExecuTorch's own CPU kernels (portable and optimized ops, and the quantized-ops library
+for int8's quantize/dequantize nodes).
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def _lower(program, path, dims=()) -> dict:
+def _lower(program, path, dims=(), delegate: str = "xnnpack") -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    with converting("executorch", "lower", "lowering to XNNPACK failed"):
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    partitioners = [XnnpackPartitioner()] if delegate == "xnnpack" else []
+    if not partitioners:
+        # Registers the out variants of int8's quantize/dequantize ops, which the
+        # XNNPACK delegate otherwise absorbs; without them to_executorch cannot emit them.
+        import executorch.kernels.quantized  # noqa: F401
+    with converting("executorch", "lower", "lowering to XNNPACK failed" if partitioners else "lowering to ExecuTorch's own kernels failed"):
+        edge = to_edge_transform_and_lower(program, partitioner=partitioners)
     lowered = edge.exported_program()
     info = get_delegation_info(lowered.graph_module)
     int8 = 0
@@ -54,7 +62,7 @@ def _lower(program, path, dims=()) -> dict:
     # The delegate's own output unpacking (getitem) is bookkeeping, not compute left behind.
     non_delegated.pop("getitem", None)
     return {
-        "backend": "XnnpackBackend",
+        "backend": "XnnpackBackend" if partitioners else "none",
         "delegated_subgraphs": info.num_delegated_subgraphs,
         "delegated_nodes": info.num_delegated_nodes,
         "non_delegated_ops": dict(sorted(non_delegated.items())),
@@ -102,12 +110,12 @@ def _prepare(req):
 
 def export_fp32(req) -> dict:
     p, export_program = _prepare(req)
-    return {**_lower(export_program(p.module), req.out_path, p.dims), "precision": req.precision}
+    return {**_lower(export_program(p.module), req.out_path, p.dims, req.delegate), "precision": req.precision}
 
 
 def export_fp16(req) -> dict:
     p, export_program = _prepare(req)
-    return {**_lower(export_program(_fp16_module(p.module)), req.out_path, p.dims), "precision": req.precision}
+    return {**_lower(export_program(_fp16_module(p.module)), req.out_path, p.dims, req.delegate), "precision": req.precision}
 
 
 def export_int8(req) -> dict:
@@ -132,8 +140,8 @@ def _export_int8(req, *, dynamic: bool) -> dict:
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
         program = export_program(converted)
-    info = _lower(program, req.out_path, dims)
-    if info["int8_delegate_tensors"] == 0:
+    info = _lower(program, req.out_path, dims, req.delegate)
+    if req.delegate == "xnnpack" and info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
     return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float),
             **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}

@@ -63,7 +63,7 @@ class BenchmarkFigures:
 class AdbTool:
     """The runtime's own benchmark binary, for phones where Python cannot go.
 
-    command(binary, model, *, warmup, iterations, threads) -> argv on the device;
+    command(binary, model, *, warmup, iterations, threads, delegate=None) -> argv on the device;
     parse(text, *, warmup) -> BenchmarkFigures from what it printed."""
 
     tool: str                       # the binary's name, as its project builds it
@@ -94,9 +94,17 @@ class Format:
     adb:            the benchmark binary driven over adb, or None (adb cannot run it).
     card:           the model card's "how to load it" snippet, a str.format template with
                     file, in_name, in_shape, in_numel, in_shape_kt, in_bytes, out_bytes,
-                    in_desc, out_desc, quantize, dequantize.
+                    in_desc, out_desc, quantize, dequantize. It loads the artifact the way
+                    the build verified it with the format's default delegate.
+    card_without_delegate: the same for an artifact verified without a delegate, where
+                    loading it so differs (empty: `card` serves both).
     toolchain:      the Python packages whose versions shape its artifacts (the manifest
                     records them).
+    delegates:      the values a target's `delegate` may take for this format, the default
+                    first ("none": the runtime's own CPU kernels).
+    delegate_in_file: the delegate is chosen at export and lives in the file (ExecuTorch's
+                    lowering); otherwise the runtime applies it when loading, and runners
+                    pass it to the loader (`--delegate`).
     """
 
     name: str
@@ -111,7 +119,10 @@ class Format:
     board_modules: Mapping[str, str] = field(default_factory=dict)
     adb: AdbTool | None = None
     card: str = ""
+    card_without_delegate: str = ""
     toolchain: tuple[str, ...] = ()
+    delegates: tuple[str, ...] = ("none",)
+    delegate_in_file: bool = False
 
     def __post_init__(self):
         if not _NAME.match(self.name):
@@ -120,6 +131,8 @@ class Format:
             raise ValueError(f"format {self.name}: extension {self.extension!r} must start with '.'")
         if not self.precisions:
             raise ValueError(f"format {self.name}: no precisions")
+        if not self.delegates:
+            raise ValueError(f"format {self.name}: no delegates (give at least \"none\")")
         if (self.loader is None) == (self.loader_file is None):
             raise ValueError(f"format {self.name}: give exactly one of loader (a built-in loader name) and loader_file")
 

@@ -28,8 +28,10 @@ def signature(path: Path, details: dict) -> dict:
             "outputs": [conv("output", i, meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]}
 
 
-def benchmark_command(binary: str, model: str, *, warmup: int, iterations: int, threads: int) -> list[str]:
-    # No warm-up flag: the warm-up runs are extra executions the parser drops.
+def benchmark_command(binary: str, model: str, *, warmup: int, iterations: int, threads: int,
+                      delegate: str | None = None) -> list[str]:
+    # No warm-up flag: the warm-up runs are extra executions the parser drops. No
+    # delegate flag either: a .pte carries its delegate.
     return [binary, f"--model_path={model}", f"--num_executions={warmup + iterations}", f"--cpu_threads={threads}",
             "--print_output=none"]
 
@@ -67,7 +69,7 @@ def parse_executor_runner(text: str, *, warmup: int = 0) -> BenchmarkFigures:
     )
 
 
-CARD = """**Android (Kotlin, ExecuTorch with the XNNPACK backend):** add `org.pytorch:executorch-android`.
+CARD = """**Android (Kotlin, ExecuTorch; the program carries its delegate):** add `org.pytorch:executorch-android`.
 
 ```kotlin
 val module = Module.load(File(context.filesDir, "{file}").absolutePath)
@@ -98,6 +100,8 @@ FORMAT = Format(
     aarch64_wheels={"executorch": "1.5.1"},
     board_modules={"torch": "torch executorch", "executorch": "executorch"},
     adb=AdbTool("executor_runner", "/data/local/tmp/xnn_executor_runner", benchmark_command, parse_executor_runner),
+    delegates=("xnnpack", "none"),
+    delegate_in_file=True,
     card=CARD,
     toolchain=("executorch",),
 )

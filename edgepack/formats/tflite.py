@@ -22,9 +22,12 @@ def signature(path: Path, details: dict) -> dict:
     return {"inputs": [conv(d) for d in details["inputs"]], "outputs": [conv(d) for d in details["outputs"]]}
 
 
-def benchmark_command(binary: str, model: str, *, warmup: int, iterations: int, threads: int) -> list[str]:
-    return [binary, f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
-            f"--num_runs={iterations}", "--min_secs=0", "--warmup_min_secs=0"]
+def benchmark_command(binary: str, model: str, *, warmup: int, iterations: int, threads: int,
+                      delegate: str | None = None) -> list[str]:
+    words = [binary, f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
+             f"--num_runs={iterations}", "--min_secs=0", "--warmup_min_secs=0"]
+    # benchmark_model applies XNNPACK by default; only an explicit false turns it off.
+    return words + ([f"--use_xnnpack={'false' if delegate == 'none' else 'true'}"] if delegate else [])
 
 
 def _stat_line(line: str) -> dict[str, float]:
@@ -97,6 +100,27 @@ inp, out = it.get_input_details()[0], it.get_output_details()[0]
 {quantize}it.set_tensor(inp["index"], x); it.invoke(); y = it.get_tensor(out["index"])
 {dequantize}```"""
 
+CARD_WITHOUT_DELEGATE = """**Android (Kotlin, LiteRT):** add `com.google.ai.edge.litert:litert` and put `{file}` in `assets/`.
+
+```kotlin
+val model = FileUtil.loadMappedFile(context, "{file}")
+val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2).setUseXNNPACK(false))   // built-in kernels, as verified
+val input = ByteBuffer.allocateDirect({in_bytes}).order(ByteOrder.nativeOrder())   // {in_desc}
+val output = ByteBuffer.allocateDirect({out_bytes}).order(ByteOrder.nativeOrder()) // {out_desc}
+interpreter.run(input, output)
+```
+
+**Linux (Python, `ai-edge-litert` or `tflite-runtime`):**
+
+```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType   # or: from tflite_runtime.interpreter import ...
+it = Interpreter(model_path="{file}", num_threads=2,   # built-in kernels, no XNNPACK: as verified
+                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); it.allocate_tensors()
+inp, out = it.get_input_details()[0], it.get_output_details()[0]
+{quantize}it.set_tensor(inp["index"], x); it.invoke(); y = it.get_tensor(out["index"])
+{dequantize}```"""
+
 FORMAT = Format(
     name="tflite",
     extension=".tflite",
@@ -108,6 +132,8 @@ FORMAT = Format(
     aarch64_wheels={"ai-edge-litert": "2.3.0"},
     board_modules={"ai_edge_litert": "ai-edge-litert (or tflite-runtime)", "tflite_runtime": "ai-edge-litert (or tflite-runtime)"},
     adb=AdbTool("benchmark_model", "/data/local/tmp/benchmark_model", benchmark_command, parse_benchmark_model),
+    delegates=("xnnpack", "none"),
     card=CARD,
+    card_without_delegate=CARD_WITHOUT_DELEGATE,
     toolchain=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
 )

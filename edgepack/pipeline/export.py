@@ -21,7 +21,7 @@ def dynamic_dims(project, target, spec) -> tuple:
 
 def export_key(project, target, spec) -> ExportKey:
     dims = dynamic_dims(project, target, spec)
-    return ExportKey(spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims))
+    return ExportKey(spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims), spec.delegate)
 
 
 def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, workspace: Path, say):
@@ -44,7 +44,7 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
         module=model, example=np.zeros(project.model.input_shape, np.float32),
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
         input_name=project.model.input_name, output_name=project.model.output_name,
-        parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims,
+        parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
     ))
     export_cache.store(folder, cache_key, artifact)
     return artifact

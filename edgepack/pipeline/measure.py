@@ -70,11 +70,14 @@ def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: n
 def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: np.ndarray,
                reference: np.ndarray | None, labels: np.ndarray | None = None, recorded: np.ndarray | None = None,
                warmup: int, iterations: int, threads: int, activation_elements: int | None,
-               calibration: Path | None, op_profile: bool = False, with_estimate: bool = True) -> DeviceRun:
+               calibration: Path | None, op_profile: bool = False, with_estimate: bool = True,
+               delegate: str | None = None) -> DeviceRun:
     """Run `path` on `runner` for `device`, and estimate its latency when the run counted
     instructions on the device's own emulated CPU. A build that shares one emulated run
     among several targets estimates per target instead (`with_estimate=False`)."""
     extra = {"op_profile": True} if op_profile else {}
+    if delegate is not None:
+        extra["delegate"] = delegate
     result = runner.run(path, fmt, inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
     row = run_row(result, device.name, reference=reference, labels=labels, recorded=recorded,
                   op_profile_note=f"not exposed by {fmt}'s runtime on the {runner.name} runner" if op_profile else None)

@@ -43,6 +43,9 @@ class ExportKey:
     format: str
     precision: str
     dims: tuple = ()                # ((dim, name, min, max), ...) of the dynamic dims
+    # In the key for every format: where the delegate is in the file (ExecuTorch) it
+    # changes the bytes; where the runtime applies it, it changes what was verified.
+    delegate: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Verified:
     latency_ms: dict                # the host run's timing row (devices.base.RunResult.latency_dict)
     recorded: np.ndarray = field(repr=False, compare=False)   # outputs replayed by `edgepack verify --run`
     dynamic_checks: tuple[dict, ...] = ()
+    delegate: dict | None = None    # manifest `delegate`: requested, used and how (verify.delegate_record)
 
 
 class _Keyed:
@@ -114,6 +118,7 @@ class ArtifactRecord(_Keyed):
             "evaluated_samples": p.samples,
             "latency_ms": self.verified.latency_ms,
             "export": {k: v for k, v in details.items() if k != "zipped_bytes"},
+            **({"delegate": self.verified.delegate} if self.verified.delegate else {}),
             "measurements": [m.to_json() for m in self.measurements],
             "warnings": list(self.warnings),
         }
@@ -135,12 +140,34 @@ class FailedArtifact(_Keyed):
 
 
 @dataclass(frozen=True)
+class GateCheck:
+    """One budget applied to one artifact: the budget's name (as in the target's
+    [budgets], or `device_divergence`), the measured value and the limit it was held to."""
+
+    budget: str
+    value: float | None             # None: an SNR of bit-identical outputs (infinite)
+    limit: float
+    passed: bool
+    failure: str                    # the verdict's line when it did not pass
+    device: str | None = None       # the device of a latency or divergence check
+
+    def to_json(self) -> dict:
+        doc = {"budget": self.budget, "value": _rounded(self.value), "limit": self.limit, "passed": self.passed}
+        return {**doc, "device": self.device} if self.device else doc
+
+
+def _rounded(v):
+    return v if v is None or isinstance(v, int) else round(v, 6)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What `gate` decides for one target."""
 
     failures: tuple[str, ...]
     latency_note: str               # how (or whether) latency was gated
     incomplete: bool = False        # an artifact failed to build: not a release, whatever the budgets say
+    checks: dict = field(default_factory=dict, compare=False)   # file -> tuple[GateCheck, ...]
 
     @property
     def passed(self) -> bool:

@@ -27,7 +27,7 @@ class Workshop:
             artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
                                           dims=dims, workspace=self.workspace, say=self.say)
             check_interrupted()
-            verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision,
+            verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,
                                           loaded=self.loaded, compressed=self.compressed, dims=dims,
                                           model=self.compressed.model, input_shape=project.model.input_shape,
                                           settings=project.build, say=self.say)
@@ -49,7 +49,7 @@ class Workshop:
                 precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
-                calibration=self.plan.latency_calibration, with_estimate=False)
+                calibration=self.plan.latency_calibration, with_estimate=False, delegate=key.delegate)
         return self._emulated[ekey]
 
     def record(self, target_plan, spec) -> ArtifactRecord | FailedArtifact:
@@ -84,7 +84,8 @@ class Workshop:
                                                   calibration=self.plan.latency_calibration)
             if estimate:
                 rows.append(estimate)
-        warnings = measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)
+        warnings = [*verify_step.delegate_warnings(verified.delegate),
+                    *measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)]
         return ArtifactRecord(file=file_name, key=key, artifact=artifact, verified=verified,
                               fp32_reference_bytes=self.loaded.source.fp32_bytes, measurements=tuple(rows),
                               warnings=tuple(warnings))

@@ -50,12 +50,28 @@ def _snippet(a: dict) -> str:
     fmt = FORMATS.find(a.get("format"))
     if fmt is None or not fmt.card:   # a format this edgepack does not know, or without a snippet
         return ""
-    return fmt.card.format(
+    # The snippet loads the artifact as the build verified it, whatever the target asked.
+    verified_without = (a.get("delegate") or {}).get("used") == "none" and fmt.delegates[0] != "none"
+    template = fmt.card_without_delegate if verified_without and fmt.card_without_delegate else fmt.card
+    return template.format(
         file=a["file"], in_name=i.get("name", "input"), in_shape=in_shape, in_numel=_numel(in_shape),
         in_shape_kt=", ".join(f"{d}L" for d in in_shape),
         in_bytes=_numel(in_shape) * _DTYPE_BYTES.get(i.get("dtype"), 4), out_bytes=_numel(out_shape) * _DTYPE_BYTES.get(o.get("dtype"), 4),
         in_desc=f"{i.get('dtype')} {in_shape}", out_desc=f"{o.get('dtype')} {out_shape}", quantize=quantize, dequantize=dequantize,
     )
+
+
+def _delegate_note(a: dict, target: str) -> list[str]:
+    """What the artifact was verified on; a delegate the target asked for that the
+    build could not verify is named as unverified, never shown as the way to load it."""
+    d = a.get("delegate")
+    if not d:
+        return []
+    lines = [f"Verified on the build host with: {_md(d['detail'])}."]
+    if d["used"] != d["requested"]:
+        lines.append(f"The `{target}` target asks for delegate `{d['requested']}`; edgepack could not run the file with it, "
+                     f"so outputs with it are unverified and the snippet above does not enable it.")
+    return [*lines, ""]
 
 
 def render(m: dict) -> str:
@@ -128,6 +144,7 @@ def render(m: dict) -> str:
         snippet = _snippet(a)
         if snippet:
             lines += [f"### `{_md(a['file'])}`", "", snippet, ""]
+            lines += _delegate_note(a, target)
     git = m.get("git")
     lines += [
         "## Provenance", "",

@@ -62,6 +62,7 @@ def _number(*, ge: float | None = None, le: float | None = None):
 Number = _number()
 NonNegative = _number(ge=0)
 Fraction = _number(ge=0, le=1)          # accuracies, agreement, shares
+Percent = _number(ge=0, le=100)
 Count = Annotated[StrictInt, Field(ge=0)]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 # Relative paths inside a dist or release folder: no leading /, no `..` part, no backslash.
@@ -199,8 +200,29 @@ class StageEntry(Record):
     config: dict[str, Any] | None = None
 
 
+class AgreementFloors(Record):
+    """Per precision, the top-1 agreement (%) an artifact must keep with its fp32 model."""
+
+    fp32: Percent | None = None
+    fp16: Percent | None = None
+    int8: Percent | None = None
+    int8_dynamic: Percent | None = Field(default=None, alias="int8-dynamic")
+
+
+class SnrFloors(Record):
+    """Per precision, the logit SNR (dB) an artifact must keep against its fp32 model."""
+
+    fp32: Number | None = None
+    fp16: Number | None = None
+    int8: Number | None = None
+    int8_dynamic: Number | None = Field(default=None, alias="int8-dynamic")
+
+
 class BudgetsSection(Record):
     max_accuracy_drop_pt: NonNegative
+    # Absent in manifests of builds made before these gates.
+    min_agreement_pct: AgreementFloors | None = None
+    min_snr_db: SnrFloors | None = None
     max_size_bytes: Annotated[StrictInt, Field(ge=1)] | None = None
     max_latency_ms: NonNegative | None = None
 
@@ -209,6 +231,19 @@ class Gates(Record):
     passed: StrictBool
     failures: list[StrictStr]
     latency: StrictStr | None = None
+
+
+class GateCheck(Record):
+    """One budget held against one artifact: `budget` names it as the target's [budgets]
+    do (or `device_divergence`: a device run against the build host's outputs, limit =
+    the release tolerance); `value` is what the artifact measured (null for the SNR of
+    bit-identical outputs), `limit` what the budget allows for its precision."""
+
+    budget: StrictStr
+    value: Number | None
+    limit: Number
+    passed: StrictBool
+    device: StrictStr | None = None
 
 
 class LatencyCalibration(Record):
@@ -496,6 +531,14 @@ Measurement = Annotated[
 MEASUREMENT = TypeAdapter(Measurement)   # validates one row: MEASUREMENT.validate_python(row)
 
 
+class DelegateUse(Record):
+    """The delegate the target asked for and the one the build's verification ran on."""
+
+    requested: StrictStr
+    used: StrictStr
+    detail: StrictStr     # how it is known: the file's delegated subgraphs, or what the runtime reported
+
+
 class Artifact(Record):
     """One emitted file, what it scored, how fast it ran, and what its runtime sees."""
 
@@ -517,9 +560,11 @@ class Artifact(Record):
     evaluated_samples: Count | None = None
     latency_ms: HostLatency
     export: Export | None = None
+    delegate: DelegateUse | None = None      # absent in manifests written before delegates were honoured
     measurements: list[Measurement] = []
     warnings: list[StrictStr] = []
     signature: Signature | None = None
+    gates: list[GateCheck] | None = None     # every budget checked on this artifact, passed or not
 
 
 # --------------------------------------------------------------------------- release parts

@@ -238,7 +238,8 @@ def _run_artifacts(release: Path, manifest: dict, name: str):
             _fail(f"{name}: {entry['file']} has {recorded.shape[0]} rows for {inputs.shape[0]} inputs")
         artifact = inside(release, a["file"], what=f"{name}: {MANIFEST_FILE}: artifact")
         try:
-            result = runner.run(artifact, a["format"], inputs, warmup=0, iterations=1, threads=1)
+            result = runner.run(artifact, a["format"], inputs, warmup=0, iterations=1, threads=1,
+                                delegate=(a.get("delegate") or {}).get("requested"))
         except EdgepackError as e:
             _fail(f"{name}: {a['file']} did not run: {e}")
         outputs = np.asarray(result.outputs, dtype=np.float32)
