@@ -100,8 +100,10 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     started = time.perf_counter()
     loaded = load(plan, say)
     check_interrupted()
+    loaded_at = time.perf_counter()
     compressed = compress(plan, loaded, say)
     check_interrupted()
+    timings = {"load": round(loaded_at - started, 2), "compress": round(time.perf_counter() - loaded_at, 2)}
     if plan.runner == "qemu":
         _provision_emulation(say)
     toolchain = toolchain_versions()
@@ -114,7 +116,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             records = [r for r in made if isinstance(r, ArtifactRecord)]
             failed = [r for r in made if isinstance(r, FailedArtifact)]
             verdict = gate.gate(tp, records, failed)
-            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed)
+            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed, timings=timings)
             folder, finished = write.write(plan, tp, loaded, compressed, records, verdict, doc, say)
             results.append(TargetResult(
                 target=tp.target.name, device=tp.device.name,

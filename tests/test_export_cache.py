@@ -28,6 +28,9 @@ def test_second_build_reuses_the_export_and_ships_the_same_bytes(tiny_project):
     second, onnx2, manifest2 = _build(tiny_project)
     assert REUSED in second.stderr
     assert onnx2 == onnx1
+    t1, t2 = manifest1["artifacts"][0]["timings_s"], manifest2["artifacts"][0]["timings_s"]
+    assert (t1["export_reused"], t2["export_reused"]) == (False, True) and t2["export"] < t1["export"]
+    assert "export reused" in second.stdout
     # the reused artifact is verified again on this build's data, with the same verdict
     a1, a2 = manifest1["artifacts"][0], manifest2["artifacts"][0]
     assert (a2["sha256"], a2["accuracy"], a2["snr_db"], a2["export"]) == (a1["sha256"], a1["accuracy"], a1["snr_db"], a1["export"])

@@ -77,6 +77,22 @@ def stage_table(stages: list[dict], evaluated_on: str) -> Table:
     return table
 
 
+def timings_line(m: dict) -> str:
+    """Where the build's time went: shared steps, then each artifact's export (or reuse),
+    verification and emulated run."""
+    build = m.get("timings_s") or {}
+    parts = [f"{k} {v:.1f} s" for k, v in build.items()]
+    for a in m.get("artifacts") or []:
+        t = a.get("timings_s")
+        if not t:
+            continue
+        steps = ["export reused" if t.get("export_reused") else f"export {t['export']:.1f} s", f"verify {t['verify']:.1f} s"]
+        if t.get("emulate") is not None:
+            steps.append(f"emulate {t['emulate']:.1f} s")
+        parts.append(f"{a['file']}: " + ", ".join(steps))
+    return ("time: " + "; ".join(parts)) if parts else ""
+
+
 def build_tables(result) -> list:
     out = []
     first = result.targets[0].manifest if result.targets else None
@@ -125,6 +141,8 @@ def build_tables(result) -> list:
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))
         out.append(Text(f"latency: {m['gates'].get('latency', '')}", style="dim"))
+        if line := timings_line(m):
+            out.append(Text(line, style="dim"))
         out.extend(Text(f"fallback: {line}", style="yellow") for line in fallback_notes(m))
         for a in m["artifacts"]:
             for w in a.get("warnings") or []:

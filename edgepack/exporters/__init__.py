@@ -29,6 +29,7 @@ class ModelArtifact:
     parent_sha256: str
     export_seconds: float
     details: dict = field(default_factory=dict, compare=False)
+    reused: bool = False           # copied from an identical earlier export (pipeline.export_cache)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def lookup(folder: Path, cache_key: str, out_path: Path):
     shutil.copyfile(stored, out_path)
     return ModelArtifact(path=out_path, format=meta["format"], precision=meta["precision"], sha256=meta["sha256"],
                          size_bytes=meta["size_bytes"], parent_sha256=meta["parent_sha256"],
-                         export_seconds=0.0, details=meta["details"])
+                         export_seconds=0.0, details=meta["details"], reused=True)
 
 
 def store(folder: Path, cache_key: str, artifact) -> None:

@@ -85,6 +85,7 @@ class ArtifactRecord(_Keyed):
     fp32_reference_bytes: int       # the source model's fp32 weights, for the size ratio
     measurements: tuple = ()        # release.manifest_model.Measurement rows: emulated, estimated, measured
     warnings: tuple[str, ...] = ()
+    seconds: dict = field(default_factory=dict, compare=False)   # wall time of export, verify, emulate in this build
 
     @property
     def parity(self) -> Parity:
@@ -121,6 +122,7 @@ class ArtifactRecord(_Keyed):
             **({"delegate": self.verified.delegate} if self.verified.delegate else {}),
             "measurements": [m.to_json() for m in self.measurements],
             "warnings": list(self.warnings),
+            "timings_s": dict(self.seconds),
         }
 
 

@@ -3,6 +3,7 @@ under emulation once per export key (and emulated CPU), however many targets lis
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edgepack.interrupts import check_interrupted
@@ -20,18 +21,24 @@ class Workshop:
         self._exported: dict[ExportKey, tuple] = {}      # key -> (ModelArtifact, Verified)
         self._failed: dict[ExportKey, ToolchainError] = {}   # a key that failed is not tried again
         self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
+        self._seconds: dict = {}        # export key (and emulated CPU) -> wall seconds of each step
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
         if key not in self._exported:
             plan, project = self.plan, self.plan.project
+            started = time.perf_counter()
             artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
                                           dims=dims, workspace=self.workspace, say=self.say)
             check_interrupted()
+            exported = time.perf_counter()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,
                                           loaded=self.loaded, compressed=self.compressed, dims=dims,
                                           model=self.compressed.model, input_shape=project.model.input_shape,
                                           settings=project.build, say=self.say)
             check_interrupted()
+            self._seconds[key] = {"export": round(exported - started, 2),
+                                  "export_reused": artifact.reused,
+                                  "verify": round(time.perf_counter() - exported, 2)}
             self._exported[key] = (artifact, verified)
         return self._exported[key]
 
@@ -43,6 +50,7 @@ class Workshop:
             from edgepack.devices.qemu import QemuRunner
 
             self.say(f"running {key.format} {key.precision} under qemu ({device.qemu_cpu})")
+            started = time.perf_counter()
             settings, evaluation = self.plan.project.build, self.loaded.evaluation
             self._emulated[ekey] = measure_step.measure_on(
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
@@ -50,6 +58,7 @@ class Workshop:
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
                 calibration=self.plan.latency_calibration, with_estimate=False, delegate=key.delegate)
+            self._seconds[ekey] = round(time.perf_counter() - started, 2)
         return self._emulated[ekey]
 
     def record(self, target_plan, spec) -> ArtifactRecord | FailedArtifact:
@@ -72,8 +81,10 @@ class Workshop:
         project, device = self.plan.project, target_plan.device
         artifact, verified = self._export_and_verify(key, file_name, dims)
         rows: list = []
+        seconds = dict(self._seconds[key])
         if self.plan.runner == "qemu":
             emulated = self._emulate(key, artifact, verified, device)
+            seconds["emulate"] = self._seconds[(key, device.qemu_cpu)]
             # The same run serves several targets; each manifest names its own device.
             rows.append(emulated.row.model_copy(update={"device": device.name}))
             # Estimated at the build's thread count for this target's device profile.
@@ -88,4 +99,4 @@ class Workshop:
                     *measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)]
         return ArtifactRecord(file=file_name, key=key, artifact=artifact, verified=verified,
                               fp32_reference_bytes=self.loaded.source.fp32_bytes, measurements=tuple(rows),
-                              warnings=tuple(warnings))
+                              warnings=tuple(warnings), seconds=seconds)

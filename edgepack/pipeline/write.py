@@ -12,7 +12,7 @@ from edgepack.release.manifest import MANIFEST_SCHEMA
 
 
 def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records: list[ArtifactRecord],
-             verdict: Verdict, toolchain: dict, failed: list = ()) -> dict:
+             verdict: Verdict, toolchain: dict, failed: list = (), *, timings: dict | None = None) -> dict:
     """The target's manifest as the build knows it; release.manifest.complete_dist adds
     signatures, data hashes and test vectors when the dist is written."""
     from edgepack.devices.latency import calibration_record
@@ -47,6 +47,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "artifacts": [{**r.manifest_entry(), "gates": [c.to_json() for c in verdict.checks.get(r.file, ())]}
                       for r in records],
         **({"failed_artifacts": [f.manifest_entry() for f in failed]} if failed else {}),
+        **({"timings_s": dict(timings)} if timings else {}),
     }
 
 

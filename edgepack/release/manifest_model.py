@@ -539,6 +539,23 @@ class DelegateUse(Record):
     detail: StrictStr     # how it is known: the file's delegated subgraphs, or what the runtime reported
 
 
+class ArtifactTimings(Record):
+    """Wall seconds this build spent on an artifact. Shared steps (one export serving
+    several targets) show the same figures in each target's manifest."""
+
+    export: NonNegative
+    export_reused: StrictBool = False     # copied from an identical earlier export
+    verify: NonNegative
+    emulate: NonNegative | None = None    # only under --runner qemu
+
+
+class BuildTimings(Record):
+    """Wall seconds of the steps every target of a build shares."""
+
+    load: NonNegative
+    compress: NonNegative
+
+
 class Artifact(Record):
     """One emitted file, what it scored, how fast it ran, and what its runtime sees."""
 
@@ -564,6 +581,7 @@ class Artifact(Record):
     measurements: list[Measurement] = []
     warnings: list[StrictStr] = []
     signature: Signature | None = None
+    timings_s: ArtifactTimings | None = None   # absent in a release packaged with --reproducible
     gates: list[GateCheck] | None = None     # every budget checked on this artifact, passed or not
 
 
@@ -642,6 +660,7 @@ class Manifest(Record):
     gates: Gates
     artifacts: list[Artifact]
     failed_artifacts: list[FailedArtifactEntry] | None = None   # only in a dist set aside as incomplete
+    timings_s: BuildTimings | None = None     # absent in a release packaged with --reproducible
     git: Git | None = None
     test_vectors: TestVectors | None = None
     latency_calibration: LatencyCalibration | None = None

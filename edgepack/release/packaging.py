@@ -136,6 +136,8 @@ def without_run_timings(manifest: dict) -> dict:
         a["latency_ms"] = {**{k: v for k, v in lat.items() if k not in RUN_TIMINGS}, "omitted": TIMINGS_OMITTED}
         a["measurements"] = [r if r.get("method") == "estimated" else {k: v for k, v in r.items() if k not in RUN_TIMINGS}
                              for r in a.get("measurements") or []]
+        a.pop("timings_s", None)     # step durations, and whether this build reused an export
+    m.pop("timings_s", None)
     for stage in m.get("stages") or []:
         stage.pop("seconds", None)
     parse_manifest(m, what="reproducible manifest")
