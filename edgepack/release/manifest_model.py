@@ -146,6 +146,8 @@ class QuantizeOptions(Record):
     activations: Literal["asymmetric", "symmetric"] | None = None
     keep_float: list[StrictStr] | None = None
     calibration_samples: Annotated[StrictInt, Field(ge=1)] | None = None
+    calibration: Literal["minmax", "percentile", "entropy", "mse"] | None = None
+    percentile: Number | None = None
 
 
 class RecipeStage(Record):
@@ -256,6 +258,15 @@ class Simplify(Record):
     nodes_after: Count
 
 
+class Calibration(Record):
+    """How a static int8 artifact's activation ranges were chosen: the quantize stage's
+    method and the backend code that applied it."""
+
+    method: Literal["minmax", "percentile", "entropy", "mse"]
+    implementation: StrictStr
+    percentile: Number | None = None
+
+
 class Export(Record):
     """What the exporter reported. Common fields first, then each built-in format's own.
 
@@ -272,6 +283,7 @@ class Export(Record):
     keep_float: list[StrictStr] | None = None
     precision: Precision | None = None
     fallbacks: list[Fallback] | None = None
+    calibration: Calibration | None = None            # static int8
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
     per_channel_int8_weights: Count | None = None
