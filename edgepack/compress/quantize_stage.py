@@ -1,5 +1,6 @@
-"""The `quantize` stage: it changes no weights itself; it sets how every exporter
-quantizes (the target decides which precision each format gets)."""
+"""The `quantize` stage: it sets how every exporter quantizes (the target decides which
+precision each format gets), and which weight-preserving rewrites of the fp32 model come
+first (cross-layer equalization, bias correction: compress.equalize)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,20 @@ class QuantizeConfig(PassConfig):
     calibration: CalibrationMethod = "mse"
     # Only with calibration = "percentile": the share of values kept inside the range, in %.
     percentile: float = Field(default=DEFAULT_PERCENTILE, gt=90.0, lt=100.0)
+    # Rewrites of the fp32 model before int8 export (compress.equalize); both keep what
+    # the model computes, and every format is exported from the rewritten model.
+    equalize: bool = False
+    bias_correction: bool = False
 
     @model_validator(mode="after")
     def _percentile_only_with_its_method(self) -> "QuantizeConfig":
         if "percentile" in self.model_fields_set and self.calibration != "percentile":
             raise ValueError(f"'percentile' is only used with calibration = \"percentile\", not {self.calibration!r}")
         return self
+
+    @property
+    def rewrites_model(self) -> bool:
+        return self.equalize or self.bias_correction
 
 
 DEFAULT = QuantizeConfig()

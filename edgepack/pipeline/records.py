@@ -43,6 +43,7 @@ class ExportKey:
     format: str
     precision: str
     dims: tuple = ()                # ((dim, name, min, max), ...) of the dynamic dims
+    quantize: str = ""              # the quantize stage's options, canonical JSON; "" for float precisions
 
 
 @dataclass(frozen=True)

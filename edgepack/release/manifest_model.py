@@ -148,6 +148,8 @@ class QuantizeOptions(Record):
     calibration_samples: Annotated[StrictInt, Field(ge=1)] | None = None
     calibration: Literal["minmax", "percentile", "entropy", "mse"] | None = None
     percentile: Number | None = None
+    equalize: StrictBool | None = None
+    bias_correction: StrictBool | None = None
 
 
 class RecipeStage(Record):
@@ -267,6 +269,28 @@ class Calibration(Record):
     percentile: Number | None = None
 
 
+class Equalization(Record):
+    """Cross-layer equalization of the model the int8 artifact was exported from."""
+
+    pairs: Count
+    batchnorms_folded: Count
+    relu6_replaced: Count
+    relu6_kept: list[StrictStr]           # ReLU6 that clipped calibration inputs: their pairs are left alone
+    sweeps: Count
+    layers: list[list[StrictStr]]
+    fp32_max_abs_change: NonNegative
+    fp32_snr_db: Number | None = None     # null: the float outputs did not change at all
+
+
+class BiasCorrection(Record):
+    """Empirical bias correction of the model the int8 artifact was exported from."""
+
+    layers: Count
+    samples: Count
+    mean_abs_shift: NonNegative
+    max_abs_shift: NonNegative
+
+
 class Export(Record):
     """What the exporter reported. Common fields first, then each built-in format's own.
 
@@ -284,6 +308,8 @@ class Export(Record):
     precision: Precision | None = None
     fallbacks: list[Fallback] | None = None
     calibration: Calibration | None = None            # static int8
+    equalization: Equalization | None = None          # int8 with the quantize stage's equalize
+    bias_correction: BiasCorrection | None = None     # int8 with the quantize stage's bias_correction
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
     per_channel_int8_weights: Count | None = None
