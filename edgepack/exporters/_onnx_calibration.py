@@ -31,7 +31,7 @@ NUM_QUANTIZED_BINS = 255
 
 def calibration_cache(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path):
     """(path of a calibration cache for quantize_static, the CalibrationMethod it holds)."""
-    from onnxruntime.quantization import CalibrationMethod, save_tensors_data
+    from onnxruntime.quantization import save_tensors_data
 
     if method == "mse":
         ranges = _mse_ranges(pre, batches, symmetric=symmetric)
@@ -39,7 +39,7 @@ def calibration_cache(pre: Path, batches, *, method: str, percentile: float, sym
         ranges = _onnxruntime_ranges(pre, batches, method=method, percentile=percentile, symmetric=symmetric, folder=folder)
     path = folder / "ranges.json"
     save_tensors_data(ranges, path)
-    return path, ranges.calibration_method if method != "mse" else CalibrationMethod.MinMax
+    return path, ranges.calibration_method
 
 
 def _onnxruntime_ranges(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path):
