@@ -52,7 +52,8 @@ def correct_biases(model, calibration, *, per_channel: bool, skip: tuple[str, ..
     import torch
     from torch import nn
 
-    model = copy.deepcopy(model).eval()
+    # Models arrive in eval mode; an exported program's module() refuses eval() itself.
+    model = copy.deepcopy(model)
     x = torch.as_tensor(np.ascontiguousarray(calibration[:MAX_SAMPLES]), dtype=torch.float32)
     kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     layers = {n: m for n, m in model.named_modules()

@@ -58,7 +58,8 @@ def equalize(model, example, calibration=None) -> tuple[object, dict]:
 
     from edgepack.passes.reorganize import fold_batchnorms
 
-    model = copy.deepcopy(model).eval()
+    # Models arrive in eval mode; an exported program's module() refuses eval() itself.
+    model = copy.deepcopy(model)
     graph = _trace(model)
     folded = fold_batchnorms(model, graph, example)
     pairs = find_pairs(model, _trace(model))

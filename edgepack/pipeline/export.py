@@ -70,7 +70,13 @@ def rewrite_for_int8(plan, model, loaded, say) -> Rewritten | None:
         from edgepack.compress.equalize import equalize
 
         say("equalizing weight ranges across layer pairs")
-        out, report = equalize(model, torch.zeros(plan.project.model.input_shape), loaded.calibration_x)
+        try:
+            out, report = equalize(model, torch.zeros(plan.project.model.input_shape), loaded.calibration_x)
+        except ToolchainError:
+            raise
+        except Exception as e:  # the model's own forward code: any type
+            raise ToolchainError(f"equalize: {type(e).__name__}: {str(e)[:200]}; set equalize = false",
+                                 stage="equalize") from e
         x = loaded.evaluation.x[:REWRITE_CHECK_SAMPLES]
         batch = plan.project.model.input_shape[0]
         before, after = predict(model, x, declared_batch=batch), predict(out, x, declared_batch=batch)
