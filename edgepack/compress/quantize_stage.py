@@ -1,13 +1,24 @@
-"""The `quantize` stage: it changes no weights itself; it sets how every exporter
-quantizes (the target decides which precision each format gets)."""
+"""The `quantize` stage: it sets how every exporter quantizes (the target decides which
+precision each format gets), and which weight-preserving rewrites of the fp32 model come
+first (cross-layer equalization, bias correction: compress.equalize)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgepack.passes.base import PassConfig
+
+# How the range of every int8 activation is chosen from the calibration data. Each format
+# does it with its backend's own machinery (docs/quantization.md lists which):
+#   minmax      the smallest and largest value seen
+#   percentile  the values at the given percentile of each tail (outliers clipped)
+#   entropy     the clipping range whose int8 histogram is closest in KL divergence
+#   mse         the clipping range with the least squared quantization error
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
+CalibrationMethod = Literal["minmax", "percentile", "entropy", "mse"]
+DEFAULT_PERCENTILE = 99.99
 
 
 class QuantizeConfig(PassConfig):
@@ -18,6 +29,23 @@ class QuantizeConfig(PassConfig):
     # Mixed precision: module names (as in model.named_modules()) kept in float.
     keep_float: tuple[str, ...] = Field(default=())
     calibration_samples: int | None = Field(default=None, gt=0)
+    calibration: CalibrationMethod = "mse"
+    # Only with calibration = "percentile": the share of values kept inside the range, in %.
+    percentile: float = Field(default=DEFAULT_PERCENTILE, gt=90.0, lt=100.0)
+    # Rewrites of the fp32 model before int8 export (compress.equalize); both keep what
+    # the model computes, and every format is exported from the rewritten model.
+    equalize: bool = False
+    bias_correction: bool = False
+
+    @model_validator(mode="after")
+    def _percentile_only_with_its_method(self) -> "QuantizeConfig":
+        if "percentile" in self.model_fields_set and self.calibration != "percentile":
+            raise ValueError(f"'percentile' is only used with calibration = \"percentile\", not {self.calibration!r}")
+        return self
+
+    @property
+    def rewrites_model(self) -> bool:
+        return self.equalize or self.bias_correction
 
 
 DEFAULT = QuantizeConfig()

@@ -60,6 +60,16 @@ def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bo
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
+def calibration_details(opts, *, dynamic: bool) -> dict:
+    """The manifest's `calibration` entry: static int8 only (dynamic ranges are computed
+    at run time from each input, with no calibration)."""
+    if dynamic:
+        return {}
+    from edgepack.exporters._observers import describe
+
+    return {"calibration": describe(opts)}
+
+
 def as_tensor(x) -> "torch.Tensor":  # noqa: F821
     """A row-major float32 copy. Arrays sliced from numpy can carry strides such as
     (64, 1, 8, 1) on size-1 dims; `is_contiguous()` accepts them, torch.export records

@@ -15,7 +15,8 @@ from contextlib import nullcontext
 
 from edgepack.errors import ToolchainError
 from edgepack.exporters import converting
-from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
+from edgepack.exporters._pt2e import (batch_bound, calibrate_and_convert, calibration_details, capture_for_calibration,
+                                      fallback_details, prepare)
 
 
 def _quiet_imports() -> None:
@@ -136,12 +137,14 @@ def _export_int8(req, *, dynamic: bool) -> dict:
         fallbacks: list[dict] = []
         captured, calibration = capture_for_calibration(p.module, p.example, req.calibration, min_bound=batch_bound(dims),
                                                         fallbacks=fallbacks)
-        quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
+        from edgepack.exporters._observers import with_activation_observer
+
+        quantizer = XNNPACKQuantizer().set_global(with_activation_observer(
+            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
         program = export_program(converted)
     info = _lower(program, req.out_path, dims, req.delegate)
     if req.delegate == "xnnpack" and info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
-    return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float),
+    return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float), **calibration_details(opts, dynamic=dynamic),
             **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}

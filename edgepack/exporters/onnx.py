@@ -4,6 +4,7 @@ onnxruntime.quantization's static QDQ int8 (per-channel weights, calibrated acti
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 import warnings
@@ -118,39 +119,56 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
-                  symmetric_activations: bool = False, exclude: list[str] = ()) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+                  symmetric_activations: bool = False, exclude: list[str] = (), method: str = "minmax",
+                  percentile: float = 99.99) -> None:
+    """onnxruntime's static QDQ int8. Activation ranges come from quantize_static's own
+    MinMax calibration, or for the other methods from exporters._onnx_calibration, handed
+    over through quantize_static's calibration cache."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Batches(CalibrationDataReader):
-        def __init__(self, name: str, size: int, stop: int):
-            self.name, self.size, self.stop = name, size, stop
+    from edgepack.exporters._onnx_calibration import calibration_cache
+
+    import onnx
+
+    # onnxruntime's histogram calibrators print progress on stdout, which carries --json.
+    with tempfile.TemporaryDirectory() as tmp, _quiet(), contextlib.redirect_stdout(io.StringIO()):
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre))  # shape inference + basic graph opts
+        graph_input = onnx.load_model(str(pre), load_external_data=False).graph.input[0]
+        size, stop = calibration_batches(graph_input, len(calibration))
+        batches = [{graph_input.name: np.ascontiguousarray(calibration[i : i + size])} for i in range(0, stop, size)]
+        common = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                      per_channel=per_channel, reduce_range=False, use_external_data_format=False,
+                      nodes_to_exclude=list(exclude),
+                      extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
+        if method == "minmax":
+            quantize_static(str(pre), str(out_path), calibration_data_reader=_Batches(batches),
+                            calibrate_method=CalibrationMethod.MinMax, **common)
+        else:
+            cache, kind = calibration_cache(pre, batches, method=method, percentile=percentile,
+                                            symmetric=symmetric_activations, folder=Path(tmp))
+            quantize_static(str(pre), str(out_path), calibrate_method=kind, calibration_cache_path=str(cache), **common)
+    model = onnx.load_model(str(out_path))
+    _strip_debug_metadata(model)
+    onnx.save_model(model, str(out_path), save_as_external_data=False)
+
+
+def _Batches(batches: list[dict]):
+    """quantize_static's data reader over prepared input feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
             self.rewind()
 
         def get_next(self):
             return next(self._it, None)
 
         def rewind(self):
-            self._it = iter({self.name: np.ascontiguousarray(calibration[i : i + self.size])}
-                            for i in range(0, self.stop, self.size))
+            self._it = iter(batches)
 
-    import onnx
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre))  # shape inference + basic graph opts
-        graph_input = onnx.load_model(str(pre), load_external_data=False).graph.input[0]
-        size, stop = calibration_batches(graph_input, len(calibration))
-        quantize_static(
-            str(pre), str(out_path), calibration_data_reader=Batches(graph_input.name, size, stop),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
-            use_external_data_format=False, nodes_to_exclude=list(exclude),
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
-        )
-    model = onnx.load_model(str(out_path))
-    _strip_debug_metadata(model)
-    onnx.save_model(model, str(out_path), save_as_external_data=False)
+    return Reader()
 
 
 def calibration_batches(graph_input, samples: int) -> tuple[int, int]:
@@ -205,7 +223,8 @@ def convert_fp16(fp32_path: Path, out_path: Path, *, exclude: list[str]) -> None
 def _int8(fp32: Path, out: Path, req, exclude: list[str]) -> None:
     opts = req.options
     quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
-                  symmetric_activations=opts.activations == "symmetric", exclude=exclude)
+                  symmetric_activations=opts.activations == "symmetric", exclude=exclude, method=opts.calibration,
+                  percentile=opts.percentile)
 
 
 def _int8_dynamic(fp32: Path, out: Path, req, exclude: list[str]) -> None:
@@ -241,6 +260,10 @@ def export(req) -> dict:
         simplified = simplify(out)
     info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
             "nodes_exported": nodes_before, "simplify": simplified, **({"fallbacks": fallbacks} if fallbacks else {})}
+    if req.precision == "int8":  # static: its activation ranges were calibrated
+        from edgepack.exporters._onnx_calibration import describe as calibration
+
+        info["calibration"] = calibration(opts.calibration, opts.percentile)
     if req.precision.startswith("int8") and not info["initializers_by_dtype"].get("int8"):
         raise ToolchainError("onnx: int8 quantization produced no int8 weights", format="onnx", stage="quantize")
     return info

@@ -15,7 +15,8 @@ from contextlib import nullcontext
 
 from edgepack.errors import ToolchainError
 from edgepack.exporters import converting
-from edgepack.exporters._pt2e import batch_bound, calibrate_and_convert, capture_for_calibration, fallback_details, prepare
+from edgepack.exporters._pt2e import (batch_bound, calibrate_and_convert, calibration_details, capture_for_calibration,
+                                      fallback_details, prepare)
 
 
 def _quiet_imports() -> None:
@@ -122,13 +123,16 @@ def _export_int8(req, *, dynamic: bool) -> dict:
         fallbacks: list[dict] = []
         captured, calibration = capture_for_calibration(p.module, p.example, req.calibration, strict=True,
                                                         min_bound=batch_bound(dims), fallbacks=fallbacks)
-        quantizer = PT2EQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic))
+        from edgepack.exporters._observers import with_activation_observer
+
+        quantizer = PT2EQuantizer().set_global(with_activation_observer(
+            get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
     info = _finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
+                    **calibration_details(opts, dynamic=dynamic),
                     **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, dims)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",

@@ -54,7 +54,7 @@ class Reorganize:
             graphs.append(_trace(model))
             model.eval()
         if config.fold_batchnorm:
-            edits += _fold_batchnorms(model, graphs[0], example)
+            edits += fold_batchnorms(model, graphs[0], example)
         if config.remove_dropout:
             for name, m in list(model.named_modules()):
                 if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -200,7 +200,7 @@ def _set(model, name: str, module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
-def _fold_batchnorms(model, graph, example) -> list[_Edit]:
+def fold_batchnorms(model, graph, example) -> list[_Edit]:
     """Fold every BatchNorm whose only input is a Conv/Linear that nothing else reads."""
     import torch
     from torch import nn

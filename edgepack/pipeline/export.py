@@ -1,14 +1,32 @@
-"""Step `export`: one artifact per (format, precision, dynamic dims), whatever number of
-targets ask for it. The exporters own their quantizers and lowering; this step only
-decides what to export, from which model, into which workspace folder."""
+"""Step `export`: one artifact per (format, precision, dynamic dims, quantization options),
+whatever number of targets ask for it. The exporters own their quantizers and lowering;
+this step only decides what to export, from which model, into which workspace folder.
+
+Int8 artifacts may be exported from a rewrite of the model (the quantize stage's
+`equalize` and `bias_correction`): made once per build and shared by every format."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.pipeline.records import ExportKey
+
+# Inputs the rewritten float model is compared with the original on.
+REWRITE_CHECK_SAMPLES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewritten:
+    """The model int8 artifacts are exported from, and what was done to it (recorded in
+    each such artifact's `export` details)."""
+
+    model: object
+    details: dict
 
 
 def dynamic_dims(project, target, spec) -> tuple:
@@ -19,19 +37,85 @@ def dynamic_dims(project, target, spec) -> tuple:
     return tuple(target.dynamic_dims if target.dynamic_dims is not None else project.model.dynamic_dims)
 
 
-def export_key(project, target, spec) -> ExportKey:
+def quantization_key(precision: str, quantize) -> str:
+    """The quantize stage's options, canonically, for the precisions they shape (int8);
+    empty for float artifacts, which no quantization option changes."""
+    if not precision.startswith("int8") or quantize is None:
+        return ""
+    return json.dumps(quantize.model_dump(mode="json"), sort_keys=True)
+
+
+def export_key(project, target, spec, quantize=None) -> ExportKey:
     dims = dynamic_dims(project, target, spec)
-    return ExportKey(spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims), spec.delegate)
+    return ExportKey(spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims),
+                     spec.delegate, quantization_key(spec.precision, quantize))
 
 
-def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, workspace: Path, say):
-    """exporters.ModelArtifact written under `workspace`, in a folder of its own."""
+def rewrite_for_int8(plan, model, loaded, say) -> Rewritten | None:
+    """The quantize stage's rewrites of `model` (compress.equalize, compress.bias_correction),
+    or None when it asks for none. Equalization is checked against the model it started
+    from on real inputs, and the change is recorded (nonzero only where a ReLU6 became
+    ReLU)."""
+    opts = plan.recipe.quantize
+    if not opts.rewrites_model:
+        return None
+    import torch
+
+    from edgepack.compress.evaluate import predict
+    from edgepack.errors import ToolchainError
+
+    details: dict = {}
+    out = model
+    if opts.equalize:
+        from edgepack.compress.equalize import equalize
+
+        say("equalizing weight ranges across layer pairs")
+        try:
+            out, report = equalize(model, torch.zeros(plan.project.model.input_shape), loaded.calibration_x)
+        except ToolchainError:
+            raise
+        except Exception as e:  # the model's own forward code: any type
+            raise ToolchainError(f"equalize: {type(e).__name__}: {str(e)[:200]}; set equalize = false",
+                                 stage="equalize") from e
+        x = loaded.evaluation.x[:REWRITE_CHECK_SAMPLES]
+        batch = plan.project.model.input_shape[0]
+        before, after = predict(model, x, declared_batch=batch), predict(out, x, declared_batch=batch)
+        report["fp32_max_abs_change"] = float(np.max(np.abs(before - after)))
+        report["fp32_snr_db"] = _snr_or_none(before, after)
+        details["equalization"] = report
+    if opts.bias_correction:
+        from edgepack.compress.bias_correction import correct_biases
+
+        say("correcting biases for int8 weights")
+        try:
+            out, report = correct_biases(out, loaded.calibration_x, per_channel=opts.weights == "per_channel",
+                                         skip=opts.keep_float)
+        except Exception as e:  # the model's own forward code: any type
+            raise ToolchainError(f"bias correction: the model does not run on {min(len(loaded.calibration_x), 128)} "
+                                 f"calibration inputs at once ({type(e).__name__}: {str(e)[:200]}); "
+                                 "set bias_correction = false", stage="bias_correction") from e
+        details["bias_correction"] = report
+    return Rewritten(out, details)
+
+
+def _snr_or_none(reference: np.ndarray, output: np.ndarray) -> float | None:
+    from edgepack.verify.metrics import snr_db
+
+    snr = snr_db(reference, output)
+    return None if math.isinf(snr) else round(snr, 2)
+
+
+def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, workspace: Path, say,
+           rewritten: Rewritten | None = None):
+    """exporters.ModelArtifact written under `workspace`, in a folder of its own. An int8
+    key is exported from `rewritten` when given, and its details say what was rewritten."""
     from edgepack.exporters import ExportRequest
     from edgepack.exporters import export as run_exporter
 
     from edgepack.pipeline import export_cache
 
     project = plan.project
+    rewrite = rewritten if rewritten is not None and key.precision.startswith("int8") else None
     out = workspace / f"{key.format}-{key.precision}-{len(list(workspace.iterdir()))}" / file_name
     out.parent.mkdir(parents=True)
     folder = export_cache.cache_folder(plan)
@@ -41,10 +125,12 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
         return cached
     say(f"exporting {key.format} {key.precision}")
     artifact = run_exporter(key.format, ExportRequest(
-        module=model, example=np.zeros(project.model.input_shape, np.float32),
+        module=rewrite.model if rewrite else model, example=np.zeros(project.model.input_shape, np.float32),
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
         input_name=project.model.input_name, output_name=project.model.output_name,
         parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
     ))
+    if rewrite:
+        artifact = dataclasses.replace(artifact, details={**artifact.details, **rewrite.details})
     export_cache.store(folder, cache_key, artifact)
     return artifact

@@ -46,6 +46,7 @@ class ExportKey:
     # In the key for every format: where the delegate is in the file (ExecuTorch) it
     # changes the bytes; where the runtime applies it, it changes what was verified.
     delegate: str = ""
+    quantize: str = ""              # the quantize stage's options, canonical JSON; "" for float precisions
 
 
 @dataclass(frozen=True)

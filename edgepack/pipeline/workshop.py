@@ -22,13 +22,22 @@ class Workshop:
         self._failed: dict[ExportKey, ToolchainError] = {}   # a key that failed is not tried again
         self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
         self._seconds: dict = {}        # export key (and emulated CPU) -> wall seconds of each step
+        self._rewritten: list = []   # [export_step.Rewritten | None] once made: one rewrite serves every int8 format
+
+    def _rewrite(self, precision: str):
+        if not precision.startswith("int8"):
+            return None
+        if not self._rewritten:
+            self._rewritten.append(export_step.rewrite_for_int8(self.plan, self.compressed.model, self.loaded, self.say))
+        return self._rewritten[0]
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
         if key not in self._exported:
             plan, project = self.plan, self.plan.project
             started = time.perf_counter()
             artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
-                                          dims=dims, workspace=self.workspace, say=self.say)
+                                          dims=dims, workspace=self.workspace, say=self.say,
+                                          rewritten=self._rewrite(key.precision))
             check_interrupted()
             exported = time.perf_counter()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,
@@ -65,7 +74,7 @@ class Workshop:
         """The record of one artifact of one target; a converter, quantizer or runtime
         failure is that artifact's record, so the target's other formats still build."""
         project = self.plan.project
-        key = export_step.export_key(project, target_plan.target, spec)
+        key = export_step.export_key(project, target_plan.target, spec, self.plan.recipe.quantize)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
         if key not in self._failed:

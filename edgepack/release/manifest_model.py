@@ -150,6 +150,10 @@ class QuantizeOptions(Record):
     activations: Literal["asymmetric", "symmetric"] | None = None
     keep_float: list[StrictStr] | None = None
     calibration_samples: Annotated[StrictInt, Field(ge=1)] | None = None
+    calibration: Literal["minmax", "percentile", "entropy", "mse"] | None = None
+    percentile: Number | None = None
+    equalize: StrictBool | None = None
+    bias_correction: StrictBool | None = None
 
 
 class RecipeStage(Record):
@@ -294,6 +298,37 @@ class Simplify(Record):
     nodes_after: Count
 
 
+class Calibration(Record):
+    """How a static int8 artifact's activation ranges were chosen: the quantize stage's
+    method and the backend code that applied it."""
+
+    method: Literal["minmax", "percentile", "entropy", "mse"]
+    implementation: StrictStr
+    percentile: Number | None = None
+
+
+class Equalization(Record):
+    """Cross-layer equalization of the model the int8 artifact was exported from."""
+
+    pairs: Count
+    batchnorms_folded: Count
+    relu6_replaced: Count
+    relu6_kept: list[StrictStr]           # ReLU6 that clipped calibration inputs: their pairs are left alone
+    sweeps: Count
+    layers: list[list[StrictStr]]
+    fp32_max_abs_change: NonNegative
+    fp32_snr_db: Number | None = None     # null: the float outputs did not change at all
+
+
+class BiasCorrection(Record):
+    """Empirical bias correction of the model the int8 artifact was exported from."""
+
+    layers: Count
+    samples: Count
+    mean_abs_shift: NonNegative
+    max_abs_shift: NonNegative
+
+
 class Export(Record):
     """What the exporter reported. Common fields first, then each built-in format's own.
 
@@ -310,6 +345,9 @@ class Export(Record):
     keep_float: list[StrictStr] | None = None
     precision: Precision | None = None
     fallbacks: list[Fallback] | None = None
+    calibration: Calibration | None = None            # static int8
+    equalization: Equalization | None = None          # int8 with the quantize stage's equalize
+    bias_correction: BiasCorrection | None = None     # int8 with the quantize stage's bias_correction
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
     per_channel_int8_weights: Count | None = None
