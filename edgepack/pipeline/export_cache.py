@@ -4,7 +4,7 @@ A LiteRT int8 conversion of a MobileNet-class net takes minutes; building a seco
 that lists the same artifact, or building again after changing only a budget, must not
 redo it. The key hashes content, never paths: the exported model's weights and structure,
 the code that builds it, the format, precision, dynamic dims and quantization options,
-the calibration inputs, the input/output names and shape, and the versions of every
+the calibration inputs, the input/output names and shape, edgepack's own code and the versions of every
 package that converts or quantizes (with how the host's float kernels were chosen). An
 entry holds the file and what the exporter reported; on reuse the file's sha256 is
 checked against the one stored, so a damaged entry is rebuilt, never shipped.
@@ -44,6 +44,18 @@ def _array_digest(a: np.ndarray) -> str:
     return hashlib.sha256(f"{a.dtype}:{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
+def _edgepack_code() -> str:
+    """edgepack's own source: an exporter or quantizer edited in a checkout changes the
+    bytes without changing the package version."""
+    import edgepack
+
+    root = Path(edgepack.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -> str:
     from edgepack.compress import cachekey
     from edgepack.release.toolchain import toolchain_versions
@@ -62,6 +74,7 @@ def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -
         "input": [list(project.model.input_shape), project.model.input_name, project.model.output_name],
         "file_name": file_name,
         "tools": toolchain_versions(),
+        "edgepack_code": _edgepack_code(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
