@@ -40,7 +40,7 @@ def export(out: Path, models: list[str], precisions: list[str]) -> None:
 
     rng = np.random.default_rng(0)
     example = rng.standard_normal(INPUT_SHAPE).astype(np.float32)
-    calibration = rng.standard_normal((CALIBRATION_SAMPLES, *INPUT_SHAPE)).astype(np.float32)
+    calibration = rng.standard_normal((CALIBRATION_SAMPLES, *INPUT_SHAPE[1:])).astype(np.float32)
     for model in models:
         for precision in precisions:
             path = artifact_path(out, model, precision)

@@ -1,0 +1,84 @@
+"""The latency fit: shipped rates recomputed from the data files, leave-one-model-out
+validation, and the expected error every estimate carries.
+
+Tolerances: profiles store rates rounded to 2 decimals and efficiencies to 3, so a
+recomputed value must agree within half a unit of that last digit (0.005 / 0.0005)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgepack.config.loader import profiles_catalog
+from edgepack.devices import estimate as est
+from edgepack.devices import fit
+
+PROFILES = ("pixel-7", "raspberry-pi-4", "raspberry-pi-5", "cortex-a53-iot", "graviton2")
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_shipped_rate_is_recomputed_from_the_published_table_and_the_counts(name):
+    profile = profiles_catalog().load(name)
+    checked = 0
+    for cluster in profile.clusters:
+        for precision, value in (("fp32", cluster.nn_ipc), ("int8", cluster.nn_ipc_int8)):
+            source = fit.source_for(name, cluster.core, precision)
+            if value is None:
+                assert source is None, f"{name} {cluster.core} {precision}: fit has a source the profile does not use"
+                continue
+            assert source is not None, f"{name} {cluster.core} {precision}: a shipped rate with no fit source"
+            f = fit.shipped_rate(source)
+            assert f is not None, f"{name} {cluster.core} {precision}: no counted published rows for {source.device}"
+            assert value == pytest.approx(f.rate, abs=0.005), (name, cluster.core, precision)
+            assert "edgepack/devices/fit.py" in (cluster.nn_ipc_basis if precision == "fp32" else cluster.nn_ipc_int8_basis)
+            checked += 1
+        if cluster.nn_ipc is not None:
+            source = fit.source_for(name, cluster.core, "fp32")
+            assert cluster.nn_parallel_efficiency == pytest.approx(fit.shipped_efficiency(source, cluster.count), abs=0.0005)
+    assert checked
+
+
+def test_fitted_profile_reproduces_its_published_rows_at_the_published_clock_and_threads():
+    """An estimate for the Raspberry Pi 4 at the published board's clock and 4 threads,
+    from the counted instructions, lands on the fit through all published models: the
+    profile, the fit and the estimate agree on clock, rate and scaling."""
+    profile = profiles_catalog().load("raspberry-pi-4")
+    f = fit.fit("rpi4-arm64", "fp32")
+    for row, n in fit.counted_rows("rpi4-arm64", "fp32"):
+        e = est.estimate_latency(profile, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4)
+        assert e.estimate_ms == pytest.approx(fit.estimate_ms(f, n, 4), rel=0.01), row.model
+
+
+def test_leave_one_model_out_never_fits_on_the_held_out_model():
+    for device in ("pixel-2", "rpi4-arm64"):
+        for row, _ in fit.counted_rows(device, "fp32"):
+            f = fit.fit(device, "fp32", exclude_model=row.model)
+            assert f is None or row.model not in f.models
+    held = fit.leave_one_model_out("pixel-2", "fp32")
+    assert held and all(h.estimate_ms > 0 for h in held)
+    # a held-out estimate differs from the all-model fit's (it is a real prediction)
+    full = fit.fit("pixel-2", "fp32")
+    assert any(abs(h.estimate_ms - fit.estimate_ms(full, h.instructions, h.row.threads)) > 1e-6 for h in held)
+
+
+def test_estimates_carry_their_held_out_error_or_say_unvalidated():
+    pi = profiles_catalog().load("raspberry-pi-4")
+    n = fit.counts()[("mobilenet_v2", "fp32", "cortex-a72")]
+    four = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4)
+    assert four.expected_error["validated"] and four.expected_error["held_out_rows"] >= 2
+    assert "held-out published rows" in four.label
+    one = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=1)
+    assert not one.expected_error["validated"] and "other thread counts" in one.expected_error["text"]
+    phone = profiles_catalog().load("pixel-7")
+    e = est.estimate_latency(phone, instructions_per_inference=n, counted_on="cortex-a76", bytes_moved=0)
+    assert not e.expected_error["validated"] and "unvalidated" in e.label
+
+
+def test_reference_models_have_the_published_parameter_counts():
+    """Parameter counts of the papers' reference implementations (torchvision for v2 and
+    v3; Keras MobileNet v1 less its 21,888 BatchNorm running statistics)."""
+    from edgepack.devices.reference_models import build
+
+    expected = {"mobilenet_v1": 4_231_976, "mobilenet_v2": 3_504_872,
+                "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856}
+    for name, params in expected.items():
+        assert sum(p.numel() for p in build(name).parameters()) == params, name
