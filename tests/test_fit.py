@@ -82,3 +82,36 @@ def test_reference_models_have_the_published_parameter_counts():
                 "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856}
     for name, params in expected.items():
         assert sum(p.numel() for p in build(name).parameters()) == params, name
+
+
+def test_held_out_error_on_published_rows_meets_the_bar():
+    """Leave-one-model-out over every counted published row: median absolute error at
+    most 20 % and at least 80 % of rows within +-30 % (the bar the estimate gates on)."""
+    held = fit.all_held_out()
+    devices, rows, _ = fit.published()
+    assert len(held) == len(rows), "every published row has a count and a held-out estimate"
+    errors = sorted(abs(h.error) for h in held)
+    assert fit.summarize(held).median_abs <= 0.20
+    assert sum(e <= 0.30 for e in errors) / len(errors) >= 0.80
+
+
+def test_manifest_estimated_row_records_the_expected_error():
+    from edgepack.devices.latency import estimate_row
+    from edgepack.release.manifest_model import MEASUREMENT
+
+    pi = profiles_catalog().load("raspberry-pi-4")
+    counted = {"cpu": "cortex-a72", "per_inference": fit.counts()[("mobilenet_v1", "int8", "cortex-a72")]}
+    row = estimate_row(pi, instructions=counted, artifact_bytes=0, precision="int8", activation_elements=0, threads=4)
+    detail = MEASUREMENT.validate_python(row).estimate
+    assert detail.expected_error.validated and detail.expected_error.held_out_rows == 2
+    assert detail.expected_error.text in row["label"]
+    single = estimate_row(pi, instructions=counted, artifact_bytes=0, precision="int8", activation_elements=0, threads=1)
+    assert MEASUREMENT.validate_python(single).estimate.expected_error.validated is False
+
+
+def test_estimates_of_formats_whose_kernels_were_not_fitted_are_unvalidated():
+    pi = profiles_catalog().load("raspberry-pi-4")
+    n = fit.counts()[("mobilenet_v2", "fp32", "cortex-a72")]
+    for fmt in ("onnx", "executorch"):
+        e = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4, fmt=fmt)
+        assert not e.expected_error["validated"] and "runs other kernels" in e.expected_error["text"], fmt

@@ -109,12 +109,12 @@ def parallel_efficiency(threads: int, cluster: CoreCluster | None = None) -> flo
     return cluster.nn_parallel_efficiency if cluster and cluster.nn_parallel_efficiency else PARALLEL_EFFICIENCY
 
 
-def expected_error(profile: DeviceProfile, cluster: CoreCluster, precision: str, *, threads: int) -> dict:
+def expected_error(profile: DeviceProfile, cluster: CoreCluster, precision: str, *, threads: int, fmt: str | None) -> dict:
     """The held-out error of this cluster's rate (devices/fit.py), or unvalidated. A
     board's rate is validated at its published thread count only."""
     from edgepack.devices.fit import expected_error as held_out
 
-    summary = held_out(profile.name, cluster.core, precision, threads=threads)
+    summary = held_out(profile.name, cluster.core, precision, threads=threads, fmt=fmt)
     return summary.as_dict()
 
 
@@ -127,10 +127,13 @@ def estimate_latency(
     precision: str = "fp32",
     threads: int = 1,
     calibration: "Calibration | None" = None,
+    fmt: str | None = "tflite",
 ) -> LatencyEstimate:
     """Estimate one inference's latency on `profile`. `counted_on` must be the profile's
     qemu CPU model: counts from another model ran other kernels (dotprod or not, tuned
-    for another core) and would describe another program."""
+    for another core) and would describe another program. `fmt` is the artifact's
+    format: the rates are validated on LiteRT (tflite) counts only, so any other format's
+    estimate says it is unvalidated."""
     if instructions_per_inference <= 0:
         raise ValueError(f"instructions_per_inference must be positive, got {instructions_per_inference}")
     if bytes_moved < 0:
@@ -164,7 +167,7 @@ def estimate_latency(
                      + (" (fitted with the cluster's rate)" if cluster.nn_parallel_efficiency else
                         " (XNNPACK's published Pixel 2 scaling; none fitted for this cluster)"))
     expected = expected_error(profile, cluster, "int8" if precision == "int8" and cluster.nn_ipc_int8 is not None else "fp32",
-                              threads=usable)
+                              threads=usable, fmt=fmt)
     return LatencyEstimate(
         device=profile.name,
         estimate_ms=max(compute_ms, memory_ms) * factor,

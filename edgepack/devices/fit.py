@@ -39,6 +39,10 @@ COUNT_COMMAND = ("python bench/count_published_models.py export --out DIR && "
                  "python bench/count_published_models.py count MODEL PRECISION CPU --out DIR (per row) && "
                  "python bench/count_published_models.py collect --out DIR")
 COUNT_RUNTIME = "litert+xnnpack"
+# The artifact format whose runtime executes the counted program: LiteRT with its XNNPACK
+# delegate, the kernels the published end2end_bench figures time. Other formats' counts
+# (ONNX Runtime's MLAS kernels, ExecuTorch's own XNNPACK build) are other programs.
+COUNT_FORMAT = "tflite"
 # The 4-thread efficiency of the only 4-big-core phone in the published tables (Pixel 2),
 # used to split a board's multi-thread-only fit into a per-core rate and a scaling.
 ASSUMED_EFFICIENCY_DEVICE = "pixel-2"
@@ -278,10 +282,14 @@ def shipped_efficiency(source: RateSource, cluster_cores: int) -> float:
     return f.efficiency if f is not None and devices[source.device].big_cores == cluster_cores else assumed_efficiency()
 
 
-def expected_error(profile: str, core: str, precision: str, *, threads: int) -> ErrorSummary:
-    """The held-out error an estimate for this profile's cluster, precision and thread
-    count can expect: its source device's leave-one-model-out error on rows of that
-    thread count, when that device has this very core. Anything else is unvalidated."""
+def expected_error(profile: str, core: str, precision: str, *, threads: int, fmt: str | None = COUNT_FORMAT) -> ErrorSummary:
+    """The held-out error an estimate for this profile's cluster, precision, thread count
+    and artifact format can expect: its source device's leave-one-model-out error on rows
+    of that thread count, when that device has this very core and the format's runtime
+    ran the counted kernels. Anything else is unvalidated."""
+    if fmt != COUNT_FORMAT:
+        return summarize([], why_unvalidated=f"rates are fitted on {COUNT_RUNTIME} counts; "
+                                            f"{fmt or 'an unnamed format'} runs other kernels")
     source = source_for(profile, core, precision)
     if source is None:
         return summarize([], why_unvalidated=f"no published {precision} figure was fitted for {core}")

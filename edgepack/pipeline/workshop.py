@@ -81,7 +81,7 @@ class Workshop:
                                                   precision=spec.precision,
                                                   activation_elements=self.compressed.costs.activation_elements,
                                                   threads=project.build.threads,
-                                                  calibration=self.plan.latency_calibration)
+                                                  calibration=self.plan.latency_calibration, fmt=key.format)
             if estimate:
                 rows.append(estimate)
         warnings = measure_step.warnings_for(device, precision=spec.precision, export_details=artifact.details, rows=rows)
