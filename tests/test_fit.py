@@ -1,8 +1,8 @@
 """The latency fit: shipped rates recomputed from the data files, leave-one-model-out
 validation, and the expected error every estimate carries.
 
-Tolerances: profiles store rates rounded to 2 decimals and efficiencies to 3, so a
-recomputed value must agree within half a unit of that last digit (0.005 / 0.0005)."""
+Tolerances: profiles store rates, efficiencies and slopes rounded to 3 decimals, so a
+recomputed value must agree within half a unit of that last digit (0.0005)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,14 @@ def test_every_shipped_rate_is_recomputed_from_the_published_table_and_the_count
             assert source is not None, f"{name} {cluster.core} {precision}: a shipped rate with no fit source"
             f = fit.shipped_rate(source)
             assert f is not None, f"{name} {cluster.core} {precision}: no counted published rows for {source.device}"
-            assert value == pytest.approx(f.rate, abs=0.005), (name, cluster.core, precision)
+            assert value == pytest.approx(f.rate, abs=0.0005), (name, cluster.core, precision)
             assert "edgepack/devices/fit.py" in (cluster.nn_ipc_basis if precision == "fp32" else cluster.nn_ipc_int8_basis)
             checked += 1
         if cluster.nn_ipc is not None:
             source = fit.source_for(name, cluster.core, "fp32")
-            assert cluster.nn_parallel_efficiency == pytest.approx(fit.shipped_efficiency(source, cluster.count), abs=0.0005)
+            efficiency, slope = fit.shipped_efficiency(source, cluster.count)
+            assert cluster.nn_parallel_efficiency == pytest.approx(efficiency, abs=0.0005), (name, cluster.core)
+            assert cluster.nn_parallel_efficiency_slope == pytest.approx(slope, abs=0.0005), (name, cluster.core)
     assert checked
 
 
@@ -86,7 +88,8 @@ def test_reference_models_have_the_published_parameter_counts():
 
 def test_held_out_error_on_published_rows_meets_the_bar():
     """Leave-one-model-out over every counted published row: median absolute error at
-    most 20 % and at least 80 % of rows within +-30 % (the bar the estimate gates on)."""
+    most 20 % and at least 80 % of rows within +-30 % (the bar the estimate gates on;
+    measured: 5.1 % and 100 %)."""
     held = fit.all_held_out()
     devices, rows, _ = fit.published()
     assert len(held) == len(rows), "every published row has a count and a held-out estimate"
@@ -115,3 +118,15 @@ def test_estimates_of_formats_whose_kernels_were_not_fitted_are_unvalidated():
     for fmt in ("onnx", "executorch"):
         e = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4, fmt=fmt)
         assert not e.expected_error["validated"] and "runs other kernels" in e.expected_error["text"], fmt
+
+
+def test_multi_thread_scaling_grows_with_model_size_and_never_exceeds_one():
+    """Pixel 2's published 1- and 4-thread rows: MobileNet v1 (the most instructions)
+    gains 3.19x on 4 threads, v3-Small 2.33x; the fitted curve orders them the same way."""
+    efficiency, slope = fit.assumed_efficiency()
+    assert slope > 0
+    counts = fit.counts()
+    v1, v3s = counts[("mobilenet_v1", "fp32", "cortex-a72")], counts[("mobilenet_v3_small", "fp32", "cortex-a72")]
+    assert 4 * fit.scaling(efficiency, slope, v1) == pytest.approx(86 / 27, rel=0.10)
+    assert 4 * fit.scaling(efficiency, slope, v3s) == pytest.approx(14 / 6, rel=0.10)
+    assert fit.scaling(efficiency, slope, 1e12) == 1.0

@@ -16,8 +16,9 @@ that count into time with the device's published facts:
   devices/fit.py from published XNNPACK latencies of four MobileNets divided into this
   project's instruction counts of the same architectures (data/*.toml; a test recomputes
   every shipped value). The fastest cluster is used (a runtime's threads run there first).
-- `efficiency(n)`: multi-thread scaling; 1 for one thread, the cluster's fitted
-  `nn_parallel_efficiency` beyond (PARALLEL_EFFICIENCY when it has none).
+- `efficiency(n)`: multi-thread scaling; 1 for one thread, beyond it the cluster's fitted
+  `nn_parallel_efficiency` at 1e8 instructions, growing as instructions **
+  `nn_parallel_efficiency_slope` (fit.scaling; PARALLEL_EFFICIENCY without a fit).
 - `bytes_moved`: weights read once plus every activation written and read once: a roofline
   floor (caches hide part of it), which only wins for memory-starved boards.
 - `calibration_factor`: measured_ms / estimated_ms from a real unit of this device
@@ -103,10 +104,17 @@ def fastest_cluster(profile: DeviceProfile) -> CoreCluster:
     return max(rated, key=lambda c: c.nn_ipc * c.max_clock_ghz)
 
 
-def parallel_efficiency(threads: int, cluster: CoreCluster | None = None) -> float:
+def parallel_efficiency(threads: int, cluster: CoreCluster | None = None, instructions: float | None = None) -> float:
+    """Per-thread scaling on `threads` threads: the cluster's fitted curve at this many
+    instructions per inference (devices/fit.py), or PARALLEL_EFFICIENCY without one."""
+    from edgepack.devices.fit import scaling
+
     if threads <= 1:
         return 1.0
-    return cluster.nn_parallel_efficiency if cluster and cluster.nn_parallel_efficiency else PARALLEL_EFFICIENCY
+    if cluster is None or not cluster.nn_parallel_efficiency:
+        return PARALLEL_EFFICIENCY
+    return scaling(cluster.nn_parallel_efficiency, cluster.nn_parallel_efficiency_slope,
+                   instructions if instructions is not None else 1e8)
 
 
 def expected_error(profile: DeviceProfile, cluster: CoreCluster, precision: str, *, threads: int, fmt: str | None) -> dict:
@@ -156,7 +164,7 @@ def estimate_latency(
         else:
             notes.append(f"no published int8 figure for {cluster.core}: int8 instructions timed at the fp32 kernels' rate")
     cycles_per_s = cluster.max_clock_ghz * 1e9
-    efficiency = parallel_efficiency(usable, cluster)
+    efficiency = parallel_efficiency(usable, cluster, instructions_per_inference)
     compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * efficiency) * 1e3
     memory_ms = bytes_moved / (profile.memory_bandwidth_gbs * 1e9) * 1e3
     factor, source = (calibration.factor, calibration.path.name) if calibration else (1.0, "none (no calibration given)")

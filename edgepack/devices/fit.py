@@ -11,13 +11,14 @@ The model (devices/estimate.py) is
     ms = instructions / (rate * clock * threads * efficiency)
 
 `rate` is instructions retired per cycle per core on NN kernels; `efficiency` the
-per-thread scaling of `threads` cores (1 for one thread). Fitted per device and precision
-in log space (errors are ratios): `rate` is the geometric mean over the device's
-single-threaded rows; `efficiency` the geometric mean over models of the measured
-single- to multi-thread speed-up per thread, where a device has both. A device published
-only multi-threaded (the Raspberry Pi boards) fits `rate * efficiency` as one number: its
-single-thread rate is that over ASSUMED_EFFICIENCY, which changes nothing at the
-published thread count and is unvalidated at any other.
+per-thread scaling of `threads` cores (1 for one thread), which grows with the model's
+instructions per inference (`scaling`: published speed-ups on 4 threads run from 2.3x for
+MobileNet v3-Small to 3.2x for v1). Fitted per device and precision in log space (errors
+are ratios): `rate` is the geometric mean over the device's single-threaded rows; the
+scaling curve a least-squares line of log(speed-up per thread) over log(instructions),
+where a device has both. A device published only multi-threaded (the Raspberry Pi
+boards) takes the Pixel 2's curve (the one 4-big-core phone), which fixes its rate at the
+published thread count and leaves other thread counts unvalidated.
 
 `leave_one_model_out` fits each device on all models but one and estimates the held-out
 model's rows: the error an estimate of an unseen model can expect.
@@ -46,6 +47,7 @@ COUNT_FORMAT = "tflite"
 # The 4-thread efficiency of the only 4-big-core phone in the published tables (Pixel 2),
 # used to split a board's multi-thread-only fit into a per-core rate and a scaling.
 ASSUMED_EFFICIENCY_DEVICE = "pixel-2"
+REF_INSTRUCTIONS = 1e8
 WITHIN = 0.25
 
 
@@ -76,8 +78,9 @@ class Fit:
     precision: str
     counted_on: str
     rate: float                 # instructions per cycle per core, one thread
-    efficiency: float           # per-thread scaling at the device's big-core count
-    efficiency_measured: bool   # False: ASSUMED_EFFICIENCY (no single-threaded rows)
+    efficiency: float           # per-thread scaling at the device's big-core count, at REF_INSTRUCTIONS
+    efficiency_slope: float     # its growth with instructions per inference (see scaling)
+    efficiency_measured: bool   # False: assumed_efficiency() (no single-threaded rows)
     models: tuple[str, ...]
     rows: int
 
@@ -122,12 +125,33 @@ def _geomean(xs) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-def _measured_efficiency(rows: list[Row], threads: int) -> float | None:
-    by_model = {}
-    for r in rows:
-        by_model.setdefault(r.model, {})[r.threads] = r.ms
-    pairs = [(t[1] / t[threads]) / threads for t in by_model.values() if 1 in t and threads in t and threads > 1]
-    return _geomean(pairs) if pairs else None
+def scaling(efficiency: float, slope: float, instructions: float) -> float:
+    """Per-thread scaling of a model of `instructions` per inference: `efficiency` at
+    REF_INSTRUCTIONS, growing as instructions ** slope (more work per thread amortizes
+    the synchronisation between layers), never above 1."""
+    return min(1.0, efficiency * (instructions / REF_INSTRUCTIONS) ** slope)
+
+
+def _efficiency_curve(data: list[tuple[Row, float]], threads: int) -> tuple[float, float] | None:
+    """(efficiency at REF_INSTRUCTIONS, slope) from the models published at 1 and at
+    `threads` threads: a least-squares line of log(speed-up / threads) over
+    log(instructions). One model fixes the level only (slope 0); none: None."""
+    ms: dict[str, dict[int, float]] = {}
+    size: dict[str, float] = {}
+    for r, n in data:
+        ms.setdefault(r.model, {})[r.threads] = r.ms
+        size[r.model] = n
+    points = [(math.log(size[m] / REF_INSTRUCTIONS), math.log(t[1] / t[threads] / threads))
+              for m, t in ms.items() if threads > 1 and 1 in t and threads in t]
+    if not points:
+        return None
+    if len(points) == 1:
+        return math.exp(points[0][1]), 0.0
+    mx = statistics.mean(x for x, _ in points)
+    my = statistics.mean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return math.exp(my - slope * mx), slope
 
 
 def counted_rows(device: str, precision: str, *, counted_on: str | None = None, exclude_model: str | None = None) -> list[tuple[Row, float]]:
@@ -141,45 +165,45 @@ def counted_rows(device: str, precision: str, *, counted_on: str | None = None, 
             and (r.model, r.precision, cpu) in table]
 
 
-def assumed_efficiency() -> float:
-    """The measured 4-thread efficiency of ASSUMED_EFFICIENCY_DEVICE, fp32, all models."""
-    devices, rows, _ = published()
+def assumed_efficiency(exclude_model: str | None = None) -> tuple[float, float]:
+    """The measured multi-thread scaling curve (efficiency, slope) of
+    ASSUMED_EFFICIENCY_DEVICE, fp32, on all models but `exclude_model`."""
+    devices, _, _ = published()
     dev = devices[ASSUMED_EFFICIENCY_DEVICE]
-    eff = _measured_efficiency([r for r in rows if r.device == dev.id and r.precision == "fp32"], dev.big_cores)
-    assert eff is not None, f"{PUBLISHED_FILE.name}: {dev.id} needs single- and multi-threaded rows"
-    return eff
+    curve = _efficiency_curve(counted_rows(dev.id, "fp32", exclude_model=exclude_model), dev.big_cores)
+    if curve is None:
+        raise ValueError(f"{PUBLISHED_FILE.name}: {dev.id} needs counted single- and multi-threaded rows")
+    return curve
 
 
 def fit(device: str, precision: str, *, counted_on: str | None = None, exclude_model: str | None = None) -> Fit | None:
-    """The device's rate (and efficiency) from its published rows of `precision` that
-    have a count on `counted_on`; None when there are none."""
+    """The device's rate (and scaling) from its published rows of `precision` that have a
+    count on `counted_on`; None when there are none."""
     devices, _, _ = published()
     dev = devices[device]
     cpu = counted_on or dev.counted_on
     data = counted_rows(device, precision, counted_on=cpu, exclude_model=exclude_model)
     if not data:
         return None
-    rows = [r for r, _ in data]
     multi = dev.big_cores
-    efficiency = _measured_efficiency(rows, multi)
-    measured = efficiency is not None
-    if efficiency is None:
-        efficiency = assumed_efficiency()
+    curve = _efficiency_curve(data, multi)
+    measured = curve is not None
+    efficiency, slope = curve if curve else assumed_efficiency(exclude_model)
     per_row = []
     for r, n in data:
-        scale = 1.0 if r.threads == 1 else r.threads * efficiency
         if r.threads not in (1, multi):
             raise ValueError(f"{device}: a row with {r.threads} threads; the fit knows 1 and {multi}")
         if measured and r.threads != 1:
-            continue   # single-thread rows fix the rate; the pairs fixed the efficiency
+            continue   # single-thread rows fix the rate; the pairs fixed the scaling
+        scale = 1.0 if r.threads == 1 else r.threads * scaling(efficiency, slope, n)
         per_row.append(n / (r.ms * 1e-3 * dev.clock_ghz * 1e9 * scale))
-    return Fit(device, precision, cpu, _geomean(per_row), efficiency, measured,
-               tuple(sorted({r.model for r in rows})), len(rows))
+    return Fit(device, precision, cpu, _geomean(per_row), efficiency, slope, measured,
+               tuple(sorted({r.model for r, _ in data})), len(data))
 
 
 def estimate_ms(f: Fit, instructions: float, threads: int) -> float:
     devices, _, _ = published()
-    scale = 1.0 if threads == 1 else threads * f.efficiency
+    scale = 1.0 if threads == 1 else threads * scaling(f.efficiency, f.efficiency_slope, instructions)
     return instructions / (f.rate * devices[f.device].clock_ghz * 1e9 * scale) * 1e3
 
 
@@ -273,13 +297,15 @@ def shipped_rate(source: RateSource) -> Fit | None:
     return fit(source.device, source.precision, counted_on=source.counted_on)
 
 
-def shipped_efficiency(source: RateSource, cluster_cores: int) -> float:
-    """The per-thread scaling a cluster of `cluster_cores` cores ships: its source device's
-    fitted scaling when that device was published at as many threads as the cluster has
-    cores, else the assumed one (ASSUMED_EFFICIENCY_DEVICE's)."""
+def shipped_efficiency(source: RateSource, cluster_cores: int) -> tuple[float, float]:
+    """The multi-thread scaling (efficiency, slope) a cluster of `cluster_cores` cores
+    ships: its source device's fitted curve when that device was published at as many
+    threads as the cluster has cores, else the assumed one (ASSUMED_EFFICIENCY_DEVICE's)."""
     devices, _, _ = published()
     f = shipped_rate(source)
-    return f.efficiency if f is not None and devices[source.device].big_cores == cluster_cores else assumed_efficiency()
+    if f is not None and devices[source.device].big_cores == cluster_cores:
+        return f.efficiency, f.efficiency_slope
+    return assumed_efficiency()
 
 
 def expected_error(profile: str, core: str, precision: str, *, threads: int, fmt: str | None = COUNT_FORMAT) -> ErrorSummary:
@@ -305,19 +331,19 @@ def main() -> None:
 
     devices, _, _ = published()
     catalog = profiles_catalog()
-    print(f"{'profile':16} {'cluster':12} {'prec':5} {'from':11} {'counted on':12} {'rate':>6} {'eff':>6}  models")
+    print(f"{'profile':16} {'cluster':12} {'prec':5} {'from':11} {'counted on':12} {'rate':>6} {'eff':>6} {'slope':>6}  models")
     for s in RATE_SOURCES:
         f = shipped_rate(s)
         if f is None:
             print(f"{s.profile:16} {s.core:12} {s.precision:5} {s.device:11} {s.counted_on:12}  (no counts)")
             continue
         cores = next(c.count for c in catalog.load(s.profile).clusters if c.core == s.core)
-        eff = shipped_efficiency(s, cores)
+        eff, slope = shipped_efficiency(s, cores)
         measured = f.efficiency_measured and devices[s.device].big_cores == cores
         print(f"{s.profile:16} {s.core:12} {s.precision:5} {s.device:11} {s.counted_on:12} {f.rate:6.2f} "
-              f"{eff:6.3f}{'' if measured else '*'} {', '.join(f.models)}")
+              f"{eff:6.3f} {slope:6.3f}{'' if measured else '*'} {', '.join(f.models)}")
     print(f"* assumed: {ASSUMED_EFFICIENCY_DEVICE}'s measured {devices[ASSUMED_EFFICIENCY_DEVICE].big_cores}-thread "
-          f"efficiency (no single-threaded rows of the source device at this core count)")
+          f"scaling (no single-threaded rows of the source device at this core count)")
 
 
 if __name__ == "__main__":
