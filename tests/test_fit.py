@@ -73,6 +73,10 @@ def test_estimates_carry_their_held_out_error_or_say_unvalidated():
     phone = profiles_catalog().load("pixel-7")
     e = est.estimate_latency(phone, instructions_per_inference=n, counted_on="cortex-a76", bytes_moved=0)
     assert not e.expected_error["validated"] and "unvalidated" in e.label
+    # int8 on a core with no published int8 figure is timed at the fp32 rate: validated by nothing
+    pi5 = profiles_catalog().load("raspberry-pi-5")
+    e = est.estimate_latency(pi5, instructions_per_inference=n, counted_on="cortex-a76", bytes_moved=0, precision="int8")
+    assert not e.expected_error["validated"] and "no published int8 figure" in e.expected_error["text"]
 
 
 def test_reference_models_have_the_published_parameter_counts():
