@@ -340,7 +340,7 @@ def main() -> None:
         cores = next(c.count for c in catalog.load(s.profile).clusters if c.core == s.core)
         eff, slope = shipped_efficiency(s, cores)
         measured = f.efficiency_measured and devices[s.device].big_cores == cores
-        print(f"{s.profile:16} {s.core:12} {s.precision:5} {s.device:11} {s.counted_on:12} {f.rate:6.2f} "
+        print(f"{s.profile:16} {s.core:12} {s.precision:5} {s.device:11} {s.counted_on:12} {f.rate:6.3f} "
               f"{eff:6.3f} {slope:6.3f}{'' if measured else '*'} {', '.join(f.models)}")
     print(f"* assumed: {ASSUMED_EFFICIENCY_DEVICE}'s measured {devices[ASSUMED_EFFICIENCY_DEVICE].big_cores}-thread "
           f"scaling (no single-threaded rows of the source device at this core count)")
