@@ -105,6 +105,10 @@ def test_build_under_qemu_gates_latency_on_the_device_estimate(tiny_project):
     assert emulated["cpu"] == "cortex-a72" and emulated["p50_ms"] is None       # emulation is never latency
     assert estimate["estimate"]["kind"] == "estimate" and estimate["estimate"]["counted_on"] == "cortex-a72"
     assert estimate["p50_ms"] == pytest.approx(estimate["estimate"]["estimate_ms"], abs=1e-3)  # both rounded
+    # the rates were fitted on LiteRT counts: an ONNX Runtime estimate is unvalidated, and says so
+    expected = estimate["estimate"]["expected_error"]
+    assert expected["validated"] is False and "onnx runs other kernels" in expected["text"]
+    assert expected["text"] in estimate["label"]
     tiny_project.add_target("onnx-only", extra="max_latency_ms = 1000")
     ok = cli("build", "-p", tiny_project.root, "--runner", "qemu", "--json")
     assert ok.code == 0, ok.stderr

@@ -317,6 +317,12 @@ class CoreCluster(Strict):
     # fp32 kernels retire instructions at very different rates on the same core.
     nn_ipc_int8: float | None = Field(default=None, gt=0, le=8)
     nn_ipc_int8_basis: str = ""
+    # Per-thread scaling when a runtime runs on this cluster's `count` cores (fitted with
+    # nn_ipc, edgepack/devices/fit.py); None: estimate.PARALLEL_EFFICIENCY.
+    nn_parallel_efficiency: float | None = Field(default=None, gt=0, le=1)
+    # Its growth with a model's instructions per inference (fit.scaling): efficiency *
+    # (instructions / 1e8) ** slope, at most 1. Larger models scale better.
+    nn_parallel_efficiency_slope: float = Field(default=0.0, ge=-1, le=1)
 
     @model_validator(mode="after")
     def _ipc_has_basis(self) -> "CoreCluster":

@@ -12,18 +12,22 @@ that count into time with the device's published facts:
 - `instructions`: guest instructions per inference counted on the profile's `qemu_cpu`,
   one runtime thread (exact).
 - `ipc`: the core's effective instructions per cycle on NN kernels, stored per cluster in
-  the profile (`nn_ipc`, and `nn_ipc_int8` for static int8) with how it was derived
-  (`*_basis`): this project's own instruction count for MobileNetV2 on the same qemu CPU
-  model divided by a published XNNPACK latency of MobileNetV2 times the clock. The
-  fastest cluster is used (a runtime's threads run there first).
-- `efficiency(n)`: multi-thread scaling; 1 for one thread, PARALLEL_EFFICIENCY beyond.
+  the profile (`nn_ipc`, and `nn_ipc_int8` for static int8) and fitted by
+  devices/fit.py from published XNNPACK latencies of four MobileNets divided into this
+  project's instruction counts of the same architectures (data/*.toml; a test recomputes
+  every shipped value). The fastest cluster is used (a runtime's threads run there first).
+- `efficiency(n)`: multi-thread scaling; 1 for one thread, beyond it the cluster's fitted
+  `nn_parallel_efficiency` at 1e8 instructions, growing as instructions **
+  `nn_parallel_efficiency_slope` (fit.scaling; PARALLEL_EFFICIENCY without a fit).
 - `bytes_moved`: weights read once plus every activation written and read once: a roofline
   floor (caches hide part of it), which only wins for memory-starved boards.
 - `calibration_factor`: measured_ms / estimated_ms from a real unit of this device
   (ssh/adb), read from a calibration file the build or profile is given explicitly
   (`--calibration FILE`, `[build] latency_calibration`); 1 without one.
 
-Every result says it is an estimate, its method, and every input it used.
+Every result says it is an estimate, its method, every input it used, and the error to
+expect: the leave-one-model-out error of its rate on published rows (devices/fit.py),
+or "unvalidated" where no published figure of that core and precision exists.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class LatencyEstimate:
     calibration_factor: float
     calibration_source: str         # the calibration file's name, or "none (no calibration given)"
     ipc_basis: str
+    expected_error: dict = field(default_factory=dict)   # fit.ErrorSummary.as_dict()
     kind: str = "estimate"
     method: str = METHOD
     notes: tuple[str, ...] = ()
@@ -83,7 +88,9 @@ class LatencyEstimate:
 
     @property
     def label(self) -> str:
-        return f"~{self.estimate_ms:.1f} ms (estimate, {self.threads} thread{'s' if self.threads > 1 else ''}, {self.core})"
+        expected = self.expected_error.get("text", "unvalidated")
+        return (f"~{self.estimate_ms:.1f} ms (estimate, {self.threads} thread{'s' if self.threads > 1 else ''}, "
+                f"{self.core}; {expected})")
 
 
 def fastest_cluster(profile: DeviceProfile) -> CoreCluster:
@@ -97,8 +104,26 @@ def fastest_cluster(profile: DeviceProfile) -> CoreCluster:
     return max(rated, key=lambda c: c.nn_ipc * c.max_clock_ghz)
 
 
-def parallel_efficiency(threads: int) -> float:
-    return 1.0 if threads <= 1 else PARALLEL_EFFICIENCY
+def parallel_efficiency(threads: int, cluster: CoreCluster | None = None, instructions: float | None = None) -> float:
+    """Per-thread scaling on `threads` threads: the cluster's fitted curve at this many
+    instructions per inference (devices/fit.py), or PARALLEL_EFFICIENCY without one."""
+    from edgepack.devices.fit import scaling
+
+    if threads <= 1:
+        return 1.0
+    if cluster is None or not cluster.nn_parallel_efficiency:
+        return PARALLEL_EFFICIENCY
+    return scaling(cluster.nn_parallel_efficiency, cluster.nn_parallel_efficiency_slope,
+                   instructions if instructions is not None else 1e8)
+
+
+def expected_error(profile: DeviceProfile, cluster: CoreCluster, precision: str, *, threads: int, fmt: str | None) -> dict:
+    """The held-out error of this cluster's rate (devices/fit.py), or unvalidated. A
+    board's rate is validated at its published thread count only."""
+    from edgepack.devices.fit import expected_error as held_out
+
+    summary = held_out(profile.name, cluster.core, precision, threads=threads, fmt=fmt)
+    return summary.as_dict()
 
 
 def estimate_latency(
@@ -110,10 +135,13 @@ def estimate_latency(
     precision: str = "fp32",
     threads: int = 1,
     calibration: "Calibration | None" = None,
+    fmt: str | None = "tflite",
 ) -> LatencyEstimate:
     """Estimate one inference's latency on `profile`. `counted_on` must be the profile's
     qemu CPU model: counts from another model ran other kernels (dotprod or not, tuned
-    for another core) and would describe another program."""
+    for another core) and would describe another program. `fmt` is the artifact's
+    format: the rates are validated on LiteRT (tflite) counts only, so any other format's
+    estimate says it is unvalidated."""
     if instructions_per_inference <= 0:
         raise ValueError(f"instructions_per_inference must be positive, got {instructions_per_inference}")
     if bytes_moved < 0:
@@ -136,13 +164,18 @@ def estimate_latency(
         else:
             notes.append(f"no published int8 figure for {cluster.core}: int8 instructions timed at the fp32 kernels' rate")
     cycles_per_s = cluster.max_clock_ghz * 1e9
-    compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * parallel_efficiency(usable)) * 1e3
+    efficiency = parallel_efficiency(usable, cluster, instructions_per_inference)
+    compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * efficiency) * 1e3
     memory_ms = bytes_moved / (profile.memory_bandwidth_gbs * 1e9) * 1e3
     factor, source = (calibration.factor, calibration.path.name) if calibration else (1.0, "none (no calibration given)")
     if calibration and calibration.profile != profile.name:
         raise ValueError(f"calibration {calibration.path} is for profile {calibration.profile!r}, not {profile.name!r}")
-    if threads > 1:
-        notes.append(f"multi-thread efficiency {PARALLEL_EFFICIENCY} per thread (XNNPACK's published Pixel 2 scaling)")
+    if usable > 1:
+        notes.append(f"multi-thread efficiency {efficiency:.3f} per thread"
+                     + (" (fitted with the cluster's rate)" if cluster.nn_parallel_efficiency else
+                        " (XNNPACK's published Pixel 2 scaling; none fitted for this cluster)"))
+    # int8 timed at the fp32 rate (no int8 figure for this core) is validated by nothing.
+    expected = expected_error(profile, cluster, "int8" if precision == "int8" else "fp32", threads=usable, fmt=fmt)
     return LatencyEstimate(
         device=profile.name,
         estimate_ms=max(compute_ms, memory_ms) * factor,
@@ -161,6 +194,7 @@ def estimate_latency(
         calibration_factor=factor,
         calibration_source=source,
         ipc_basis=basis,
+        expected_error=expected,
         notes=tuple(notes),
     )
 

@@ -32,7 +32,8 @@ def calibration_record(calibration: Path | None, device: DeviceProfile) -> dict 
 
 
 def estimate_row(device: DeviceProfile, *, instructions: dict | None, artifact_bytes: int, precision: str,
-                 activation_elements: int | None, threads: int, calibration: Path | None = None) -> dict | None:
+                 activation_elements: int | None, threads: int, calibration: Path | None = None,
+                 fmt: str | None = "tflite") -> dict | None:
     """A manifest `measurements` row holding the estimate, or None without a count from
     the device's own emulated CPU (an estimate needs one). `calibration` is the file
     given by the user; it scales the estimate when it is for this device's profile."""
@@ -43,7 +44,7 @@ def estimate_row(device: DeviceProfile, *, instructions: dict | None, artifact_b
     moved = bytes_moved(weight_bytes=artifact_bytes, activation_elements=activation_elements or 0,
                         activation_bytes_per_element=activation_bytes_per_element(precision))
     est = estimate_latency(device, instructions_per_inference=instructions["per_inference"], counted_on=device.qemu_cpu,
-                           bytes_moved=moved, precision="int8" if precision == "int8" else "fp32", threads=threads,
+                           bytes_moved=moved, precision="int8" if precision == "int8" else "fp32", threads=threads, fmt=fmt,
                            calibration=load_calibration(device.name, path=calibration) if applies_to(calibration, device) else None)
     d = est.as_dict()
     if activation_elements is None:

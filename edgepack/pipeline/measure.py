@@ -83,12 +83,12 @@ def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: 
                   op_profile_note=f"not exposed by {fmt}'s runtime on the {runner.name} runner" if op_profile else None)
     estimate = estimate_from(result, device, artifact_bytes=path.stat().st_size, precision=precision,
                              activation_elements=activation_elements, threads=threads,
-                             calibration=calibration) if with_estimate else None
+                             calibration=calibration, fmt=fmt) if with_estimate else None
     return DeviceRun(row=row, estimate=estimate, result=result)
 
 
 def estimate_from(result, device, *, artifact_bytes: int, precision: str, activation_elements: int | None,
-                  threads: int, calibration: Path | None) -> Estimated | None:
+                  threads: int, calibration: Path | None, fmt: str) -> Estimated | None:
     """The estimated-latency row for `device` from a run's instruction count; None unless
     the run was emulated on the device's own CPU model (an estimate needs that count)."""
     from edgepack.devices.latency import estimate_row
@@ -96,7 +96,7 @@ def estimate_from(result, device, *, artifact_bytes: int, precision: str, activa
     if not result.emulated_cpu:
         return None
     row = estimate_row(device, instructions=result.instructions, artifact_bytes=artifact_bytes, precision=precision,
-                       activation_elements=activation_elements, threads=threads, calibration=calibration)
+                       activation_elements=activation_elements, threads=threads, calibration=calibration, fmt=fmt)
     return None if row is None else Estimated.model_validate(row)
 
 

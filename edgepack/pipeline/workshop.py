@@ -101,7 +101,7 @@ class Workshop:
                                                   precision=spec.precision,
                                                   activation_elements=self.compressed.costs.activation_elements,
                                                   threads=project.build.threads,
-                                                  calibration=self.plan.latency_calibration)
+                                                  calibration=self.plan.latency_calibration, fmt=key.format)
             if estimate:
                 rows.append(estimate)
         warnings = [*verify_step.delegate_warnings(verified.delegate),

@@ -520,6 +520,17 @@ class Emulated(DeviceRun):
     parity: RunParity | None = None
 
 
+class ExpectedError(Record):
+    """The error an estimate can expect: the leave-one-model-out error of its rate on
+    published rows of the same core, precision and thread count (devices/fit.py)."""
+
+    validated: StrictBool
+    held_out_rows: Count | None = None
+    median_abs_error: NonNegative | None = None
+    within_25pct: Fraction | None = None
+    text: StrictStr
+
+
 class EstimateDetail(Record):
     """An estimated latency with its method and every input (devices.estimate)."""
 
@@ -540,6 +551,7 @@ class EstimateDetail(Record):
     calibration_factor: NonNegative
     calibration_source: StrictStr
     ipc_basis: StrictStr
+    expected_error: ExpectedError | None = None   # absent in manifests written before it existed
     kind: Literal["estimate"]
     method: StrictStr
     notes: list[StrictStr]

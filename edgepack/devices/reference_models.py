@@ -1,0 +1,155 @@
+"""The MobileNets of XNNPACK's published latency tables (v1, v2, v3-Large, v3-Small at
+224x224, 1000 classes), written in plain torch so their instruction counts can be
+measured with edgepack's own exporters and runners.
+
+Weights are random: the published figures were measured with randomized weights too
+(XNNPACK README, "Performance"), and a dense kernel's work does not depend on values.
+The layer tables follow the papers (Howard et al. 2017; Sandler et al. 2018; Howard et
+al. 2019, Tables 1 and 2) as torchvision arranges them; torchvision itself is not a
+dependency (its wheels pin another torch).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+INPUT_SHAPE = (1, 3, 224, 224)
+
+
+def _divisible(v: float, divisor: int = 8) -> int:
+    """Channels rounded to a multiple of 8, never more than 10 % below `v` (the papers' rule)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _conv(inp: int, oup: int, k: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
+    layers = [nn.Conv2d(inp, oup, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(oup)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class _Classifier(nn.Module):
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features, self.head = features, head
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+# --------------------------------------------------------------------------- v1
+
+
+def mobilenet_v1() -> nn.Module:
+    # (output channels, stride) of each depthwise-separable block, Howard et al. 2017, Table 1.
+    blocks = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *((512, 1),) * 5, (1024, 2), (1024, 1))
+    layers, c = [_conv(3, 32, 3, 2)], 32
+    for out, stride in blocks:
+        layers += [_conv(c, c, 3, stride, groups=c), _conv(c, out, 1)]
+        c = out
+    return _Classifier(nn.Sequential(*layers), nn.Linear(1024, 1000))
+
+
+# --------------------------------------------------------------------------- v2
+
+
+class _InvertedResidualV2(nn.Module):
+    def __init__(self, inp: int, oup: int, stride: int, expand: int):
+        super().__init__()
+        hidden = inp * expand
+        layers = [] if expand == 1 else [_conv(inp, hidden, 1)]
+        layers += [_conv(hidden, hidden, 3, stride, groups=hidden), _conv(hidden, oup, 1, act=None)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and inp == oup
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+def mobilenet_v2() -> nn.Module:
+    # (expansion, output channels, repeats, first stride), Sandler et al. 2018, Table 2.
+    setting = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    layers, c = [_conv(3, 32, 3, 2)], 32
+    for t, out, n, s in setting:
+        for i in range(n):
+            layers.append(_InvertedResidualV2(c, out, s if i == 0 else 1, t))
+            c = out
+    layers.append(_conv(c, 1280, 1))
+    return _Classifier(nn.Sequential(*layers), nn.Linear(1280, 1000))
+
+
+# --------------------------------------------------------------------------- v3
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        squeeze = _divisible(channels // 4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+        self.relu, self.gate = nn.ReLU(), nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+
+class _InvertedResidualV3(nn.Module):
+    def __init__(self, inp: int, k: int, hidden: int, oup: int, se: bool, act: type[nn.Module], stride: int):
+        super().__init__()
+        layers = [] if hidden == inp else [_conv(inp, hidden, 1, act=act)]
+        layers.append(_conv(hidden, hidden, k, stride, groups=hidden, act=act))
+        if se:
+            layers.append(_SqueezeExcite(hidden))
+        layers.append(_conv(hidden, oup, 1, act=None))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and inp == oup
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+RE, HS = nn.ReLU, nn.Hardswish
+# (input, kernel, expanded, output, squeeze-excite, activation, stride), Howard et al. 2019, Tables 1 and 2.
+V3_LARGE = (
+    (16, 3, 16, 16, False, RE, 1), (16, 3, 64, 24, False, RE, 2), (24, 3, 72, 24, False, RE, 1),
+    (24, 5, 72, 40, True, RE, 2), (40, 5, 120, 40, True, RE, 1), (40, 5, 120, 40, True, RE, 1),
+    (40, 3, 240, 80, False, HS, 2), (80, 3, 200, 80, False, HS, 1), (80, 3, 184, 80, False, HS, 1),
+    (80, 3, 184, 80, False, HS, 1), (80, 3, 480, 112, True, HS, 1), (112, 3, 672, 112, True, HS, 1),
+    (112, 5, 672, 160, True, HS, 2), (160, 5, 960, 160, True, HS, 1), (160, 5, 960, 160, True, HS, 1),
+)
+V3_SMALL = (
+    (16, 3, 16, 16, True, RE, 2), (16, 3, 72, 24, False, RE, 2), (24, 3, 88, 24, False, RE, 1),
+    (24, 5, 96, 40, True, HS, 2), (40, 5, 240, 40, True, HS, 1), (40, 5, 240, 40, True, HS, 1),
+    (40, 5, 120, 48, True, HS, 1), (48, 5, 144, 48, True, HS, 1), (48, 5, 288, 96, True, HS, 2),
+    (96, 5, 576, 96, True, HS, 1), (96, 5, 576, 96, True, HS, 1),
+)
+
+
+def _mobilenet_v3(setting, last_channel: int) -> nn.Module:
+    layers = [_conv(3, 16, 3, 2, act=HS)]
+    layers += [_InvertedResidualV3(*row) for row in setting]
+    c = setting[-1][3]
+    layers.append(_conv(c, 6 * c, 1, act=HS))
+    head = nn.Sequential(nn.Linear(6 * c, last_channel), nn.Hardswish(), nn.Linear(last_channel, 1000))
+    return _Classifier(nn.Sequential(*layers), head)
+
+
+def mobilenet_v3_large() -> nn.Module:
+    return _mobilenet_v3(V3_LARGE, 1280)
+
+
+def mobilenet_v3_small() -> nn.Module:
+    return _mobilenet_v3(V3_SMALL, 1024)
+
+
+def build(name: str, *, seed: int = 0) -> nn.Module:
+    """The named architecture with seeded random weights, in eval mode."""
+    import torch
+
+    if name not in MODELS:
+        raise ValueError(f"unknown reference model {name!r}; valid: {', '.join(MODELS)}")
+    torch.manual_seed(seed)
+    return globals()[name]().eval()
