@@ -35,7 +35,8 @@ from rich.table import Table  # noqa: E402
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 BEFORE = {"onnx": "minmax", "tflite": "mse", "executorch": "mse"}
-REWRITES = {"cle": {"equalize": True}, "bc": {"bias_correction": True}, "cle+bc": {"equalize": True, "bias_correction": True}}
+REWRITES = {"cle": {"equalize": True, "bias_correction": False}, "bc": {"equalize": False, "bias_correction": True},
+            "cle+bc": {"equalize": True, "bias_correction": True}}
 
 
 def machine() -> str:
@@ -65,7 +66,7 @@ def measure_sample(sample: str, formats: list[str], rewrites: list[str], say) ->
     compressed = compress(plan, loaded, say)
     settings = plan.project.build.model_copy(update={"warmup": 0, "iterations": 1})
     default = QuantizeConfig()
-    variants = {m: QuantizeConfig(calibration=m) for m in METHODS}
+    variants = {m: QuantizeConfig(calibration=m, equalize=False, bias_correction=False) for m in METHODS}
     variants.update({f"{default.calibration}+{r}": QuantizeConfig(**REWRITES[r]) for r in rewrites})
     rows = []
     with tempfile.TemporaryDirectory() as workspace:

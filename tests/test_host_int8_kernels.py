@@ -75,6 +75,7 @@ def test_default_onnx_kernels_saturate_on_an_x86_cpu_without_vnni(digits_android
     subprocess.run([QEMU_X86, "-cpu", NO_VNNI_CPU, sys.executable, str(probe), str(folder / "digits.onnx"),
                     str(folder / "testdata" / "inputs.npy"), str(out)], check=True, capture_output=True, timeout=600)
     saturated = np.load(out)
-    # Measured on the digits sample: ~40.7 dB exact, ~20.6 dB saturated.
+    # Measured on the digits sample with MinMax calibration: ~40.7 dB exact, ~20.6 dB saturated
+    # (the default, mse, gives 39.8 dB exact on the build host).
     assert _snr_db(reference, exact) > 35.0
     assert _snr_db(reference, saturated) < _snr_db(reference, exact) - 10.0
