@@ -8,42 +8,11 @@ from torch.nn import functional as F
 
 from edgepack.compress.evaluate import cost
 from edgepack.devices.costs import count_macs, model_costs
+from edgepack.devices.reference_models import mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 
 # Published MAC figures are rounded to two or three digits: 3 % covers the rounding and
 # nothing more (skipping MobileNetV2's depthwise convs, 7 % of its MACs, would miss it).
 PUBLISHED_TOLERANCE = 0.03
-
-
-def _conv_bn(cin, cout, k=3, stride=1, groups=1, act=True):
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
-
-
-class _InvertedResidual(nn.Module):
-    def __init__(self, cin, cout, stride, expand):
-        super().__init__()
-        hidden = cin * expand
-        layers = [_conv_bn(cin, hidden, 1)] if expand != 1 else []
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), _conv_bn(hidden, cout, 1, act=False)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        return x + self.block(x) if self.residual else self.block(x)
-
-
-def mobilenet_v2() -> nn.Module:
-    """MobileNetV2 1.0 (Sandler et al. 2018, table 2), nested the way torchvision nests it."""
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1)]
-    layers, cin = [_conv_bn(3, 32, 3, 2)], 32
-    for t, c, n, s in settings:
-        for i in range(n):
-            layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
-            cin = c
-    layers.append(_conv_bn(cin, 1280, 1))
-    return nn.Sequential(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                         nn.Linear(1280, 1000))
 
 
 class _BasicBlock(nn.Module):
@@ -79,6 +48,11 @@ def _close(value, published):
     # (its "GFLOPS" are multiply-adds, as in both papers: 300 M and 1.8e9).
     (mobilenet_v2, 0.30e9, 3_504_872),
     (resnet18, 1.81e9, 11_689_512),
+    # The papers' tables (Howard et al. 2017, table 8: 569 M mult-adds, 4.2 M parameters;
+    # Howard et al. 2019, table 3: 219 M and 56 M) with torchvision's exact parameters.
+    (mobilenet_v1, 569e6, 4.2e6),
+    (mobilenet_v3_large, 219e6, 5_483_032),
+    (mobilenet_v3_small, 56e6, 2_542_856),
 ])
 def test_model_costs_match_published_figures_of_nested_standard_nets(build, published_macs, published_params):
     torch.manual_seed(0)

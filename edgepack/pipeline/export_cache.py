@@ -15,6 +15,7 @@ they are what the build's verdict rests on and they read the build's own data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ def _array_digest(a: np.ndarray) -> str:
     return hashlib.sha256(f"{a.dtype}:{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def _edgepack_code() -> str:
     """edgepack's own source: an exporter or quantizer edited in a checkout changes the
     bytes without changing the package version."""
