@@ -56,7 +56,10 @@ def test_each_calibration_method_builds_digits_in_every_format(tmp_path, method)
     # mse, the default method, also carries the float-model rewrites.
     rewrites = "equalize = true\nbias_correction = true\n" if method == "mse" else ""
     text = (project / "edgepack.toml").read_text()
-    (project / "edgepack.toml").write_text(text + "\n[budgets]\nmax_accuracy_drop_pt = 5.0\n\n[[compress.stages]]\n"
+    # The build's own gates are opened here: this test states its floors per method below
+    # (entropy's SNR is known to be poor on these small nets, docs/quantization.md).
+    (project / "edgepack.toml").write_text(text + "\n[budgets]\nmax_accuracy_drop_pt = 5.0\nmin_snr_db = 0.0\n"
+                                           "min_agreement_pct = 0.0\n\n[[compress.stages]]\n"
                                            f'pass = "quantize"\ncalibration = "{method}"\n{rewrites}')
     run = cli("build", "-p", project, "-t", "android", "-o", tmp_path / "dist", "--json")
     assert run.code == 0, run.stderr
