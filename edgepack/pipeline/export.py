@@ -120,7 +120,7 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
     out.parent.mkdir(parents=True)
     folder = export_cache.cache_folder(plan)
     cache_key = export_cache.export_cache_key(plan, loaded, key, model=model, file_name=file_name, dims=dims)
-    if plan.reuse_exports and (cached := export_cache.lookup(folder, cache_key, out)) is not None:
+    if plan.reuse_exports and cache_key and (cached := export_cache.lookup(folder, cache_key, out)) is not None:
         say(f"exporting {key.format} {key.precision}: reused an identical earlier export ({folder})")
         return cached
     say(f"exporting {key.format} {key.precision}")
@@ -132,5 +132,6 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
     ))
     if rewrite:
         artifact = dataclasses.replace(artifact, details={**artifact.details, **rewrite.details})
-    export_cache.store(folder, cache_key, artifact)
+    if cache_key:
+        export_cache.store(folder, cache_key, artifact)
     return artifact

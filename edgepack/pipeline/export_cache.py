@@ -58,7 +58,13 @@ def _edgepack_code() -> str:
     return h.hexdigest()
 
 
-def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -> str:
+def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -> str | None:
+    """The entry's key, or None when the model's state cannot be hashed as bytes (a
+    tensor type without a byte view): such a model is exported every time."""
+    try:
+        model_digest = _model_digest(model)
+    except (RuntimeError, TypeError, ValueError, AttributeError):
+        return None
     from edgepack.compress import cachekey
     from edgepack.release.toolchain import toolchain_versions
 
@@ -66,7 +72,7 @@ def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -
     doc = {
         "schema": ENTRY_SCHEMA,
         "source": cachekey.source_key(loaded.source.sha256, project_dir=plan.project_dir, factory=project.model.factory),
-        "model": _model_digest(model),
+        "model": model_digest,
         "format": key.format,
         "precision": key.precision,
         "export_key": repr(key),
