@@ -112,6 +112,17 @@ def test_equalize_keeps_the_digits_model_on_real_inputs():
     assert report["pairs"] == 2 and report["layers"] == [["features.0", "features.3"], ["classifier.1", "classifier.4"]]
 
 
+def _channel_means(model, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Per-channel means of `layer`'s output when `model` runs on `x`."""
+    got = {}
+    module = dict(model.named_modules())[layer]
+    handle = module.register_forward_hook(lambda mod, i, y: got.__setitem__("y", output_channel_means(mod, y)))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return got["y"]
+
+
 def _shift_of_quantized(model, layer: str, x: torch.Tensor, reference_means: torch.Tensor) -> float:
     """Mean |per-channel output mean shift| at `layer` of `model` with int8-rounded weights,
     against the float model's means."""
@@ -120,28 +131,17 @@ def _shift_of_quantized(model, layer: str, x: torch.Tensor, reference_means: tor
         for m in quantized.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.copy_(fake_quantize_weight(m.weight, per_channel=False))
-    got = {}
-    module = dict(quantized.named_modules())[layer]
-    handle = module.register_forward_hook(lambda mod, i, y: got.__setitem__("y", output_channel_means(mod, y)))
-    with torch.no_grad():
-        quantized(x)
-    handle.remove()
-    return float((got["y"] - reference_means).abs().mean())
+    return float((_channel_means(quantized, layer, x) - reference_means).abs().mean())
 
 
 @pytest.mark.parametrize("layer", ["project", "head"])
 def test_bias_correction_removes_the_output_shift_of_rounded_weights(layer):
     model = DepthwiseNet()
     x = _inputs(128, 0.5)
-    ref = {}
-    module = dict(model.named_modules())[layer]
-    handle = module.register_forward_hook(lambda mod, i, y: ref.__setitem__("y", output_channel_means(mod, y)))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
+    reference = _channel_means(model, layer, x)
     corrected, report = correct_biases(model, x.numpy(), per_channel=False)
-    before = _shift_of_quantized(model, layer, x, ref["y"])
-    after = _shift_of_quantized(corrected, layer, x, ref["y"])
+    before = _shift_of_quantized(model, layer, x, reference)
+    after = _shift_of_quantized(corrected, layer, x, reference)
     assert report["layers"] == 4 and report["samples"] == 128
     # Measured: 0.056 -> 1.2e-7 at project, 0.32 -> 1.9e-6 at head (float rounding).
     assert before > 1e-3 and after < before / 100, (before, after)
