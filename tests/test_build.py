@@ -229,3 +229,23 @@ def test_device_run_diverging_from_the_host_fails_the_gate(digits_android):
     assert device_divergence(record(atol / 2)) == []
     (failure,) = device_divergence(record(atol * 3))
     assert entry["file"] in failure and "cortex-a76" in failure and f"{atol:.4g}" in failure
+
+
+def test_build_json_stdout_holds_only_the_document_whatever_the_code_prints(tiny_project):
+    """Converters and project code print on the process's stdout, some from C (no Python
+    redirect sees it): with --json, all of it goes to stderr and stdout parses as JSON."""
+    model_py = tiny_project.root / "model.py"
+    model_py.write_text(model_py.read_text() + '''
+
+def chatty():
+    import os
+    print("python print on stdout")
+    os.write(1, b"raw write on fd 1\\n")
+    return Tiny()
+''')
+    text = (tiny_project.root / "edgepack.toml").read_text()
+    tiny_project.write_toml(text.replace('factory = "model.py:build"', 'factory = "model.py:chatty"'))
+    run = cli("build", "-p", tiny_project.root, "--json")
+    assert run.code == 0, run.stderr
+    assert run.json()["ok"] is True
+    assert "python print on stdout" in run.stderr and "raw write on fd 1" in run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -25,8 +26,27 @@ stderr = _console(stderr=True, soft_wrap=True)
 VERBOSE = {"on": False}
 
 
+# With --json, stdout carries exactly one JSON document. The converters print on the
+# process's stdout (litert-torch's fp16 recipe, TensorFlow's C++ logging, a project's own
+# factory), some of it from C code that no Python redirect sees, so the file descriptor
+# itself is moved: fd 1 points at stderr while a command runs, and the document is written
+# to the original stdout, kept here.
+_JSON_STDOUT: dict = {"file": None}
+
+
+def reserve_stdout_for_json() -> None:
+    if _JSON_STDOUT["file"] is not None:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    _JSON_STDOUT["file"] = os.fdopen(saved, "w", encoding="utf-8")
+
+
 def print_json(doc: dict) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    out = _JSON_STDOUT["file"] or sys.stdout
+    out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    out.flush()
 
 
 def fail(err: EdgepackError) -> int:
@@ -92,6 +112,8 @@ def run_guarded(app: typer.Typer) -> int:
     from edgepack.interrupts import Interrupted, installed_handlers, received
 
     VERBOSE["on"] = any(a in ("-v", "--verbose") for a in sys.argv[1:])
+    if "--json" in sys.argv[1:]:
+        reserve_stdout_for_json()
     with installed_handlers():
         try:
             try:
