@@ -92,7 +92,11 @@ def test_digits_artifacts_agree_with_torch_when_run_independently(digits_build):
     with torch.no_grad():
         ref = model.eval()(torch.from_numpy(x)).numpy()
 
-    session = ort.InferenceSession(str(folder / "digits.onnx"), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # As the model card tells x86 users: exact int8 kernels, or a CPU without VNNI
+    # saturates (tests/test_host_int8_kernels.py shows the difference).
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(str(folder / "digits.onnx"), options, providers=["CPUExecutionProvider"])
     onnx_out = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i : i + 1]})[0] for i in range(len(x))])
 
     method = Runtime.get().load_program(str(folder / "digits.pte")).load_method("forward")

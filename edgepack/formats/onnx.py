@@ -78,7 +78,10 @@ val y = session.run(mapOf("{in_name}" to x))[0].value
 
 ```python
 import onnxruntime as ort
-session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
+options = ort.SessionOptions()
+# On x86 hosts: exact int8 kernels (without VNNI the default ones saturate); ARM needs nothing.
+options.add_session_config_entry("session.x64quantprecision", "1")
+session = ort.InferenceSession("{file}", options, providers=["CPUExecutionProvider"])
 y = session.run(None, {{"{in_name}": x}})[0]   # x: float32 {in_shape}
 ```"""
 
