@@ -91,3 +91,16 @@ def test_build_under_qemu_scales_estimates_by_the_given_calibration(tiny_project
     assert estimate["calibration_factor"] == pytest.approx(2.0) and estimate["calibration_source"] == "pi.json"
     assert estimate["estimate_ms"] == pytest.approx(2.0 * max(estimate["compute_ms"], estimate["memory_ms"]), rel=1e-2, abs=2e-3)
     assert manifest["latency_calibration"]["file"] == "pi.json"
+
+
+def test_profile_refuses_to_calibrate_more_threads_than_the_estimates_use_before_running(tmp_path):
+    import numpy as np
+
+    artifact = tmp_path / "m.onnx"
+    artifact.write_bytes(b"not run")   # refused before anything loads it
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    run = cli("profile", artifact, "--inputs", tmp_path / "x.npy", "--device", "raspberry-pi-4", "--runner", "adb",
+              "--threads", "8", "--latency-calibration", tmp_path / "pi.json")
+    assert_one_line_error(run, 2, "--threads 8: raspberry-pi-4's latency estimates use at most its cortex-a72 cluster's "
+                                  "4 cores", "valid: --threads 1 to 4")
+    assert not (tmp_path / "pi.json").exists()
