@@ -162,7 +162,7 @@ def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,
     else:
         return None, []
     if not path.is_file():
-        return None, [f"{where}: {path} not found; `edgepack profile --runner ssh|adb --calibration FILE` writes one"]
+        return None, [f"{where}: {path} not found; `edgepack profile --runner ssh|adb --latency-calibration FILE` writes one"]
     try:
         profile = read_calibration_profile(path)
     except ConfigError as e:

@@ -49,6 +49,7 @@ def test_gate_fails_a_latency_budget_it_cannot_judge_with_one_line_naming_both_r
     assert line == ("max_latency_ms = 50 cannot be judged in this build (the host runner measures this machine, not "
                     "raspberry-pi-4; m.tflite, m2.tflite): build with --runner qemu to estimate raspberry-pi-4 latency, "
                     "or pass --no-latency-gate to waive the latency budget (recorded in the manifest)")
+    assert verdict.latency_note == "not judged: no raspberry-pi-4 estimate in this build (host runner); the budget fails, see below"
     checks = [c for r in verdict.checks.values() for c in r if c.budget == "max_latency_ms"]
     assert [(c.value, c.limit, c.passed) for c in checks] == [(None, 50.0, False)] * 2
 
@@ -91,6 +92,9 @@ def test_host_build_with_a_latency_budget_fails_and_no_latency_gate_waives_it_in
     assert run.code == 1, run.stderr
     assert "max_latency_ms = 1000 cannot be judged in this build" in run.stdout
     assert "--runner qemu" in run.stdout and "--no-latency-gate" in run.stdout
+    # said before any work too, so nobody waits for the build to learn it
+    assert ("warning: onnx-only: max_latency_ms = 1000 cannot be judged by a host build and will fail it; "
+            "--runner qemu judges it, --no-latency-gate waives it") in " ".join(run.stderr.split())
     rejected = json.loads((tiny_project.root / "dist" / "onnx-only.rejected" / "manifest.json").read_text())
     assert rejected["gates"]["latency_gate"] == "unjudged" and not rejected["gates"]["passed"]
     assert not (tiny_project.root / "dist" / "onnx-only").exists()

@@ -45,6 +45,10 @@ def build(
             stdout.print(plan_table(plan))
         return 0
     from edgepack.compress.engine import StageBudgetError
+    from edgepack.pipeline.latency_gate import unjudgeable
+
+    for line in unjudgeable(plan):
+        stderr.print(f"[yellow]warning:[/] {line}", highlight=False)
 
     try:
         if json_out:

@@ -32,6 +32,8 @@ def judge(device, records: list[ArtifactRecord], budget_ms: float | None, *, run
     if not enabled:
         return LatencyJudgement({}, WAIVED, (f"not gated: max_latency_ms = {budget_ms:g} waived by --no-latency-gate "
                                              f"(no {device.name} latency was judged)"))
+    if not records:   # every artifact failed to build: the build fails as incomplete already
+        return LatencyJudgement({}, UNJUDGED, "not judged: no artifact was built")
     unjudged = [r.file for r in records if r.estimate() is None]
     line = unjudged_failure(device, budget_ms, unjudged, runner) if unjudged else ""
     checks = {}
@@ -47,5 +49,16 @@ def judge(device, records: list[ArtifactRecord], budget_ms: float | None, *, run
         checks[r.file] = (GateCheck(budget="max_latency_ms", value=row["p50_ms"], limit=budget_ms, passed=not failures,
                                     device=device.name, failure=failures[0] if failures else ""),)
     if unjudged:
-        return LatencyJudgement(checks, UNJUDGED, f"not judged: {line}")
+        return LatencyJudgement(checks, UNJUDGED, (f"not judged: no {device.name} estimate in this build "
+                                                   f"({runner} runner); the budget fails, see below"))
     return LatencyJudgement(checks, GATED, f"gated on estimates for {device.name} (instructions counted on {device.qemu_cpu})")
+
+
+def unjudgeable(plan) -> list[str]:
+    """Before any work: one line per target whose max_latency_ms this build will not be
+    able to judge (a host build that does not waive it), so nobody waits minutes to learn it."""
+    if plan.runner != "host" or not plan.latency_gate:
+        return []
+    return [f"{tp.target.name}: max_latency_ms = {tp.target.budgets.max_latency_ms:g} cannot be judged by a host build "
+            f"and will fail it; --runner qemu judges it, --no-latency-gate waives it"
+            for tp in plan.targets if tp.target.budgets.max_latency_ms is not None]
