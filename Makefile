@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 setup: $(STAMP)
 
+# A host build cannot judge the android target's max_latency_ms (host wall time is not
+# a Pixel 7's latency; judging it needs --runner qemu, whose emulated environment needs
+# apt packages a fresh machine lacks), so the demo waives it, visibly: the build's
+# latency line and the manifest's gates.latency_gate say "waived".
 demo: $(STAMP)
-	$(BIN)/edgepack build --project samples/digits --target android --output dist
+	$(BIN)/edgepack build --project samples/digits --target android --output dist --no-latency-gate
 
 # The suite runs real qemu, sshd, chromium and cross compilers: apt installs them once.
 system:

@@ -115,7 +115,7 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             check_interrupted()
             records = [r for r in made if isinstance(r, ArtifactRecord)]
             failed = [r for r in made if isinstance(r, FailedArtifact)]
-            verdict = gate.gate(tp, records, failed)
+            verdict = gate.gate(tp, records, failed, runner=plan.runner, latency_gate=plan.latency_gate)
             doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed, timings=timings)
             folder, finished = write.write(plan, tp, loaded, compressed, records, verdict, doc, say)
             results.append(TargetResult(

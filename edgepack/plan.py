@@ -33,6 +33,7 @@ class BuildPlan:
     recipe: ResolvedRecipe
     latency_calibration: Path | None = None   # the calibration file latency estimates use; never implicit
     reuse_exports: bool = True                # identical exports of earlier builds (pipeline.export_cache)
+    latency_gate: bool = True                 # False: max_latency_ms waived (--no-latency-gate), said in the manifest
 
     def as_dict(self) -> dict:
         src = self.project.model
@@ -46,6 +47,7 @@ class BuildPlan:
             "runner": self.runner,
             "recipe": self.recipe.as_dict(),
             "latency_calibration": str(self.latency_calibration) if self.latency_calibration else None,
+            "latency_gate": self.latency_gate,
             "reuse_exports": self.reuse_exports,
             "targets": [
                 {
@@ -93,11 +95,12 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
               runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = (),
               recipe: str | None = None, latency_calibration: Path | None = None,
-              reuse_exports: bool = True) -> BuildPlan:
+              reuse_exports: bool = True, latency_gate: bool = True) -> BuildPlan:
     """Resolve and validate everything a build needs. `target_dirs` and `profile_dirs`
     add folders of targets and device profiles (after the built-in and project ones).
     `latency_calibration` (relative to the working folder) overrides the project's
-    `[build] latency_calibration` (relative to the project)."""
+    `[build] latency_calibration` (relative to the project). `latency_gate=False` waives
+    every target's `max_latency_ms` (the manifest says so)."""
     project_dir = project_dir.resolve()
     project = load_project(project_dir)
     problems = _project_file_problems(project_dir, project)
@@ -142,7 +145,8 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in the build plan"
         raise ConfigError(head, problems=problems)
     out = output_dir if output_dir is not None else project_dir / project.build.output_dir
-    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration, reuse_exports)
+    return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration, reuse_exports,
+                     latency_gate)
 
 
 def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,
@@ -152,13 +156,13 @@ def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,
     from edgepack.devices.estimate import read_calibration_profile
 
     if flag is not None:
-        path, where = Path(flag).resolve(), "--calibration"
+        path, where = Path(flag).resolve(), "--latency-calibration"
     elif project.build.latency_calibration:
         path, where = (project_dir / project.build.latency_calibration).resolve(), f"{project_dir / 'edgepack.toml'}: build.latency_calibration"
     else:
         return None, []
     if not path.is_file():
-        return None, [f"{where}: {path} not found; `edgepack profile --runner ssh|adb --calibration FILE` writes one"]
+        return None, [f"{where}: {path} not found; `edgepack profile --runner ssh|adb --latency-calibration FILE` writes one"]
     try:
         profile = read_calibration_profile(path)
     except ConfigError as e:
@@ -166,4 +170,40 @@ def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,
     devices = sorted({tp.device.name for tp in plans})
     if plans and profile not in devices:
         return None, [f"{where}: {path.name} calibrates device profile {profile!r}; the targets' profiles are {', '.join(devices)}"]
-    return path, []
+    try:
+        problems = _calibration_mismatches(path, profile, project, plans)
+    except ConfigError as e:
+        return None, [f"{where}: {e}"]
+    return (None, [f"{where}: {p}" for p in problems]) if problems else (path, [])
+
+
+def _calibration_mismatches(path: Path, profile: str, project: Project, plans: list[TargetPlan]) -> list[str]:
+    """A calibration is applied per format, precision and thread count. Refused: a file
+    measured at another thread count than this build estimates an artifact at (its
+    factor would describe the thread count, not the device), and a file matching none of
+    the build's artifacts (it would change nothing while the manifest names it)."""
+    from edgepack.devices.estimate import describe_key, fastest_cluster, load_calibration
+
+    cal = load_calibration(profile, path=path)
+    problems, matched, wanted = [], False, []
+    for tp in plans:
+        if tp.device.name != profile:
+            continue
+        threads = min(project.build.threads, fastest_cluster(tp.device).count)
+        for a in tp.target.artifacts:
+            key = (a.format, a.precision, threads)
+            wanted.append(describe_key(*key))
+            if cal.matching(*key):
+                matched = True
+                continue
+            elsewhere = sorted({m.threads for m in cal.measurements if (m.format, m.precision) == key[:2]})
+            if elsewhere:
+                at = ", ".join(map(str, elsewhere))
+                problems.append(f"{path.name} measured {a.format} {a.precision} at {at} thread(s), but this build "
+                                f"estimates it at {threads} ([build] threads = {project.build.threads}, target "
+                                f"{tp.target.name}): profile with --threads {threads}, or build with threads = {at}")
+    if not problems and not matched and plans:
+        held = ", ".join(describe_key(*k) for k in cal.keys()) or "no measurements"
+        problems.append(f"{path.name} holds {held}; none matches this build's estimates "
+                        f"({', '.join(sorted(set(wanted)))})")
+    return problems

@@ -134,8 +134,11 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
     if not device:
         raise ConfigError("--device is required when profiling a single artifact; see `edgepack devices`")
     dev = profiles_catalog(project_dir.resolve()).load(device)
-    from edgepack.devices.latency import calibrate_from
+    from edgepack.devices.latency import calibrate_from, check_calibration_threads
     from edgepack.pipeline.measure import measure_on, warnings_for
+
+    if calibration is not None and runner in ("ssh", "adb"):
+        check_calibration_threads(dev, threads)   # before any run: it would not be recorded
 
     run_on = make_runner(runner, dev, reach)
     activation_elements = ((manifest or {}).get("source") or {}).get("activation_elements")
@@ -149,9 +152,9 @@ def profile(path: Path, *, device: str | None = None, runner: str = "host", inpu
                               calibration=calibration, op_profile=op_profile, delegate=s.delegate)
         row = measured.row
         if runner in ("ssh", "adb"):
-            written = calibrate_from(dev, file=s.path.name, measured_ms=row.p50_ms,
-                                     previous_rows=earlier.get(s.path.name, []), runner=runner,
-                                     threads=threads, calibration=calibration)
+            written = calibrate_from(dev, file=s.path.name, fmt=s.format, precision=s.precision,
+                                     measured_ms=row.p50_ms, previous_rows=earlier.get(s.path.name, []), runner=runner,
+                                     threads=threads, measured_threads=row.threads, calibration=calibration)
             if written:
                 row = row.model_copy(update={"calibrated": written})
         warnings = warnings_for(dev, precision=s.precision, export_details=s.export_details, rows=[row])

@@ -222,7 +222,7 @@ def digits_android(tmp_path_factory):
     """The digits sample built for android once per test run: (dist folder, --json result).
     Several test modules check these same real artifacts from different sides."""
     out = tmp_path_factory.mktemp("digits") / "dist"
-    run = cli("build", "-p", DIGITS, "-t", "android", "-o", out, "--json")
+    run = cli("build", "-p", DIGITS, "-t", "android", "-o", out, "--json", "--no-latency-gate")
     assert run.code == 0, run.stderr
     return out / "android", run.json()
 

@@ -90,19 +90,69 @@ def test_bytes_moved_counts_weights_once_and_activations_twice():
     assert est.activation_bytes_per_element("fp16") == 4
 
 
+def _record(path, artifact, measured_ms, estimated_ms, *, runner="ssh", fmt="tflite", precision="fp32", threads=1,
+            profile="test-board"):
+    return est.record_calibration(profile, artifact=artifact, fmt=fmt, precision=precision, threads=threads,
+                                  measured_ms=measured_ms, estimated_ms=estimated_ms, runner=runner, path=path)
+
+
 def test_calibration_factor_is_geometric_mean_and_is_applied(tmp_path):
     path = tmp_path / "test-board.json"
-    est.record_calibration("test-board", artifact="a.tflite", measured_ms=20.0, estimated_ms=10.0, runner="ssh", path=path)
-    cal = est.record_calibration("test-board", artifact="b.tflite", measured_ms=5.0, estimated_ms=10.0, runner="ssh", path=path)
-    assert cal.factor == pytest.approx(1.0)            # 2x and 0.5x cancel
-    cal = est.record_calibration("test-board", artifact="b.tflite", measured_ms=20.0, estimated_ms=10.0, runner="adb", path=path)
-    assert len(cal.measurements) == 2 and cal.factor == pytest.approx(2.0)   # b replaced
+    _record(path, "a.tflite", 20.0, 10.0)
+    cal = _record(path, "b.tflite", 5.0, 10.0)
+    assert cal.factor_for("tflite", "fp32", 1) == pytest.approx(1.0)            # 2x and 0.5x cancel
+    cal = _record(path, "b.tflite", 20.0, 10.0, runner="adb")
+    assert len(cal.measurements) == 2 and cal.factor_for("tflite", "fp32", 1) == pytest.approx(2.0)   # b replaced
     loaded = est.load_calibration("test-board", path=path)
-    assert loaded.factor == pytest.approx(2.0) and json.loads(path.read_text())["factor"] == 2.0
+    assert loaded.factor_for("tflite", "fp32", 1) == pytest.approx(2.0)
+    assert json.loads(path.read_text())["factors"] == [{"format": "tflite", "precision": "fp32", "threads": 1, "factor": 2.0}]
     e = est.estimate_latency(make_profile(), instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
                              calibration=loaded)
     assert e.estimate_ms == pytest.approx(100.0) and e.calibration_factor == pytest.approx(2.0)
     assert e.calibration_source == path.name
+
+
+def test_calibration_applies_only_to_its_format_precision_and_threads(tmp_path):
+    path = tmp_path / "board.json"
+    _record(path, "m.tflite", 20.0, 10.0, fmt="tflite", precision="int8", threads=1)     # 2x
+    _record(path, "m.onnx", 30.0, 10.0, fmt="onnx", precision="int8", threads=1)         # 3x
+    _record(path, "m.tflite", 40.0, 10.0, fmt="tflite", precision="int8", threads=2)     # 4x: another key, kept apart
+    cal = est.load_calibration("test-board", path=path)
+    assert len(cal.measurements) == 3
+    board = make_profile()
+
+    def estimate(fmt, precision, threads):
+        return est.estimate_latency(board, instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
+                                    precision=precision, threads=threads, fmt=fmt, calibration=cal)
+
+    uncalibrated = est.estimate_latency(board, instructions_per_inference=100e6, counted_on="cortex-a72", bytes_moved=0,
+                                        precision="int8", fmt="tflite").estimate_ms
+    assert estimate("tflite", "int8", 1).estimate_ms == pytest.approx(2 * uncalibrated)
+    assert estimate("onnx", "int8", 1).calibration_factor == pytest.approx(3.0)
+    assert estimate("tflite", "int8", 2).calibration_factor == pytest.approx(4.0)
+    # no measurement of the key: not applied, and the estimate says what the file holds
+    fp32 = estimate("tflite", "fp32", 1)
+    assert fp32.calibration_factor == 1.0 and fp32.calibration_source == "none (board.json has no tflite fp32 at 1 thread measurement)"
+    assert any("not applied" in n and "tflite int8 at 2 threads" in n for n in fp32.notes)
+    assert estimate("executorch", "int8", 1).calibration_factor == 1.0
+
+
+def test_calibration_file_is_written_through_a_unique_temporary_file(tmp_path):
+    path = tmp_path / "board.json"
+    fixed = tmp_path / "board.json.tmp"
+    fixed.mkdir()                        # the fixed name earlier versions wrote through is taken
+    _record(path, "a.tflite", 20.0, 10.0)
+    assert est.load_calibration("test-board", path=path).factor_for("tflite", "fp32", 1) == pytest.approx(2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.json", "board.json.tmp"]   # nothing left behind
+
+
+def test_calibration_of_the_first_schema_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema": "edgepack.calibration/1", "profile": "test-board", "factor": 2.0,
+                                "measurements": [{"artifact": "a.tflite", "measured_ms": 2.0, "estimated_ms": 1.0,
+                                                  "runner": "ssh", "recorded": "2026-01-01T00:00:00Z"}]}))
+    with pytest.raises(ConfigError, match="one factor for every format, precision and thread count"):
+        est.load_calibration("test-board", path=path)
 
 
 def test_estimate_row_reads_no_calibration_unless_given(tmp_path, monkeypatch):
@@ -113,14 +163,14 @@ def test_estimate_row_reads_no_calibration_unless_given(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     hidden = tmp_path / "cache" / "edgepack" / "calibration" / "test-board.json"
     hidden.parent.mkdir(parents=True)
-    est.record_calibration("test-board", artifact="a.tflite", measured_ms=30.0, estimated_ms=10.0, runner="ssh", path=hidden)
+    _record(hidden, "a.tflite", 30.0, 10.0)
     counted = {"cpu": "cortex-a72", "per_inference": 100e6}
     row = estimate_row(board, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1)
     assert row["p50_ms"] == pytest.approx(50.0) and row["estimate"]["calibration_factor"] == 1.0
     assert calibration_record(None, board) is None
 
     given = tmp_path / "board.json"
-    est.record_calibration("test-board", artifact="a.tflite", measured_ms=20.0, estimated_ms=10.0, runner="ssh", path=given)
+    _record(given, "a.tflite", 20.0, 10.0)
     row = estimate_row(board, instructions=counted, artifact_bytes=0, precision="fp32", activation_elements=0, threads=1,
                        calibration=given)
     assert row["p50_ms"] == pytest.approx(100.0) and row["estimate"]["calibration_source"] == "board.json"
@@ -148,14 +198,34 @@ def test_calibrate_from_divides_by_the_estimate_at_the_measured_thread_count(tmp
     assert built["estimate"]["estimate_ms"] == pytest.approx(50.0)   # the build estimated 1 thread
     path = tmp_path / "board.json"
     # measured on 2 threads: the estimate for 2 threads is 50 / (2 * 0.74)
-    assert calibrate_from(board, file="a.tflite", measured_ms=40.0, previous_rows=[built], runner="ssh", threads=2,
-                          calibration=path) == "board.json"
+    assert calibrate_from(board, file="a.tflite", fmt="tflite", precision="fp32", measured_ms=40.0, previous_rows=[built],
+                          runner="ssh", threads=2, measured_threads=2, calibration=path) == "board.json"
     m = est.load_calibration("test-board", path=path).measurements[0]
-    assert m.threads == 2 and m.estimated_ms == pytest.approx(50.0 / (2 * est.PARALLEL_EFFICIENCY))
+    assert (m.format, m.precision, m.threads) == ("tflite", "fp32", 2)
+    assert m.estimated_ms == pytest.approx(50.0 / (2 * est.PARALLEL_EFFICIENCY))
     # without a named file nothing is written anywhere
-    assert calibrate_from(board, file="b.tflite", measured_ms=40.0, previous_rows=[built], runner="ssh", threads=1,
-                          calibration=None) is None
+    assert calibrate_from(board, file="b.tflite", fmt="tflite", precision="fp32", measured_ms=40.0, previous_rows=[built],
+                          runner="ssh", threads=1, calibration=None) is None
     assert len(est.load_calibration("test-board", path=path).measurements) == 1
+
+
+def test_calibrate_from_refuses_a_run_at_another_thread_count_than_asked(tmp_path):
+    from edgepack.devices.latency import calibrate_from, estimate_row
+
+    board = make_profile()
+    built = estimate_row(board, instructions={"cpu": "cortex-a72", "per_inference": 100e6}, artifact_bytes=0,
+                         precision="int8", activation_elements=0, threads=1)
+    path = tmp_path / "board.json"
+    with pytest.raises(ConfigError) as e:
+        calibrate_from(board, file="a.tflite", fmt="tflite", precision="int8", measured_ms=40.0, previous_rows=[built],
+                       runner="ssh", threads=2, measured_threads=1, calibration=path)
+    assert str(e.value) == ("a.tflite: the ssh run reports 1 threads, not the --threads 2 asked; not recorded in "
+                            "board.json, whose factors are kept per thread count")
+    # more threads than the fastest cluster's cores: the estimate would be for 2, the p50 for 4
+    with pytest.raises(ConfigError, match=r"--threads 4: test-board's latency estimates use at most its big cluster's 2 cores"):
+        calibrate_from(board, file="a.tflite", fmt="tflite", precision="int8", measured_ms=40.0, previous_rows=[built],
+                       runner="ssh", threads=4, measured_threads=4, calibration=path)
+    assert not path.exists()
 
 
 def test_load_calibration_rejects_another_profiles_file(tmp_path):

@@ -124,6 +124,21 @@ def test_estimates_of_formats_whose_kernels_were_not_fitted_are_unvalidated():
         assert not e.expected_error["validated"] and "runs other kernels" in e.expected_error["text"], fmt
 
 
+def test_estimates_of_precisions_without_published_rows_are_unvalidated_at_the_fp32_rate():
+    """XNNPACK published fp32 and static int8 only: fp16 and int8-dynamic are timed at the
+    fp32 rate and say they are unvalidated, where the same count as fp32 is validated."""
+    pi = profiles_catalog().load("raspberry-pi-4")
+    n = fit.counts()[("mobilenet_v2", "fp32", "cortex-a72")]
+    fp32 = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4)
+    assert fp32.expected_error["validated"]
+    for precision in ("fp16", "int8-dynamic"):
+        e = est.estimate_latency(pi, instructions_per_inference=n, counted_on="cortex-a72", bytes_moved=0, threads=4,
+                                 precision=precision)
+        assert e.estimate_ms == pytest.approx(fp32.estimate_ms) and e.precision == precision
+        assert not e.expected_error["validated"] and f"no published {precision} figure" in e.expected_error["text"]
+        assert "unvalidated" in e.label and any(f"no published {precision} figure" in note for note in e.notes)
+
+
 def test_multi_thread_scaling_grows_with_model_size_and_never_exceeds_one():
     """Pixel 2's published 1- and 4-thread rows: MobileNet v1 (the most instructions)
     gains 3.19x on 4 threads, v3-Small 2.33x; the fitted curve orders them the same way."""

@@ -110,7 +110,8 @@ def test_build_over_the_snr_budget_exits_1_into_rejected_with_checks_in_the_mani
     assert failure.endswith(" dB is below the int8 budget of 90 dB (min_snr_db)")
     assert not (tiny_project.root / "dist" / "onnx-only").exists()
     manifest = json.loads((tiny_project.root / "dist" / "onnx-only.rejected" / "manifest.json").read_text())
-    assert manifest["gates"] == {"passed": False, "failures": [failure], "latency": "no latency budget"}
+    assert manifest["gates"] == {"passed": False, "failures": [failure], "latency": "no latency budget",
+                                 "latency_gate": "no_budget"}
     assert manifest["budgets"]["min_snr_db"]["int8"] == 90.0
     assert manifest["budgets"]["min_agreement_pct"]["int8"] == 98.0
     (artifact,) = manifest["artifacts"]

@@ -112,7 +112,7 @@ def test_manifest_says_how_float_kernels_were_chosen_and_diff_tells_tolerable_by
     # Another build machine's float kernels, played here by oneDNN's SSE4.1 ones: the
     # calibrated int8 bytes move, and diff says the outputs stayed within tolerance.
     out = tmp_path / "sse41"
-    proc = cli("build", "-p", SAMPLE, "-t", "android", "-o", out, env={"ONEDNN_MAX_CPU_ISA": "SSE41"})
+    proc = cli("build", "-p", SAMPLE, "-t", "android", "-o", out, "--no-latency-gate", env={"ONEDNN_MAX_CPU_ISA": "SSE41"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     # host latency is compared too, and is noise here: only the bytes and outputs are the point
     proc = cli("diff", pinned, out / "android", "--json", "--max-latency-increase-pct", "1e9")

@@ -79,7 +79,7 @@ def test_mobilenet_int8_artifacts_keep_80_percent_top1_agreement(tmp_path):
     pytest.importorskip("skimage", reason="the sample's photos ship with scikit-image")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-m", "edgepack", "build", "-p", str(SAMPLE), "-t", "android", "-o", str(tmp_path),
-                           "--json"], capture_output=True, text=True, env=env, timeout=1800)
+                           "--json", "--no-latency-gate"], capture_output=True, text=True, env=env, timeout=1800)
     # The sample's own budgets (edgepack.toml, with their reason) replace the android
     # target's int8 ones, which PTQ of MobileNetV2 does not meet on these ambiguous photos.
     assert proc.returncode == 0, proc.stderr

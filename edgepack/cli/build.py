@@ -18,7 +18,8 @@ def build(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Compression preset (int8, prune-distill-int8, compact, or a project recipes/*.toml); overrides [compress]."),
     target_dir: Optional[list[Path]] = typer.Option(None, "--target-dir", help="Extra folder of target TOML files (repeatable)."),
     profile_dir: Optional[list[Path]] = typer.Option(None, "--profile-dir", help="Extra folder of device profile TOML files (repeatable)."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Latency calibration file from `edgepack profile --runner ssh|adb --calibration FILE` (overrides [build] latency_calibration)."),
+    calibration: Optional[Path] = typer.Option(None, "--latency-calibration", "--calibration", help="Latency calibration file from `edgepack profile --runner ssh|adb --latency-calibration FILE`, applied to estimates of the same format, precision and threads (overrides [build] latency_calibration)."),
+    no_latency_gate: bool = typer.Option(False, "--no-latency-gate", help="Waive the targets' max_latency_ms (a host build cannot judge it); the manifest records the waiver."),
     fresh: bool = typer.Option(False, "--fresh", help="Export every artifact again instead of reusing identical exports of earlier builds."),
     json_out: bool = typer.Option(False, "--json", help="Print the build result as one JSON document."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and do nothing else."),
@@ -33,7 +34,8 @@ def build(
         raise ConfigError(f"--runner {runner!r} is not a build runner; valid: host, qemu (ssh and adb: edgepack profile)")
     plan = api.make_plan(project, targets=target, output_dir=output, runner=runner,
                          target_dirs=target_dir or [], profile_dirs=profile_dir or [], recipe=recipe,
-                         latency_calibration=calibration, reuse_exports=not fresh)
+                         latency_calibration=calibration, reuse_exports=not fresh,
+                         latency_gate=not no_latency_gate)
     if dry_run:
         if json_out:
             print_json(plan.as_dict())
@@ -43,6 +45,10 @@ def build(
             stdout.print(plan_table(plan))
         return 0
     from edgepack.compress.engine import StageBudgetError
+    from edgepack.pipeline.latency_gate import unjudgeable
+
+    for line in unjudgeable(plan):
+        stderr.print(f"[yellow]warning:[/] {line}", highlight=False)
 
     try:
         if json_out:

@@ -29,7 +29,7 @@ def profile(
     adb_serial: Optional[str] = typer.Option(None, "--adb-serial", help="Phone serial (default: the profile's [reach] adb_serial)."),
     ops: bool = typer.Option(False, "--ops", help="Also time each operator where the runtime exposes it (ONNX Runtime)."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not add the figures to the dist's manifest.json."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Latency calibration file: ssh/adb add their p50s to it (created if missing); qemu estimates are scaled by it."),
+    calibration: Optional[Path] = typer.Option(None, "--latency-calibration", "--calibration", help="Latency calibration file: ssh/adb add their p50s to it per format, precision and --threads (created if missing); qemu estimates of a matching key are scaled by it."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> None:
@@ -41,7 +41,7 @@ def profile(
     if calibration is not None and runner in ("host", "qemu") and not calibration.is_file():
         from edgepack.errors import ConfigError
 
-        raise ConfigError(f"--calibration {calibration}: not found; a profile with --runner ssh or adb writes it")
+        raise ConfigError(f"--latency-calibration {calibration}: not found; a profile with --runner ssh or adb writes it")
     kwargs = dict(device=device, runner=runner, inputs=inputs, iterations=iterations, warmup=warmup, threads=threads,
                   project_dir=project, write_manifest=not no_record, reach=reach, op_profile=ops,
                   calibration=calibration.resolve() if calibration else None)
@@ -79,10 +79,11 @@ def profile(
     if runner in ("ssh", "adb"):
         written = sorted({a.measurement.calibrated for a in result.artifacts if a.measurement.calibrated})
         if written:
-            stdout.print(f"latency calibration recorded in {calibration}; build with --calibration {calibration} "
-                         f"(or [build] latency_calibration) to use it", highlight=False)
+            stdout.print(f"latency calibration recorded in {calibration} per format and precision, at {threads} "
+                         f"thread(s); build with --latency-calibration {calibration} "
+                         f"(or [build] latency_calibration) and [build] threads = {threads} to use it", highlight=False)
         elif calibration is None:
-            stdout.print("[dim]not recorded as a latency calibration: pass --calibration FILE to keep the "
+            stdout.print("[dim]not recorded as a latency calibration: pass --latency-calibration FILE to keep the "
                          "measured/estimated ratio for later builds[/]", highlight=False)
         else:
             stdout.print(f"nothing recorded in {calibration}: the manifest holds no estimate for {result.device} to "

@@ -22,13 +22,24 @@ def plan_table(plan) -> Table:
     for t in d["targets"]:
         b = t["budgets"]
         budget = (f"accuracy drop <= {b['max_accuracy_drop_pt']:g} pt; size <= {human_bytes(b['max_size_bytes']) if b['max_size_bytes'] else '-'}; "
-                  f"latency <= {b['max_latency_ms'] or '-'} ms on {t['device']}")
+                  f"latency <= {b['max_latency_ms'] or '-'} ms on {t['device']}"
+                  + (" (waived: --no-latency-gate)" if b["max_latency_ms"] and not d["latency_gate"] else ""))
         for i, a in enumerate(t["artifacts"]):
             parity = (f"agreement >= {b['min_agreement_pct'][a['precision']]:g}%, "
                       f"SNR >= {b['min_snr_db'][a['precision']]:g} dB")
             table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"],
                           f"{budget}; {parity}" if i == 0 else parity)
     return table
+
+
+def estimate_cell(artifact: dict) -> str:
+    """The artifact's device estimate, marked when no published row of its runtime,
+    precision and thread count validates it (the manifest's expected_error says why)."""
+    row = next((r for r in artifact.get("measurements") or [] if r.get("method") == "estimated"), None)
+    if row is None:
+        return "-"
+    validated = ((row.get("estimate") or {}).get("expected_error") or {}).get("validated", False)
+    return f"~{row['p50_ms']:.2f} ms" + ("" if validated else " (unvalidated)")
 
 
 def _count(n: int) -> str:
@@ -126,8 +137,7 @@ def build_tables(result) -> list:
                 cell(f"{a['agreement'] * 100:.1f}%", "min_agreement_pct"),
                 cell("exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}", "min_snr_db"),
                 f"{lat['p50']:.3f} ms",
-                *([next((f"~{r['p50_ms']:.2f} ms" for r in a.get("measurements") or [] if r.get("method") == "estimated"), "-")]
-                  if has_estimates else []),
+                *([estimate_cell(a)] if has_estimates else []),
             )
         for f in m.get("failed_artifacts") or []:
             table.add_row(f["file"], f["format"], f["precision"], Text(f"not built ({f['stage']} failed)", style="bold red"),

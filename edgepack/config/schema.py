@@ -138,8 +138,9 @@ class BuildSettings(Strict):
     threads: int = Field(default=1, ge=1, le=64)
     warmup: int = Field(default=10, ge=0)
     iterations: int = Field(default=50, ge=1)
-    # A calibration file written by `edgepack profile --runner ssh|adb --calibration FILE`
-    # (relative to the project): the only way a build's latency estimates are calibrated.
+    # A calibration file written by `edgepack profile --runner ssh|adb --latency-calibration FILE`
+    # (relative to the project): the only way a build's latency estimates are calibrated,
+    # per format, precision and thread count (devices/estimate.py).
     latency_calibration: str | None = None
 
 

@@ -22,8 +22,9 @@ that count into time with the device's published facts:
 - `bytes_moved`: weights read once plus every activation written and read once: a roofline
   floor (caches hide part of it), which only wins for memory-starved boards.
 - `calibration_factor`: measured_ms / estimated_ms from a real unit of this device
-  (ssh/adb), read from a calibration file the build or profile is given explicitly
-  (`--calibration FILE`, `[build] latency_calibration`); 1 without one.
+  (ssh/adb) for the same format, precision and thread count, read from a calibration
+  file the build or profile is given explicitly (`--latency-calibration FILE`,
+  `[build] latency_calibration`); 1 without one or without a matching measurement.
 
 Every result says it is an estimate, its method, every input it used, and the error to
 expect: the leave-one-model-out error of its rate on published rows (devices/fit.py),
@@ -50,7 +51,7 @@ METHOD = ("estimate: max(instructions / (nn_ipc * clock * threads * efficiency),
 # cores): 53 ms -> 18 ms, a speed-up of 2.94 on 4 threads, 0.74 per thread (XNNPACK
 # README, "Performance / Mobile phones", single- and multi-threaded tables).
 PARALLEL_EFFICIENCY = 0.74
-CALIBRATION_SCHEMA = "edgepack.calibration/1"
+CALIBRATION_SCHEMA = "edgepack.calibration/2"
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ class LatencyEstimate:
     core: str
     clock_ghz: float
     nn_ipc: float
-    precision: str                  # int8 selects the cluster's nn_ipc_int8 when it has one
+    precision: str                  # the artifact's; int8 selects the cluster's nn_ipc_int8 when it has one
     threads: int
     instructions_per_inference: float
     counted_on: str                 # qemu CPU model the instructions were counted on
     bytes_moved: int
     memory_bandwidth_gbs: float
     calibration_factor: float
-    calibration_source: str         # the calibration file's name, or "none (no calibration given)"
+    calibration_source: str         # the calibration file's name, or "none (...)" saying why not
     ipc_basis: str
     expected_error: dict = field(default_factory=dict)   # fit.ErrorSummary.as_dict()
     kind: str = "estimate"
@@ -163,19 +164,33 @@ def estimate_latency(
             ipc, basis = cluster.nn_ipc_int8, cluster.nn_ipc_int8_basis
         else:
             notes.append(f"no published int8 figure for {cluster.core}: int8 instructions timed at the fp32 kernels' rate")
+    elif precision != "fp32":
+        # fp16 and int8-dynamic run other kernels than any published row (XNNPACK
+        # published fp32 and static int8 only): timed at the fp32 rate, validated by nothing.
+        notes.append(f"no published {precision} figure: its instructions timed at the fp32 kernels' rate")
     cycles_per_s = cluster.max_clock_ghz * 1e9
     efficiency = parallel_efficiency(usable, cluster, instructions_per_inference)
     compute_ms = instructions_per_inference / (ipc * cycles_per_s * usable * efficiency) * 1e3
     memory_ms = bytes_moved / (profile.memory_bandwidth_gbs * 1e9) * 1e3
-    factor, source = (calibration.factor, calibration.path.name) if calibration else (1.0, "none (no calibration given)")
     if calibration and calibration.profile != profile.name:
         raise ValueError(f"calibration {calibration.path} is for profile {calibration.profile!r}, not {profile.name!r}")
+    factor, source = 1.0, "none (no calibration given)"
+    if calibration:
+        matched = calibration.factor_for(fmt, precision, usable)
+        if matched is None:
+            source = f"none ({calibration.path.name} has no {describe_key(fmt, precision, usable)} measurement)"
+            notes.append(f"calibration {calibration.path.name} not applied: it holds "
+                         f"{', '.join(describe_key(*k) for k in calibration.keys()) or 'no measurements'}, "
+                         f"not {describe_key(fmt, precision, usable)}")
+        else:
+            factor, source = matched, calibration.path.name
     if usable > 1:
         notes.append(f"multi-thread efficiency {efficiency:.3f} per thread"
                      + (" (fitted with the cluster's rate)" if cluster.nn_parallel_efficiency else
                         " (XNNPACK's published Pixel 2 scaling; none fitted for this cluster)"))
-    # int8 timed at the fp32 rate (no int8 figure for this core) is validated by nothing.
-    expected = expected_error(profile, cluster, "int8" if precision == "int8" else "fp32", threads=usable, fmt=fmt)
+    # A precision with no published rows of its own (int8 on a core without an int8
+    # figure, fp16, int8-dynamic) is validated by nothing, whatever rate timed it.
+    expected = expected_error(profile, cluster, precision, threads=usable, fmt=fmt)
     return LatencyEstimate(
         device=profile.name,
         estimate_ms=max(compute_ms, memory_ms) * factor,
@@ -222,35 +237,56 @@ def activation_bytes_per_element(precision: str) -> int:
 @dataclass(frozen=True)
 class CalibrationPoint:
     artifact: str
+    format: str                     # tflite, executorch, onnx: each runtime runs its own kernels
+    precision: str                  # fp32, fp16, int8, int8-dynamic: each its own kernels and rate
+    threads: int                    # runtime threads of the measurement and of the estimate it is divided by
     measured_ms: float
-    estimated_ms: float             # the uncalibrated estimate for the same artifact
+    estimated_ms: float             # the uncalibrated estimate for the same artifact at the same threads
     runner: str                     # ssh, adb
     recorded: str                   # UTC timestamp
-    threads: int | None = None      # runtime threads of the measurement and of the estimate it is divided by
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.format, self.precision, self.threads
+
+
+def describe_key(fmt: str, precision: str, threads: int) -> str:
+    return f"{fmt} {precision} at {threads} thread{'s' if threads != 1 else ''}"
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """measured / estimated on a real unit of one device profile. The factor is the
-    geometric mean of the per-artifact ratios: ratios multiply, so an artifact that ran
+    """measured / estimated on a real unit of one device profile, kept apart per format,
+    precision and thread count: a ratio measured on ONNX Runtime's int8 kernels on 4
+    threads says nothing about LiteRT's fp32 kernels on one. The factor of a key is the
+    geometric mean of its artifacts' ratios: ratios multiply, so an artifact that ran
     2x slow and one that ran 2x fast cancel out."""
 
     profile: str
     path: Path
     measurements: tuple[CalibrationPoint, ...] = field(default_factory=tuple)
 
-    @property
-    def factor(self) -> float:
-        if not self.measurements:
-            return 1.0
-        logs = [math.log(m.measured_ms / m.estimated_ms) for m in self.measurements]
+    def matching(self, fmt: str | None, precision: str, threads: int) -> tuple[CalibrationPoint, ...]:
+        return tuple(m for m in self.measurements if m.key == (fmt, precision, threads))
+
+    def factor_for(self, fmt: str | None, precision: str, threads: int) -> float | None:
+        """The factor for estimates of this format, precision and thread count; None when
+        the file holds no measurement of that key (nothing is borrowed from another)."""
+        points = self.matching(fmt, precision, threads)
+        if not points:
+            return None
+        logs = [math.log(m.measured_ms / m.estimated_ms) for m in points]
         return math.exp(sum(logs) / len(logs))
+
+    def keys(self) -> list[tuple[str, str, int]]:
+        return sorted({m.key for m in self.measurements})
 
     def as_dict(self) -> dict:
         return {
             "schema": CALIBRATION_SCHEMA,
             "profile": self.profile,
-            "factor": round(self.factor, 6),
+            "factors": [{"format": f, "precision": p, "threads": t, "factor": round(self.factor_for(f, p, t), 6)}
+                        for f, p, t in self.keys()],
             "measurements": [asdict(m) for m in self.measurements],
         }
 
@@ -259,16 +295,24 @@ def calibration_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def read_calibration_profile(path: Path) -> str:
-    """The profile a calibration file is for (checked before a build starts)."""
+def _read_calibration_doc(path: Path) -> dict:
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"calibration file {path}: not readable JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != CALIBRATION_SCHEMA:
-        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+    got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+    if got == "edgepack.calibration/1":
+        raise ConfigError(f"calibration file {path}: schema {got!r} kept one factor for every format, precision and "
+                          f"thread count; record it again with `edgepack profile --runner ssh|adb --threads N "
+                          f"--latency-calibration {Path(path).name}` (schema {CALIBRATION_SCHEMA!r})")
+    if got != CALIBRATION_SCHEMA:
         raise ConfigError(f"calibration file {path}: schema {got!r}, expected {CALIBRATION_SCHEMA!r}")
-    return str(doc.get("profile"))
+    return doc
+
+
+def read_calibration_profile(path: Path) -> str:
+    """The profile a calibration file is for (checked before a build starts)."""
+    return str(_read_calibration_doc(path).get("profile"))
 
 
 def load_calibration(profile: str, *, path: Path) -> Calibration:
@@ -276,39 +320,42 @@ def load_calibration(profile: str, *, path: Path) -> Calibration:
     nothing is looked up in a home or cache folder, and a named file must exist."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"calibration file {path} not found; `edgepack profile --runner ssh|adb --calibration {path.name}` writes one")
+        raise ConfigError(f"calibration file {path} not found; `edgepack profile --runner ssh|adb --latency-calibration "
+                          f"{path.name}` writes one")
+    doc = _read_calibration_doc(path)
     try:
-        doc = json.loads(path.read_text())
-        if doc.get("schema") != CALIBRATION_SCHEMA:
-            raise ValueError(f"schema {doc.get('schema')!r}, expected {CALIBRATION_SCHEMA!r}")
         if doc.get("profile") != profile:
             raise ValueError(f"it is for profile {doc.get('profile')!r}, not {profile!r}")
         measurements = tuple(CalibrationPoint(**m) for m in doc["measurements"])
         for m in measurements:
             if m.measured_ms <= 0 or m.estimated_ms <= 0:
                 raise ValueError(f"{m.artifact}: times must be positive")
+            if not isinstance(m.threads, int) or m.threads < 1:
+                raise ValueError(f"{m.artifact}: threads must be an integer >= 1, got {m.threads!r}")
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"calibration file {path}: {e}") from None
     return Calibration(profile, path, measurements)
 
 
-def record_calibration(profile: str, *, artifact: str, measured_ms: float, estimated_ms: float, runner: str,
-                       path: Path, threads: int | None = None) -> Calibration:
+def record_calibration(profile: str, *, artifact: str, fmt: str, precision: str, threads: int, measured_ms: float,
+                       estimated_ms: float, runner: str, path: Path) -> Calibration:
     """Add one real-device measurement to the calibration file `path` (created when
-    missing; an earlier measurement of the same artifact is replaced) and write it
-    atomically."""
+    missing; an earlier measurement of the same artifact, format, precision and thread
+    count is replaced) and write it atomically."""
+    from edgepack.release.dist import write_json
+
     if measured_ms <= 0 or estimated_ms <= 0:
         raise ValueError(f"measured_ms and estimated_ms must be positive, got {measured_ms} and {estimated_ms}")
     path = Path(path)
     old = load_calibration(profile, path=path) if path.exists() else None
-    kept = tuple(m for m in (old.measurements if old else ()) if m.artifact != artifact)
-    new = CalibrationPoint(artifact, float(measured_ms), float(estimated_ms), runner,
-                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), threads)
+    new = CalibrationPoint(artifact, fmt, precision, int(threads), float(measured_ms), float(estimated_ms), runner,
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    kept = tuple(m for m in (old.measurements if old else ()) if (m.artifact, m.key) != (artifact, new.key))
     cal = Calibration(profile, path, kept + (new,))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cal.as_dict(), indent=2) + "\n")
-    tmp.replace(path)
+    # A uniquely named temporary file beside it, then a rename: two profiles writing at
+    # once never share a temporary file, and a reader sees the old file or the new one.
+    write_json(path, cal.as_dict())
     return cal
 
 

@@ -1,8 +1,9 @@
 """From a run to a latency estimate for a device, and back from a real-device
 measurement to the calibration of that estimate. Build and profile share this.
 
-Calibration is an explicit input: a file the user names (`--calibration FILE` on build
-and profile, or `[build] latency_calibration` in edgepack.toml). A profile over ssh or
+Calibration is an explicit input: a file the user names (`--latency-calibration FILE` on
+build and profile, or `[build] latency_calibration` in edgepack.toml), kept per artifact
+format, precision and thread count. A profile over ssh or
 adb adds its measurements to that file; a build or an emulated profile reads it; nothing
 is read from or written to a home or cache folder behind the user's back."""
 
@@ -44,7 +45,7 @@ def estimate_row(device: DeviceProfile, *, instructions: dict | None, artifact_b
     moved = bytes_moved(weight_bytes=artifact_bytes, activation_elements=activation_elements or 0,
                         activation_bytes_per_element=activation_bytes_per_element(precision))
     est = estimate_latency(device, instructions_per_inference=instructions["per_inference"], counted_on=device.qemu_cpu,
-                           bytes_moved=moved, precision="int8" if precision == "int8" else "fp32", threads=threads, fmt=fmt,
+                           bytes_moved=moved, precision=precision, threads=threads, fmt=fmt,
                            calibration=load_calibration(device.name, path=calibration) if applies_to(calibration, device) else None)
     d = est.as_dict()
     if activation_elements is None:
@@ -65,27 +66,62 @@ def latency_gate(file: str, device: DeviceProfile, row: dict | None, budget_ms: 
     return []
 
 
-def calibrate_from(device: DeviceProfile, *, file: str, measured_ms: float | None, previous_rows: list[dict],
-                   runner: str, threads: int, calibration: Path | None) -> str | None:
+def unjudged_failure(device: DeviceProfile, budget_ms: float, files: list[str], runner: str) -> str:
+    """The line a build prints when it has no estimate to hold `max_latency_ms` against:
+    a budget that is declared must be either judged or explicitly waived."""
+    what = ", ".join(files)
+    why = (f"the {runner} runner measures this machine, not {device.name}" if runner == "host"
+           else f"no estimate for {device.name} was made")
+    return (f"max_latency_ms = {budget_ms:g} cannot be judged in this build ({why}; {what}): build with "
+            f"--runner qemu to estimate {device.name} latency, or pass --no-latency-gate to waive the latency "
+            f"budget (recorded in the manifest)")
+
+
+def check_calibration_threads(device: DeviceProfile, threads: int) -> None:
+    """Refuse a thread count whose p50 no estimate can be divided by: estimates use at
+    most the fastest cluster's cores, so more threads would be filed under fewer."""
+    from edgepack.devices.estimate import fastest_cluster
+    from edgepack.errors import ConfigError
+
+    cluster = fastest_cluster(device)
+    if threads > cluster.count:
+        raise ConfigError(f"--threads {threads}: {device.name}'s latency estimates use at most its {cluster.core} "
+                          f"cluster's {cluster.count} cores, so a p50 on {threads} threads cannot calibrate them; "
+                          f"valid: --threads 1 to {cluster.count}")
+
+
+def calibrate_from(device: DeviceProfile, *, file: str, fmt: str, precision: str, measured_ms: float | None,
+                   previous_rows: list[dict], runner: str, threads: int, calibration: Path | None,
+                   measured_threads: int | None = None) -> str | None:
     """Add a real-device p50, measured with `threads` runtime threads, to the calibration
-    file `calibration`, against the uncalibrated estimate for the same artifact at the
-    same thread count; builds given that file use the ratio. Returns the name of the file
-    written, or None when no file was named or the artifact has no estimate to compare with.
+    file `calibration`, against the uncalibrated estimate for the same artifact, format,
+    precision and thread count; builds given that file apply the ratio to estimates of
+    that key only. Returns the name of the file written, or None when no file was named
+    or the artifact has no estimate to compare with.
 
     The estimate recorded by the build may be for another thread count: it is computed
     again from its recorded inputs (instructions, bytes moved) at `threads`, because a
     p50 on 4 threads over an estimate for 1 would make the factor describe the thread
-    count, not the device."""
+    count, not the device. A thread count the estimate cannot represent (more threads
+    than the profile's fastest cluster has cores), or a run that reports another thread
+    count than asked (`measured_threads`), is refused: its ratio would be filed under a
+    thread count it was not measured at."""
     from edgepack.devices.estimate import estimate_latency, record_calibration
+    from edgepack.errors import ConfigError
 
     est = next((r["estimate"] for r in previous_rows if r.get("method") == "estimated" and r.get("device") == device.name), None)
     if calibration is None or est is None or not measured_ms:
         return None
+    if measured_threads is not None and measured_threads != threads:
+        raise ConfigError(f"{file}: the {runner} run reports {measured_threads} threads, not the --threads {threads} "
+                          f"asked; not recorded in {Path(calibration).name}, whose factors are kept per thread count")
+    check_calibration_threads(device, threads)
     uncalibrated = estimate_latency(device, instructions_per_inference=est["instructions_per_inference"],
                                     counted_on=est["counted_on"], bytes_moved=est["bytes_moved"],
-                                    precision=est["precision"], threads=threads)
-    cal = record_calibration(device.name, artifact=file, measured_ms=measured_ms, estimated_ms=uncalibrated.estimate_ms,
-                             runner=runner, path=calibration, threads=uncalibrated.threads)
+                                    precision=precision, threads=threads, fmt=fmt)
+    cal = record_calibration(device.name, artifact=file, fmt=fmt, precision=precision, threads=uncalibrated.threads,
+                             measured_ms=measured_ms, estimated_ms=uncalibrated.estimate_ms, runner=runner,
+                             path=calibration)
     return cal.path.name
 
 

@@ -1,7 +1,7 @@
 """Step `gate`: a target's budgets against its artifacts' records. Accuracy, agreement,
 SNR and size are gated on the build's own verification; latency on device estimates
-only (host wall time is not the device's latency); a device run that diverges from the
-build host fails its artifact.
+only (pipeline/latency_gate.py); a device run that diverges from the build host fails
+its artifact.
 
 Every check of an artifact is kept, passed or not (the manifest lists them per
 artifact); a failed one is also a line of the verdict naming the artifact, the measure,
@@ -81,33 +81,20 @@ def device_divergence(rec: ArtifactRecord) -> list[str]:
     return [c.failure for c in divergence_checks(rec) if not c.passed]
 
 
-def latency_check(rec: ArtifactRecord, device, budget_ms: float | None) -> list[GateCheck]:
-    from edgepack.devices.latency import latency_gate
+def gate(target_plan, records: list[ArtifactRecord], failed: list[FailedArtifact] = (), *, runner: str = "host",
+         latency_gate: bool = True) -> Verdict:
+    from edgepack.pipeline.latency_gate import judge
 
-    estimate = rec.estimate()
-    if budget_ms is None or estimate is None:
-        return []
-    row = estimate.to_json()
-    failures = latency_gate(rec.file, device, row, budget_ms)
-    return [GateCheck(budget="max_latency_ms", value=row["p50_ms"], limit=budget_ms, passed=not failures,
-                      device=device.name, failure=failures[0] if failures else "")]
-
-
-def gate(target_plan, records: list[ArtifactRecord], failed: list[FailedArtifact] = ()) -> Verdict:
     budgets, device = target_plan.target.budgets, target_plan.device
-    checks = {r.file: (*parity_and_size(budgets, r), *divergence_checks(r), *latency_check(r, device, budgets.max_latency_ms))
+    latency = judge(device, records, budgets.max_latency_ms, runner=runner, enabled=latency_gate)
+    checks = {r.file: (*parity_and_size(budgets, r), *divergence_checks(r), *latency.checks.get(r.file, ()))
               for r in records}
     failures = [f"{f.file} ({f.format} {f.precision}) was not built: {f.error}" for f in failed]
     # Grouped as a reader scans them: every artifact's parity and size, then device
     # divergence, then latency (a stable sort keeps the artifacts' order in each group).
     group = {"device_divergence": 1, "max_latency_ms": 2}
     failed_checks = [c for r in records for c in checks[r.file] if not c.passed]
-    failures += [c.failure for c in sorted(failed_checks, key=lambda c: group.get(c.budget, 0))]
-    if budgets.max_latency_ms is None:
-        note = "no latency budget"
-    elif all(r.estimate() for r in records):
-        note = f"gated on estimates for {device.name} (instructions counted on {device.qemu_cpu})"
-    else:
-        note = (f"not gated: host latency is not {device.name} latency; build with --runner qemu "
-                f"(or run edgepack profile) to estimate it")
-    return Verdict(failures=tuple(failures), latency_note=note, incomplete=bool(failed), checks=checks)
+    # A budget no artifact could be judged on is one line, not one per artifact.
+    failures += list(dict.fromkeys(c.failure for c in sorted(failed_checks, key=lambda c: group.get(c.budget, 0))))
+    return Verdict(failures=tuple(failures), latency_note=latency.note, latency_gate=latency.state,
+                   incomplete=bool(failed), checks=checks)

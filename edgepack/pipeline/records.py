@@ -169,6 +169,7 @@ class Verdict:
 
     failures: tuple[str, ...]
     latency_note: str               # how (or whether) latency was gated
+    latency_gate: str = "no_budget"  # gated, waived, no_budget or unjudged (pipeline/latency_gate.py)
     incomplete: bool = False        # an artifact failed to build: not a release, whatever the budgets say
     checks: dict = field(default_factory=dict, compare=False)   # file -> tuple[GateCheck, ...]
 

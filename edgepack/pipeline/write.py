@@ -43,7 +43,8 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "latency_calibration": calibration_record(plan.latency_calibration, target_plan.device),
         "toolchain": toolchain,
         "budgets": target_plan.target.budgets.model_dump(),
-        "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note},
+        "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note,
+                  "latency_gate": verdict.latency_gate},
         "artifacts": [{**r.manifest_entry(), "gates": [c.to_json() for c in verdict.checks.get(r.file, ())]}
                       for r in records],
         **({"failed_artifacts": [f.manifest_entry() for f in failed]} if failed else {}),

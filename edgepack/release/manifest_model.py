@@ -235,6 +235,10 @@ class Gates(Record):
     passed: StrictBool
     failures: list[StrictStr]
     latency: StrictStr | None = None
+    # How max_latency_ms was treated: held against device estimates, waived by
+    # --no-latency-gate, absent, or not judgeable (the build failed). Absent in
+    # manifests written before it existed.
+    latency_gate: Literal["gated", "waived", "no_budget", "unjudged"] | None = None
 
 
 class GateCheck(Record):
