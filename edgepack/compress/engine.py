@@ -157,6 +157,8 @@ def run_stages(
             status = "off"
             if folder is not None:
                 status = _store(folder, current, build_fresh(stage_base), {"report": report, "base": stage_base, "key": key})
+        # What a pass could not do, or left as it was, shows under the stage table.
+        notes.extend(report.get("notes") or ())
         base = stage_base
         seconds = time.perf_counter() - started
         progress(f"stage {spec.index} {spec.label}: evaluating")
