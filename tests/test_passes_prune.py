@@ -6,7 +6,8 @@ from torch import nn
 
 from edgepack.errors import ConfigError
 from edgepack.passes.prune import Prune
-from passes_support import context, small_cnn, trained, val_accuracy
+from passes_support import context, image_context, small_cnn, trained, val_accuracy
+from standard_nets import STANDARD_NETS
 
 STANDARD = (nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.Dropout)
 
@@ -135,3 +136,59 @@ def test_prune_config_reports_every_problem_at_once():
     assert len(e.value.problems) == 3
     assert e.value.problems[0].startswith("s.method: Input should be 'unstructured' or 'structured'")
     assert e.value.problems[2] == "s.fine_tune_epochs: Input should be greater than or equal to 0 (got -1)"
+
+
+def _shapes_in_and_out(model, x) -> dict[str, tuple]:
+    """name -> (input shape, output shape) of every module a forward pass on x calls."""
+    seen, handles = {}, []
+
+    def record(name, args, out):  # returns None: a forward hook's value would replace the output
+        if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            seen.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
+
+    for name, m in model.named_modules():
+        handles.append(m.register_forward_hook(lambda mod, args, out, name=name: record(name, args, out)))
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnet18",
+                                  "efficientnet_b0"])
+def test_prune_structured_standard_nets_at_30_percent_stay_consistent_and_cost_less(name):
+    """Depthwise convolutions stay depthwise, squeeze-excite gates keep their block's
+    channels, residual blocks keep their input width equal to their output width, and
+    the classifier keeps its 1000 classes."""
+    torch.manual_seed(0)
+    build = STANDARD_NETS[name]
+    model = (build(image_size=32) if name == "efficientnet_b0" else build()).eval()
+    ctx = image_context()
+    x = torch.as_tensor(ctx.validation.x)
+    result = Prune().run(model, Prune.Config(method="structured", ratio=0.3), ctx)
+    pruned, rep = result.model, result.report
+
+    assert pruned(x).shape == model(x).shape == (16, 1000)
+    # Both sides of a pruned layer shrink to 0.7: about half the MACs remain.
+    assert rep["macs_after"] < 0.6 * rep["macs_before"], rep
+    assert rep["params_after"] < 0.75 * rep["params_before"], rep
+    head = rep["skipped_layers"]
+    assert len(head) == 1 and dict(pruned.named_modules())[head[0]].out_features == 1000
+    before = dict(model.named_modules())
+    for n, conv in pruned.named_modules():
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        assert conv.weight.shape[:2] == (conv.out_channels, conv.in_channels // conv.groups), n
+        was = before[n]
+        if was.groups == was.in_channels == was.out_channels > 1:
+            assert conv.groups == conv.in_channels == conv.out_channels < was.out_channels, f"{n} left depthwise"
+    shapes_before, shapes_after = _shapes_in_and_out(model, x), _shapes_in_and_out(pruned, x)
+    assert set(shapes_before) == set(shapes_after)
+    for n, (inp, out) in shapes_before.items():
+        if inp == out:  # residual blocks, squeeze-excite gates, normalisations and activations
+            assert shapes_after[n][0] == shapes_after[n][1], f"{n}: {shapes_after[n]}"
+    pruned.train()(x[:2])  # a fine-tuning stage can train it
+
