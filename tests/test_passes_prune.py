@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -192,3 +193,71 @@ def test_prune_structured_standard_nets_at_30_percent_stay_consistent_and_cost_l
             assert shapes_after[n][0] == shapes_after[n][1], f"{n}: {shapes_after[n]}"
     pruned.train()(x[:2])  # a fine-tuning stage can train it
 
+
+def _prune_recipe(**config):
+    from edgepack.compress.quantize_stage import DEFAULT
+    from edgepack.compress.recipe import ResolvedRecipe, StageSpec
+
+    spec = StageSpec(index=1, pass_name="prune", label="prune", config=Prune.Config(**config), max_drop_pt=None)
+    return ResolvedRecipe(name="inline", source="test", stages=(spec,), quantize=DEFAULT, max_total_drop_pt=1.0)
+
+
+def _budget_error(base, tmp_path, *, collapses: bool = True, **config) -> str:
+    from edgepack.compress.engine import StageBudgetError, run_stages
+    from passes_support import digits
+
+    with pytest.raises(StageBudgetError) as e:
+        run_stages(_prune_recipe(**config), model=base, source_key="digits", project_dir=tmp_path, factory=None,
+                   build_fresh=None, ctx=context(), evaluate_on=digits()[1], evaluated_on="validation",
+                   cache_dir=None)
+    notes = e.value.rows[1].notes
+    if collapses:
+        assert len(notes) == 1 and notes[0] in str(e.value), "the stage row says it too"
+    else:
+        assert notes == ()
+    return str(e.value)
+
+
+def test_prune_collapse_by_fine_tuning_names_the_learning_rate(base, tmp_path):
+    # Measured on digits: 30 % of the channels pruned leaves ~90 %; two epochs of Adam at
+    # 0.3 then take it to chance.
+    msg = _budget_error(base, tmp_path, method="structured", ratio=0.3, fine_tune_epochs=2, learning_rate=0.3)
+    assert "exceeds the recipe budget of 1 pt; stage 1 (prune): accuracy fell to chance (" in msg, msg
+    assert "after pruning 30% of each layer's channels: right after pruning it scored " in msg, msg
+    assert "fine-tuning 2 epochs on 1200 samples at learning_rate 0.3 (adam) brought it down" in msg, msg
+    assert "try a lower learning_rate" in msg
+
+
+def test_prune_collapse_by_pruning_says_fine_tuning_did_not_recover_it(base, tmp_path):
+    msg = _budget_error(base, tmp_path, method="structured", ratio=0.9, fine_tune_epochs=1)
+    assert "stage 1 (prune): accuracy fell " in msg, msg
+    assert ("after pruning 90% of each layer's channels: fine-tuning 1 epochs on 1200 samples did not recover it ("
+            in msg), msg
+    assert "right after pruning); try a lower ratio, more fine_tune_epochs, or a distill stage after it" in msg, msg
+
+
+def test_prune_budget_failure_without_collapse_names_the_stage_that_lost_most(base, tmp_path):
+    # 80 % of the weights zeroed without fine-tuning: 98 % -> 80 %, a drop but no collapse.
+    msg = _budget_error(base, tmp_path, collapses=False, method="unstructured", ratio=0.8)
+    assert "exceeds the recipe budget of 1 pt; the largest drop was stage 1 (prune): " in msg, msg
+
+
+def test_diagnose_explains_only_a_collapse_and_reads_the_pass_report():
+    from edgepack.compress.diagnose import chance_accuracy, explain
+
+    assert chance_accuracy(np.array([0, 1, 1, 2])) == 0.5
+    report = {"method": "structured", "ratio": 0.3, "validation_accuracy_after_pruning": 0.5,
+              "fine_tune": {"epochs": 2, "samples": 100, "loss_per_epoch": [1.0, float("nan")],
+                            "optimizer": "sgd", "learning_rate": 0.5}}
+    assert explain("prune", report, before=0.9, after=0.6, chance=0.1) is None, "kept more than half its margin"
+    assert explain("prune", report, before=0.12, after=0.1, chance=0.1) is None, "nothing to lose near chance"
+    assert explain("prune", report, before=0.9, after=0.1, chance=0.1) == (
+        "accuracy fell to chance (10.00%; always answering the most common class scores 10.00%) after pruning 30% "
+        "of each layer's channels: fine-tuning diverged (loss nan) at learning_rate 0.5 (sgd); try a lower "
+        "learning_rate")
+    no_tuning = {"method": "unstructured", "ratio": 0.95, "fine_tune": None}
+    assert explain("prune", no_tuning, before=0.9, after=0.4, chance=0.1) == (
+        "accuracy fell from 90.00% to 40.00% (chance is 10.00%) after pruning 95% of the weights without "
+        "fine-tuning: try a lower ratio, fine_tune_epochs > 0, or a distill stage after it")
+    assert "after 16 shared values per layer (4 bits), without fine-tuning: try more bits" in explain(
+        "cluster", {"bits": 4}, before=0.9, after=0.2, chance=0.1)

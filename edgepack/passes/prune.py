@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from edgepack.errors import ConfigError, ToolchainError
 from edgepack.passes import _inspect
 from edgepack.passes.base import PassContext, PassResult
-from edgepack.passes.training import TrainingFields, require_training, torch_threads, train
+from edgepack.passes.training import TrainingFields, accuracy, require_training, torch_threads, train
 
 
 class PruneConfig(TrainingFields):
@@ -78,6 +78,9 @@ class Prune:
                 raise ToolchainError(f"pruning changed the output shape {tuple(out0.shape)} -> {tuple(out1.shape)}; "
                                      f"the output layer {out_layer!r} must be skipped", stage="prune")
             log = None
+            # Right after pruning and before fine-tuning: tells a stage that lost accuracy
+            # whether pruning or the fine-tuning lost it (compress.diagnose).
+            accuracy_pruned = accuracy(model, ctx.validation) if config.fine_tune_epochs else None
             if config.fine_tune_epochs:
                 log = train(model, ctx.training, epochs=config.fine_tune_epochs, settings=config,
                             seed=ctx.seed, progress=ctx.progress, label="prune fine-tune")
@@ -98,6 +101,7 @@ class Prune:
             "shapes_changed": {k: {"before": shapes0[k], "after": shapes1[k]}
                                for k in shapes0 if k in shapes1 and shapes0[k] != shapes1[k]},
             "fine_tune": log.as_dict() if log else None,
+            "validation_accuracy_after_pruning": accuracy_pruned,
         }
         return PassResult(model=model, report=report)
 
