@@ -305,3 +305,24 @@ def test_reorganize_efficientnet_keeps_same_padding_modules_and_removes_an_unuse
 
     with pytest.raises(snapshot.NotSnapshottable, match="module '_conv_stem' is a standard_nets.Conv2dStaticSamePadding"):
         snapshot.describe_edits(out, efficientnet_b0(image_size=32))
+
+
+def test_reorganize_a_model_of_fixed_batch_is_checked_at_its_batch():
+    class FixedBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 64, 10)
+
+        def forward(self, x):
+            return self.fc(self.bn(self.conv(x)).reshape(1, 4 * 64))  # a batch of one, as exported
+
+    model = FixedBatch().eval()
+    _randomise_batchnorm(model)
+    result = Reorganize().run(model, Reorganize.Config(), context())
+    assert result.report["folded_batchnorm"] == [{"layer": "conv", "batchnorm": "bn"}]
+    assert result.report["skipped"] == []
+    x = torch.as_tensor(context().validation.x[:1])
+    expected = _outputs(model, x)
+    torch.testing.assert_close(_outputs(result.model, x), expected, atol=FOLD_ATOL * max(1.0, expected.abs().max()),
+                               rtol=0)

@@ -58,7 +58,7 @@ class Reorganize:
         original = model
         model = copy.deepcopy(model).eval()
         example = _inspect.example_tensor(ctx)
-        check = torch.as_tensor(ctx.validation.x[:CHECK_SAMPLES], dtype=torch.float32)
+        check = _check_inputs(model, ctx)
         checker = _Checker(original, check, config.tolerance)
         count_before = _count(model)
         notes: list[str] = []
@@ -132,6 +132,24 @@ class _Edit:
         return {"batchnorm": f"folding BatchNorm '{self.name}' into '{self.layer}'",
                 "dropout": f"replacing Dropout '{self.name}' by Identity",
                 "dead": f"removing unused module '{self.name}'"}[self.kind]
+
+
+def _check_inputs(model, ctx):
+    """Validation inputs the result is compared on: CHECK_SAMPLES of them, or as many as
+    the deployed batch when the model takes no other batch size (a static program)."""
+    import torch
+
+    x = torch.as_tensor(ctx.validation.x, dtype=torch.float32)
+    reasons = []
+    for n in dict.fromkeys((CHECK_SAMPLES, ctx.example.shape[0])):
+        try:
+            with torch.no_grad():
+                model(x[:n])
+            return x[:n]
+        except Exception as e:  # the model's own forward code: any type
+            reasons.append(f"batch {n}: {type(e).__name__}: {_first_line(e)}")
+    raise ToolchainError(f"reorganize: the model does not run on validation inputs ({'; '.join(reasons)})",
+                         stage="reorganize")
 
 
 class _Checker:
