@@ -100,3 +100,11 @@ def test_model_costs_counts_macs_of_a_torchscript_module():
     costs = model_costs(scripted, np.zeros((1, 3, 8, 8), np.float32))
     assert costs.macs == 4 * 36 * 3 * 9 + 10 * 4 * 36
     assert costs.parameters == sum(p.numel() for p in scripted.parameters())
+
+
+def test_model_costs_counts_a_torchscript_module_nested_in_a_python_one():
+    """Hooks cannot be put on the scripted child; the operator-level count still sees it."""
+    model = nn.Sequential(torch.jit.script(nn.Conv2d(3, 4, 3, groups=1)), nn.Flatten(), nn.Linear(4 * 36, 10)).eval()
+    costs = model_costs(model, np.zeros((1, 3, 8, 8), np.float32))
+    assert costs.macs == 4 * 36 * 3 * 9 + 10 * 4 * 36
+    assert costs.parameters == 4 * 3 * 9 + 4 + 10 * 4 * 36 + 10
