@@ -58,12 +58,12 @@ class Reorganize:
         original = model
         model = copy.deepcopy(model).eval()
         example = _inspect.example_tensor(ctx)
-        check = _check_inputs(model, ctx)
-        checker = _Checker(original, check, config.tolerance)
+        checker = _Checker(original, ctx, config.tolerance)
+        check = checker.check
         count_before = _count(model)
         notes: list[str] = []
         eval_graph, why_not = _fx_graph(model, training=False)
-        eval_calls = _called_names(model, check[:REPLAY_SAMPLES], training=False)
+        eval_calls = _called_names(model, check[:TRAIN_SAMPLES], training=False)
         edits: list[_Edit] = []
         if config.fold_batchnorm:
             if eval_graph is not None:
@@ -96,8 +96,6 @@ class Reorganize:
                                      "model", stage="reorganize")
             notes += [f"kept as it was: {s['edit']}, which broke parity ({s['reason']})" for s in skipped]
         model.eval()
-        with torch.no_grad():
-            err = _difference(checker.reference, model(check))
         report = {
             "modules_before": count_before,
             "modules_after": _count(model),
@@ -105,7 +103,7 @@ class Reorganize:
             "removed_dropout": [e.name for e in edits if e.kind == "dropout"],
             "removed_dead": [e.name for e in edits if e.kind == "dead"],
             "skipped": skipped,
-            "max_abs_output_change": err,
+            "max_abs_output_change": checker.last_error,
             "params_after": _inspect.count_params(model),
             "notes": notes,
         }
@@ -134,42 +132,22 @@ class _Edit:
                 "dead": f"removing unused module '{self.name}'"}[self.kind]
 
 
-def _check_inputs(model, ctx):
-    """Validation inputs the result is compared on: CHECK_SAMPLES of them, or as many as
-    the deployed batch when the model takes no other batch size (a static program)."""
-    import torch
-
-    x = torch.as_tensor(ctx.validation.x, dtype=torch.float32)
-    reasons = []
-    for n in dict.fromkeys((CHECK_SAMPLES, ctx.example.shape[0])):
-        try:
-            with torch.no_grad():
-                model(x[:n])
-            return x[:n]
-        except Exception as e:  # the model's own forward code: any type
-            reasons.append(f"batch {n}: {type(e).__name__}: {_first_line(e)}")
-    raise ToolchainError(f"reorganize: the model does not run on validation inputs ({'; '.join(reasons)})",
-                         stage="reorganize")
-
-
 class _Checker:
     """Whether an edited model still computes what the original does: eval outputs on the
     check inputs within the tolerance and, when the original runs in training mode (a
     later fine-tuning stage needs it), a training-mode forward that still runs and gives
     outputs of the same shapes."""
 
-    def __init__(self, original, check, tolerance: float):
+    def __init__(self, original, ctx: PassContext, tolerance: float):
         import copy
 
-        import torch
-
-        self.original, self.check = copy.deepcopy(original).eval(), check
-        with torch.no_grad():
-            self.reference = self.original(check)
+        self.original = copy.deepcopy(original).eval()
+        self.check, self.reference = _check_inputs(self.original, ctx)
         self.limit = _limit(self.reference, tolerance)
-        self._references = {len(check): self.reference}
+        self._references = {len(self.check): self.reference}
+        self.last_error = 0.0  # of the last model checked on all the check inputs
         try:
-            self.train_shapes = _train_shapes(self.original, check[:TRAIN_SAMPLES])
+            self.train_shapes = _train_shapes(self.original, self.check[:TRAIN_SAMPLES])
         except Exception:  # the model's own forward code: any type
             self.train_shapes = None  # it never ran in training mode: nothing to keep
 
@@ -187,6 +165,8 @@ class _Checker:
         except Exception as e:  # the model's own forward code: any type
             return f"the model no longer runs ({type(e).__name__}: {_first_line(e)})"
         err = _difference(self._references[len(x)], out)
+        if samples is None:
+            self.last_error = err
         if err > self.limit:
             return f"outputs off by {err:.3g} (tolerance {self.limit:.3g})"
         if self.train_shapes is not None:
@@ -197,6 +177,23 @@ class _Checker:
             if shapes != self.train_shapes:
                 return f"training-mode outputs changed shape {self.train_shapes} -> {shapes}"
         return None
+
+
+def _check_inputs(model, ctx):
+    """(inputs, outputs): CHECK_SAMPLES validation inputs, or as many as the deployed batch
+    when the model takes no other batch size (a static program), and the model's outputs."""
+    import torch
+
+    x = torch.as_tensor(ctx.validation.x, dtype=torch.float32)
+    reasons = []
+    for n in dict.fromkeys((CHECK_SAMPLES, ctx.example.shape[0])):
+        try:
+            with torch.no_grad():
+                return x[:n], model(x[:n])
+        except Exception as e:  # the model's own forward code: any type
+            reasons.append(f"batch {n}: {type(e).__name__}: {_first_line(e)}")
+    raise ToolchainError(f"reorganize: the model does not run on validation inputs ({'; '.join(reasons)})",
+                         stage="reorganize")
 
 
 def _train_shapes(model, x) -> list[tuple[int, ...]]:
