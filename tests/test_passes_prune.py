@@ -261,3 +261,43 @@ def test_diagnose_explains_only_a_collapse_and_reads_the_pass_report():
         "fine-tuning: try a lower ratio, fine_tune_epochs > 0, or a distill stage after it")
     assert "after 16 shared values per layer (4 bits), without fine-tuning: try more bits" in explain(
         "cluster", {"bits": 4}, before=0.9, after=0.2, chance=0.1)
+
+
+class _Grouped(nn.Module):
+    """A grouped convolution (ResNeXt-style, 4 groups) feeding a grouped residual one."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.grouped = nn.Conv2d(32, 64, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(64)
+        self.grouped2 = nn.Conv2d(64, 64, 3, padding=1, groups=8)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.grouped(torch.relu(self.stem(x)))))
+        return self.fc((self.grouped2(x) + x).mean((2, 3)))
+
+
+def _kept(original_bias, pruned_bias) -> list[int]:
+    """Which original channels a pruned layer kept, found by their (distinct) biases."""
+    return [int((original_bias == b).nonzero()) for b in pruned_bias]
+
+
+def test_prune_structured_grouped_conv_keeps_each_channel_in_its_group_with_its_own_weights():
+    torch.manual_seed(0)
+    model = _Grouped().eval()
+    ctx = image_context(size=8)
+    pruned = Prune().run(model, Prune.Config(method="structured", ratio=0.3), ctx).model
+    g0, g1 = model.grouped, pruned.grouped
+    assert g1.groups == 4 and g1.in_channels < 32 and g1.out_channels < 64 and pruned.grouped2.groups == 8
+    kept_in, kept_out = _kept(model.stem.bias, pruned.stem.bias), _kept(g0.bias, g1.bias)
+    in_per_group, out_per_group = g1.in_channels // 4, g1.out_channels // 4
+    for j, o in enumerate(kept_out):
+        group = o // (64 // 4)
+        assert group == j // out_per_group, f"output channel {o} moved to another group"
+        inputs = kept_in[group * in_per_group:(group + 1) * in_per_group]
+        assert all(c // (32 // 4) == group for c in inputs), f"group {group} reads another group's channels"
+        torch.testing.assert_close(g1.weight[j], g0.weight[o, [c - group * (32 // 4) for c in inputs]], atol=0, rtol=0)
+    x = torch.as_tensor(ctx.validation.x)
+    assert pruned(x).shape == (16, 10)
