@@ -301,3 +301,20 @@ def test_prune_structured_grouped_conv_keeps_each_channel_in_its_group_with_its_
         torch.testing.assert_close(g1.weight[j], g0.weight[o, [c - group * (32 // 4) for c in inputs]], atol=0, rtol=0)
     x = torch.as_tensor(ctx.validation.x)
     assert pruned(x).shape == (16, 10)
+
+
+def test_prune_structured_model_with_a_fixed_reshape_is_a_named_error_not_a_crash():
+    from edgepack.errors import ToolchainError
+
+    class FixedReshape(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 16, 3, padding=1)
+            self.fc = nn.Linear(16 * 64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).reshape(-1, 16 * 64))  # 16 channels, written out
+
+    with pytest.raises(ToolchainError, match=r"the structured-pruned model no longer runs \(RuntimeError: .*"
+                                             r"name the layers before it in skip_layers"):
+        Prune().run(FixedReshape().eval(), Prune.Config(method="structured", ratio=0.5), context())

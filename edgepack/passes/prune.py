@@ -72,8 +72,15 @@ class Prune:
                 targets = self._unstructured(model, config, skipped)
             else:
                 targets = self._structured(model, config, skipped, example)
-            with torch.no_grad():
-                out1 = model(example)
+            try:
+                with torch.no_grad():
+                    out1 = model(example)
+            except Exception as e:  # the model's own forward code: any type
+                raise ToolchainError(
+                    f"the {config.method}-pruned model no longer runs ({type(e).__name__}: {_first_line(e)}): its "
+                    "forward code depends on a channel count the dependency graph cannot see (a reshape to a "
+                    "fixed size, a hard-coded split); name the layers before it in skip_layers",
+                    stage="prune") from e
             if tuple(out1.shape) != tuple(out0.shape):
                 raise ToolchainError(f"pruning changed the output shape {tuple(out0.shape)} -> {tuple(out1.shape)}; "
                                      f"the output layer {out_layer!r} must be skipped", stage="prune")
@@ -138,18 +145,27 @@ class Prune:
         layers = [n for n in _inspect.weight_layers(model) if n not in skipped]
         if not layers:
             raise _nothing_to_prune(skipped)
-        pruner = tp.pruner.MetaPruner(
-            model, example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=config.ratio,
-            global_pruning=config.effective_scope == "global",
-            # Global ranking may otherwise empty a whole layer; keep at least 10% of it.
-            max_pruning_ratio=max(config.ratio, 0.9) if config.effective_scope == "global" else 1.0,
-            ignored_layers=[modules[n] for n in skipped],
-            round_to=config.round_to,
-        )
-        pruner.step()
+        try:
+            pruner = tp.pruner.MetaPruner(
+                model, example,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                pruning_ratio=config.ratio,
+                global_pruning=config.effective_scope == "global",
+                # Global ranking may otherwise empty a whole layer; keep at least 10% of it.
+                max_pruning_ratio=max(config.ratio, 0.9) if config.effective_scope == "global" else 1.0,
+                ignored_layers=[modules[n] for n in skipped],
+                round_to=config.round_to,
+            )
+            pruner.step()
+        except Exception as e:  # torch-pruning tracing the project's model: any type
+            raise ToolchainError(f"torch-pruning could not prune this model's channels ({type(e).__name__}: "
+                                 f"{_first_line(e)}); name the layers it fails on in skip_layers, or use "
+                                 "method = \"unstructured\"", stage="prune") from e
         return layers
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def _nothing_to_prune(skipped):
