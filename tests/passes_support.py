@@ -67,3 +67,11 @@ def context(*, training: bool = True, load_model=None, seed: int = 0, train_data
 
 def val_accuracy(model: nn.Module) -> float:
     return accuracy(model, digits()[1])
+
+
+def image_context(size: int = 32, samples: int = 16) -> PassContext:
+    """Random RGB images for the standard nets: what matters there is structure, not what
+    the nets predict."""
+    x = np.random.default_rng(0).standard_normal((samples, 3, size, size)).astype(np.float32)
+    return PassContext(training=None, validation=Dataset(x, np.zeros(samples, np.int64)), load_model=None,
+                       example=x[:1], threads=1)

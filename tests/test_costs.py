@@ -9,34 +9,11 @@ from torch.nn import functional as F
 from edgepack.compress.evaluate import cost
 from edgepack.devices.costs import count_macs, model_costs
 from edgepack.devices.reference_models import mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+from standard_nets import efficientnet_b0, mobilenet_v2_sample, resnet18
 
 # Published MAC figures are rounded to two or three digits: 3 % covers the rounding and
 # nothing more (skipping MobileNetV2's depthwise convs, 7 % of its MACs, would miss it).
 PUBLISHED_TOLERANCE = 0.03
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.down(x))
-
-
-def resnet18() -> nn.Module:
-    """ResNet-18 (He et al. 2016)."""
-    stages, cin = [], 64
-    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        stages.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)))
-        cin = cout
-    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-                         *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
 
 
 def _close(value, published):
@@ -47,12 +24,17 @@ def _close(value, published):
     # The figures torchvision's model documentation lists for its ImageNet weights
     # (its "GFLOPS" are multiply-adds, as in both papers: 300 M and 1.8e9).
     (mobilenet_v2, 0.30e9, 3_504_872),
+    (mobilenet_v2_sample, 0.30e9, 3_504_872),
     (resnet18, 1.81e9, 11_689_512),
     # The papers' tables (Howard et al. 2017, table 8: 569 M mult-adds, 4.2 M parameters;
     # Howard et al. 2019, table 3: 219 M and 56 M) with torchvision's exact parameters.
     (mobilenet_v1, 569e6, 4.2e6),
     (mobilenet_v3_large, 219e6, 5_483_032),
     (mobilenet_v3_small, 56e6, 2_542_856),
+    # Tan & Le 2019, table 2: 0.39 B FLOPs (multiply-adds), 5.3 M parameters; the
+    # efficientnet_pytorch port's B0 has 5,288,548. Its convolutions are Conv2d
+    # subclasses padding in forward, its squeeze-excite pools functionally.
+    (efficientnet_b0, 0.39e9, 5_288_548),
 ])
 def test_model_costs_match_published_figures_of_nested_standard_nets(build, published_macs, published_params):
     torch.manual_seed(0)
@@ -118,3 +100,11 @@ def test_model_costs_counts_macs_of_a_torchscript_module():
     costs = model_costs(scripted, np.zeros((1, 3, 8, 8), np.float32))
     assert costs.macs == 4 * 36 * 3 * 9 + 10 * 4 * 36
     assert costs.parameters == sum(p.numel() for p in scripted.parameters())
+
+
+def test_model_costs_counts_a_torchscript_module_nested_in_a_python_one():
+    """Hooks cannot be put on the scripted child; the operator-level count still sees it."""
+    model = nn.Sequential(torch.jit.script(nn.Conv2d(3, 4, 3, groups=1)), nn.Flatten(), nn.Linear(4 * 36, 10)).eval()
+    costs = model_costs(model, np.zeros((1, 3, 8, 8), np.float32))
+    assert costs.macs == 4 * 36 * 3 * 9 + 10 * 4 * 36
+    assert costs.parameters == 4 * 3 * 9 + 4 + 10 * 4 * 36 + 10

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgepack.compress import cachekey, snapshot
+from edgepack.compress import cachekey, diagnose, snapshot
 from edgepack.compress.evaluate import measure
 from edgepack.compress.recipe import ResolvedRecipe, StageSpec
 from edgepack.errors import BudgetError, ConfigError
@@ -125,6 +125,8 @@ def run_stages(
     before = measure(model, evaluate_on.x, evaluate_on.y, example).as_dict()
     rows = [original_row(before)]
     original_acc = before["accuracy"]
+    chance = diagnose.chance_accuracy(evaluate_on.y)
+    collapses: list[str] = []  # "stage i (label): why", the first one explains a failed budget
     data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None for a in (d.x, d.y)))
     tools = cachekey.tool_versions()
     key = cachekey.source_key(source_key, project_dir=project_dir, factory=factory)
@@ -157,27 +159,47 @@ def run_stages(
             status = "off"
             if folder is not None:
                 status = _store(folder, current, build_fresh(stage_base), {"report": report, "base": stage_base, "key": key})
+        # What a pass could not do, or left as it was, shows under the stage table.
+        notes.extend(report.get("notes") or ())
         base = stage_base
         seconds = time.perf_counter() - started
         progress(f"stage {spec.index} {spec.label}: evaluating")
         metrics = measure(current, evaluate_on.x, evaluate_on.y, example).as_dict()
         drop = (rows[-1].metrics["accuracy"] - metrics["accuracy"]) * 100
         total = (original_acc - metrics["accuracy"]) * 100
+        collapse = diagnose.explain(spec.pass_name, report, before=rows[-1].metrics["accuracy"],
+                                    after=metrics["accuracy"], chance=chance)
+        if collapse:
+            # Said as soon as it happens: a later stage (distillation) may still recover it.
+            notes.append(collapse)
+            collapses.append(f"stage {spec.index} ({spec.label}): {collapse}")
+            progress(f"stage {spec.index} {spec.label}: {collapse}")
         rows.append(StageRow(spec.index, spec.label, spec.pass_name, metrics, seconds, status, drop, total, report,
                              tuple(notes)))
         if spec.max_drop_pt is not None and drop > spec.max_drop_pt:
             raise StageBudgetError(
                 f"stage {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% after vs "
-                f"{rows[-2].metrics['accuracy'] * 100:.2f}% before: drop {drop:.2f} pt exceeds the stage budget of {spec.max_drop_pt:g} pt",
+                f"{rows[-2].metrics['accuracy'] * 100:.2f}% before: drop {drop:.2f} pt exceeds the stage budget of {spec.max_drop_pt:g} pt"
+                + (f"; {collapse}" if collapse else ""),
                 rows, evaluated_on)
         # The total budget judges the recipe's result: intermediate stages (pruning
         # before the distillation that recovers from it) may dip below it.
         if spec is recipe.stages[-1] and total > recipe.max_total_drop_pt:
             raise StageBudgetError(
                 f"after the last stage, {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% vs the original's "
-                f"{original_acc * 100:.2f}%: total drop {total:.2f} pt exceeds the recipe budget of {recipe.max_total_drop_pt:g} pt",
+                f"{original_acc * 100:.2f}%: total drop {total:.2f} pt exceeds the recipe budget of {recipe.max_total_drop_pt:g} pt"
+                f"; {_where_lost(rows, collapses)}",
                 rows, evaluated_on)
     return Compressed(current, tuple(rows), evaluated_on)
+
+
+def _where_lost(rows: list[StageRow], collapses: list[str]) -> str:
+    """Which stage lost the accuracy: the first that collapsed, with its likely cause,
+    else the one with the largest drop."""
+    if collapses:
+        return collapses[0]
+    worst = max(rows[1:], key=lambda r: r.drop_pt)
+    return f"the largest drop was stage {worst.stage} ({worst.name}): {worst.drop_pt:.2f} pt"
 
 
 def _store(folder: Path, model, fresh, meta: dict) -> str:

@@ -65,6 +65,11 @@ def _tied(model) -> list[list[str]]:
     return [names for names in owners.values() if len(names) > 1]
 
 
+def _own_tensors(module) -> dict[str, tuple[int, ...]]:
+    tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    return {name: tuple(t.shape) for name, t in tensors if t is not None}
+
+
 def describe_edits(model, fresh) -> list[dict]:
     """The edits that turn `fresh` (a newly built factory model) into `model`."""
     fresh_modules = dict(fresh.named_modules())
@@ -75,6 +80,11 @@ def describe_edits(model, fresh) -> list[dict]:
         before = fresh_modules.get(name)
         now = _spec(module)
         if before is not None and _spec(before) == now:
+            # A module of the project's own class (a same-padding Conv2d subclass) is
+            # rebuilt as the factory builds it: pruned or folded, its tensors no longer fit.
+            if now["type"] not in _REBUILDABLE and _own_tensors(before) != _own_tensors(module):
+                raise NotSnapshottable(f"module {name!r} is a {now['type']} whose tensors changed shape, "
+                                       "which a snapshot cannot rebuild")
             continue
         if now["type"] not in _REBUILDABLE:
             raise NotSnapshottable(f"module {name!r} is a {now['type']}, which a snapshot cannot rebuild")

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from edgepack.errors import ConfigError, ToolchainError
 from edgepack.passes import _inspect
 from edgepack.passes.base import PassContext, PassResult
-from edgepack.passes.training import TrainingFields, require_training, torch_threads, train
+from edgepack.passes.training import TrainingFields, accuracy, require_training, torch_threads, train
 
 
 class PruneConfig(TrainingFields):
@@ -72,12 +72,22 @@ class Prune:
                 targets = self._unstructured(model, config, skipped)
             else:
                 targets = self._structured(model, config, skipped, example)
-            with torch.no_grad():
-                out1 = model(example)
+            try:
+                with torch.no_grad():
+                    out1 = model(example)
+            except Exception as e:  # the model's own forward code: any type
+                raise ToolchainError(
+                    f"the {config.method}-pruned model no longer runs ({type(e).__name__}: {_first_line(e)}): its "
+                    "forward code depends on a channel count the dependency graph cannot see (a reshape to a "
+                    "fixed size, a hard-coded split); name the layers before it in skip_layers",
+                    stage="prune") from e
             if tuple(out1.shape) != tuple(out0.shape):
                 raise ToolchainError(f"pruning changed the output shape {tuple(out0.shape)} -> {tuple(out1.shape)}; "
                                      f"the output layer {out_layer!r} must be skipped", stage="prune")
             log = None
+            # Right after pruning and before fine-tuning: tells a stage that lost accuracy
+            # whether pruning or the fine-tuning lost it (compress.diagnose).
+            accuracy_pruned = accuracy(model, ctx.validation) if config.fine_tune_epochs else None
             if config.fine_tune_epochs:
                 log = train(model, ctx.training, epochs=config.fine_tune_epochs, settings=config,
                             seed=ctx.seed, progress=ctx.progress, label="prune fine-tune")
@@ -98,6 +108,7 @@ class Prune:
             "shapes_changed": {k: {"before": shapes0[k], "after": shapes1[k]}
                                for k in shapes0 if k in shapes1 and shapes0[k] != shapes1[k]},
             "fine_tune": log.as_dict() if log else None,
+            "validation_accuracy_after_pruning": accuracy_pruned,
         }
         return PassResult(model=model, report=report)
 
@@ -134,18 +145,27 @@ class Prune:
         layers = [n for n in _inspect.weight_layers(model) if n not in skipped]
         if not layers:
             raise _nothing_to_prune(skipped)
-        pruner = tp.pruner.MetaPruner(
-            model, example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=config.ratio,
-            global_pruning=config.effective_scope == "global",
-            # Global ranking may otherwise empty a whole layer; keep at least 10% of it.
-            max_pruning_ratio=max(config.ratio, 0.9) if config.effective_scope == "global" else 1.0,
-            ignored_layers=[modules[n] for n in skipped],
-            round_to=config.round_to,
-        )
-        pruner.step()
+        try:
+            pruner = tp.pruner.MetaPruner(
+                model, example,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                pruning_ratio=config.ratio,
+                global_pruning=config.effective_scope == "global",
+                # Global ranking may otherwise empty a whole layer; keep at least 10% of it.
+                max_pruning_ratio=max(config.ratio, 0.9) if config.effective_scope == "global" else 1.0,
+                ignored_layers=[modules[n] for n in skipped],
+                round_to=config.round_to,
+            )
+            pruner.step()
+        except Exception as e:  # torch-pruning tracing the project's model: any type
+            raise ToolchainError(f"torch-pruning could not prune this model's channels ({type(e).__name__}: "
+                                 f"{_first_line(e)}); name the layers it fails on in skip_layers, or use "
+                                 "method = \"unstructured\"", stage="prune") from e
         return layers
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def _nothing_to_prune(skipped):

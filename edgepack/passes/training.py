@@ -37,10 +37,15 @@ class TrainLog:
     epochs: int
     steps: int
     loss_per_epoch: tuple[float, ...]
+    # What a stage that lost accuracy is explained with (compress.diagnose).
+    samples: int = 0
+    optimizer: str = ""
+    learning_rate: float = 0.0
 
     def as_dict(self) -> dict:
         return {"epochs": self.epochs, "steps": self.steps,
-                "loss_per_epoch": [round(v, 6) for v in self.loss_per_epoch]}
+                "loss_per_epoch": [round(v, 6) for v in self.loss_per_epoch],
+                "samples": self.samples, "optimizer": self.optimizer, "learning_rate": self.learning_rate}
 
 
 def require_training(ctx: PassContext, stage: str) -> Dataset:
@@ -124,7 +129,8 @@ def train(model: "torch.nn.Module", data: Dataset, *, epochs: int, settings: Tra
         losses.append(running / n)
         progress(f"{label}: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
     model.eval()
-    return TrainLog(epochs=epochs, steps=step, loss_per_epoch=tuple(losses))
+    return TrainLog(epochs=epochs, steps=step, loss_per_epoch=tuple(losses), samples=n,
+                    optimizer=settings.optimizer, learning_rate=settings.learning_rate)
 
 
 def predict_logits(model, x, batch_size: int = 256):
