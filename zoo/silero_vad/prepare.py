@@ -68,7 +68,7 @@ def check_against_onnx(model, path: Path) -> float:
     rng = np.random.default_rng(0)
     worst = 0.0
     for _ in range(3):
-        audio, _ = data.clip(rng)
+        audio, _ = data.speech.clip(rng)
         padded = np.concatenate([np.zeros(data.CONTEXT, np.float32), audio])
         state_onnx = np.zeros((2, 1, 128), np.float32)
         state = torch.zeros(1, 2, 128)
