@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +109,10 @@ def build(model: ZooModel, out: Path, env: dict, timeout: float) -> dict:
         return {"error": f"exit {done.returncode}: {_last_error(done.stderr)}", "wall_s": wall}
     result["wall_s"] = wall
     if result.get("failure"):
-        result["error"] = f"exit {done.returncode}: {result['failure']}"
+        result["error"] = result["failure"]
+    if result.get("error"):
+        # The project's own path is in every problem; the table names the model already.
+        result["error"] = f"exit {done.returncode}: " + str(result["error"]).replace(f"{model.project}{os.sep}", "")
     return result
 
 
@@ -148,14 +152,14 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if not r["built"]:
             table.add_row(r["model"], r["format"], "NO", "", "", "", "", "", "", f"{r['wall_s']:.0f}",
-                          (f"[needs {r['needs']}] " if r["needs"] else "") + r["error"])
+                          escape((f"[needs {r['needs']}] " if r["needs"] else "") + r["error"]))
             continue
         note = ", ".join(f"over budget: {b}" for b in r["budget_failures"])
         table.add_row(r["model"], r["format"], "yes", _pct(r["accuracy"]), _pct(r["agreement"]),
                       "-" if r["snr_db"] is None else f"{r['snr_db']:.1f}",
                       "-" if r["size_vs_fp32"] is None else f"{r['size_vs_fp32']:.2f}x",
                       f"{(r['size_bytes'] or 0) / 1e6:.2f} MB",
-                      "-" if r["export_s"] is None else f"{r['export_s']:.0f}", f"{r['wall_s']:.0f}", note)
+                      "-" if r["export_s"] is None else f"{r['export_s']:.0f}", f"{r['wall_s']:.0f}", escape(note))
     Console(width=220).print(table)
 
 
