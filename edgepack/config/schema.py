@@ -75,7 +75,17 @@ class DynamicDim(Strict):
 # model's activations; integer and bool inputs (token ids, masks, indices) never are.
 InputDtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16")
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a valid name: letters, digits and _, not starting with a digit "
+                         "(it names a tensor in every format's signature)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
 def _positive_shape(v: tuple[int, ...]) -> tuple[int, ...]:
@@ -145,6 +155,15 @@ class ModelSource(Strict):
     def _factory_form(cls, v: str | None) -> str | None:
         return None if v is None else _check_hook(v)
 
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _distinct_names(cls, v: tuple, info) -> tuple:
+        names = [item.name for item in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"name {twice[0]!r} is used twice; every {info.field_name[:-1]} needs its own name")
+        return v
+
     @model_validator(mode="after")
     def _one_interface(self) -> "ModelSource":
         given = self.model_fields_set
@@ -157,10 +176,6 @@ class ModelSource(Strict):
             raise ValueError("give model.input_shape (one input) or [[model.inputs]] tables (name, shape, dtype)")
         if self.input_shape is not None:
             _check_dims(self.dynamic_dims, self.input_shape, "input_shape")
-        for kind, names in (("inputs", [i.name for i in self.inputs]), ("outputs", [o.name for o in self.outputs])):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise ValueError(f"{kind}: name {twice[0]!r} is used twice; every {kind[:-1]} needs its own name")
         both = sorted(set(i.name for i in self.input_specs) & set(self.output_names))
         if both:
             raise ValueError(f"{both[0]!r} names both an input and an output; the formats need distinct names")
