@@ -41,6 +41,7 @@ class BuildPlan:
             "project": self.project.project.name,
             "project_dir": str(self.project_dir),
             "source": {"factory": src.factory, "weights": src.weights, "program": src.program,
+                       "input_shape": list(src.input_specs[0].shape),
                        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in src.input_specs],
                        "outputs": list(src.output_names)},
             "output_dir": str(self.output_dir),

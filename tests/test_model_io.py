@@ -452,16 +452,26 @@ def test_build_release_verifies_by_rerunning_named_test_vectors(two_heads_build,
 
 
 @pytest.mark.slow
-def test_build_forward_returning_a_dict_gives_the_same_artifacts(two_heads_build, tmp_path, _two_heads_weights):
-    _, dist, m = two_heads_build
-    root = make_project(tmp_path / "twoheads", _two_heads_weights, factory="build_dict", evaluation="evaluation_tuple",
+def test_build_from_a_tuple_hook_gives_the_same_artifacts_as_from_a_dict_hook(two_heads_build, tmp_path,
+                                                                               _two_heads_weights):
+    _, _, m = two_heads_build
+    root = make_project(tmp_path / "twoheads", _two_heads_weights, evaluation="evaluation_tuple",
                         artifacts=(("onnx", "fp32"), ("tflite", "fp32")))
     run = cli("build", "-p", root)
     assert run.code == 0, run.stderr
     other = json.loads((root / "dist" / "all-formats" / "manifest.json").read_text())
     assert other["evaluation"]["inputs"] == m["evaluation"]["inputs"]
-    by_file = {a["format"]: a for a in other["artifacts"]}
-    for a in m["artifacts"]:
-        if a["precision"] == "fp32" and a["format"] in by_file:
-            assert [t["name"] for t in by_file[a["format"]]["signature"]["outputs"]] == OUTPUT_NAMES
-            assert by_file[a["format"]]["max_abs_error"] <= FP32_ATOL
+    expected = {a["format"]: a["sha256"] for a in m["artifacts"] if a["precision"] == "fp32"}
+    assert {a["format"]: a["sha256"] for a in other["artifacts"]} == {f: expected[f] for f in ("onnx", "tflite")}
+
+
+@pytest.mark.slow
+def test_build_forward_returning_a_dict_is_read_by_the_declared_names(tmp_path, _two_heads_weights):
+    root = make_project(tmp_path / "twoheads", _two_heads_weights, factory="build_dict")
+    run = cli("build", "-p", root)
+    assert run.code == 0, run.stderr
+    m = json.loads((root / "dist" / "all-formats" / "manifest.json").read_text())
+    (onnx,) = m["artifacts"]
+    assert [t["name"] for t in onnx["signature"]["outputs"]] == OUTPUT_NAMES
+    assert [o["shape"] for o in m["source"]["outputs"]] == [[1, 3], [1, 1]]
+    assert onnx["max_abs_error"] <= FP32_ATOL and onnx["agreement"] == 1.0

@@ -212,7 +212,9 @@ class ModelSource(Strict):
 
 
 class DataHooks(Strict):
-    """Functions in the project's own Python files returning `(inputs, labels)` numpy arrays.
+    """Functions in the project's own Python files returning `(inputs, labels)`: the inputs
+as one numpy array (a one-input model), or a tuple in declared order or a dict keyed by
+input name (several inputs); the labels as one array (sources.data checks both).
 
     `validation` is what compression stages are evaluated and gated on; without it the
     evaluation split is used (and the stage table says so)."""
