@@ -87,15 +87,6 @@ def concat(parts: list[Outputs]) -> Outputs:
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
 
-def as_mapping(inputs: Inputs, names: Sequence[str]) -> dict[str, np.ndarray]:
-    return dict(zip(names, inputs))
-
-
-def wire_inputs(inputs: Inputs, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays a runner sends to the runner script (.npz, in declared order, by name)."""
-    return {n: np.ascontiguousarray(a) for n, a in zip(names, inputs)}
-
-
 def ordered_outputs(got: dict[str, np.ndarray], names: Sequence[str]) -> Outputs:
     """A runtime's outputs (by its own names, in its own order) in declared order: by name
     where the runtime carries the declared names (LiteRT's signature, ONNX), else by
