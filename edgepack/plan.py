@@ -42,7 +42,9 @@ class BuildPlan:
             "project": self.project.project.name,
             "project_dir": str(self.project_dir),
             "source": {"factory": src.factory, "weights": src.weights, "program": src.program,
-                       "input_shape": list(src.input_shape)},
+                       "input_shape": list(src.input_specs[0].shape),
+                       "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in src.input_specs],
+                       "outputs": list(src.output_names)},
             "output_dir": str(self.output_dir),
             "runner": self.runner,
             "recipe": self.recipe.as_dict(),
@@ -92,6 +94,25 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
     return problems
 
 
+def _target_dims_problems(where, target: Target, project: Project) -> list[str]:
+    """A target's dynamic_dims replace every input's: each must lie inside every input."""
+    return [f"{where}: dynamic_dims: dim {d.dim} ({d.name}) is outside input {i.name!r} of shape {list(i.shape)}"
+            for d in target.dynamic_dims or () for i in project.model.input_specs if d.dim >= len(i.shape)]
+
+
+# Rewrites that trace or rewire the graph from one example tensor; they do not take a
+# model with several inputs yet (the passes that only train, distill and cluster do).
+_SINGLE_INPUT_PASSES = ("prune", "reorganize")
+
+
+def _single_input_only(resolved) -> list[str]:
+    found = [f"{resolved.source}: stage {s.index} ({s.pass_name})" for s in resolved.stages
+             if s.pass_name in _SINGLE_INPUT_PASSES]
+    q = resolved.quantize
+    found += [f"{resolved.source}: quantize.{name}" for name in ("equalize", "bias_correction") if getattr(q, name)]
+    return [f"{where}: takes single-input models only; this model declares several [[model.inputs]]" for where in found]
+
+
 def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir: Path | None = None,
               runner: str = "host", target_dirs: list[Path] = (), profile_dirs: list[Path] = (),
               recipe: str | None = None, latency_calibration: Path | None = None,
@@ -120,6 +141,7 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
         except ConfigError as e:
             problems.extend(e.problems or [f"{tcat.path(name)}: device: {e}"])
             continue
+        problems.extend(_target_dims_problems(tcat.path(name), target, project))
         budgets = project.budgets.apply_to(target.budgets)
         if budgets is not target.budgets:
             target = target.model_copy(update={"budgets": budgets})
@@ -139,6 +161,8 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
                 if a.format in ("tflite", "executorch") and a.precision == "int8":
                     problems.append(f"{resolved.source}: quantize.activations: 'symmetric' is not available for {a.format} "
                                     f"(target {tp.target.name}); its quantizer uses asymmetric int8 activations. Valid for onnx only")
+    if resolved is not None and len(project.model.input_specs) > 1:
+        problems.extend(_single_input_only(resolved))
     calibration, calibration_problems = _latency_calibration(project_dir, project, latency_calibration, plans)
     problems.extend(calibration_problems)
     if problems:

@@ -96,6 +96,10 @@ def subjects(path: Path, inputs: Path | None) -> tuple[list[Subject], dict | Non
         def dist_file(rel: str, what: str) -> Path:
             return inside(path, rel, what=f"{manifest_file}: {what}")
 
+        if str(((manifest.get("test_vectors") or {}).get("inputs") or {}).get("file", "")).endswith(".npz"):
+            raise ConfigError(f"{path}: the model has several inputs or outputs (manifest source.inputs, source.outputs); "
+                              "`edgepack profile` runs one-input, one-output models for now: use `edgepack verify --run` "
+                              "on its release to re-run it")
         x = (_load_npy(Path(inputs), "inputs") if inputs
              else _load_npy(dist_file("testdata/inputs.npy", "test inputs"), "test inputs"))
         reference = None if inputs else _load_npy(dist_file("testdata/reference.npy", "reference outputs"), "reference outputs")

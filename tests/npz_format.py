@@ -26,7 +26,7 @@ def _write(req, dtype) -> dict:
     weight = layer.weight.detach().numpy().astype(dtype)
     bias = layer.bias.detach().numpy().astype(dtype)
     np.savez(req.out_path, weight=weight, bias=bias)
-    return {"dtype": np.dtype(dtype).name, "dynamic_dims": [d.model_dump() for d in req.dynamic_dims]}
+    return {"dtype": np.dtype(dtype).name, "dynamic_dims": req.dims_record()}
 
 
 def export_fp32(req) -> dict:

@@ -36,8 +36,8 @@ class BreaksDynamo(nn.Module):
 
 
 def test_capture_records_static_batch_and_the_samples_it_calibrates_on():
-    example = as_tensor(np.zeros((4, 8), np.float32))
-    calibration = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
+    example = (as_tensor(np.zeros((4, 8), np.float32)),)
+    calibration = (np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32),)
     fallbacks = []
     _, batches = capture_for_calibration(FixedBatch().eval(), example, calibration, fallbacks=fallbacks)
     assert [f["step"] for f in fallbacks] == ["batch capture"] and fallbacks[0]["taken"] == "static"
@@ -47,17 +47,18 @@ def test_capture_records_static_batch_and_the_samples_it_calibrates_on():
 
 
 def test_capture_records_nothing_when_the_batch_is_dynamic():
-    example = as_tensor(np.zeros((1, 8), np.float32))
-    calibration = np.zeros((10, 8), np.float32)
+    example = (as_tensor(np.zeros((1, 8), np.float32)),)
+    calibration = (np.zeros((10, 8), np.float32),)
     fallbacks = []
     _, batches = capture_for_calibration(nn.Linear(8, 3).eval(), example, calibration, fallbacks=fallbacks)
     assert fallbacks == [] and fallback_details(fallbacks, calibration, batches, dynamic=False) == {}
 
 
 def test_capture_records_a_strict_capture_that_fell_back_to_non_strict():
-    example = as_tensor(np.zeros((1, 8), np.float32))
+    example = (as_tensor(np.zeros((1, 8), np.float32)),)
     fallbacks = []
-    capture_for_calibration(BreaksDynamo().eval(), example, np.zeros((4, 8), np.float32), strict=True, fallbacks=fallbacks)
+    capture_for_calibration(BreaksDynamo().eval(), example, (np.zeros((4, 8), np.float32),), strict=True,
+                            fallbacks=fallbacks)
     assert [(f["step"], f["taken"]) for f in fallbacks] == [("strict capture", "non-strict")]
 
 
@@ -67,7 +68,7 @@ def test_predict_notes_when_it_falls_back_to_the_declared_batch():
     x = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
     model = FixedBatch().eval()
     notes = []
-    out = predict(model, x, declared_batch=4, notes=notes)
+    out, = predict(model, x, declared_batch=4, notes=notes)
     with torch.no_grad():
         first, last = model(torch.from_numpy(x[:4])), model(torch.from_numpy(np.concatenate([x[8:], np.zeros((2, 8), np.float32)])))
     assert out.shape == (10, 3) and np.allclose(out[:4], first.numpy()) and np.allclose(out[8:], last.numpy()[:2])
@@ -98,8 +99,8 @@ def test_onnx_export_records_a_static_batch_fallback(tmp_path):
     from edgepack.exporters.onnx import export_fp32
 
     fallbacks = []
-    applied, _ = export_fp32(FixedBatch().eval(), np.zeros((4, 8), np.float32), tmp_path / "m.onnx",
-                             input_name="x", output_name="y", fallbacks=fallbacks)
+    applied, _ = export_fp32(FixedBatch().eval(), (np.zeros((4, 8), np.float32),), tmp_path / "m.onnx",
+                             input_names=("x",), output_names=("y",), fallbacks=fallbacks)
     assert applied == []
     assert [(f["step"], f["taken"]) for f in fallbacks] == [("dynamic batch export", "static")]
     assert "Error" in fallbacks[0]["reason"]

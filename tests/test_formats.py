@@ -60,8 +60,9 @@ def test_format_in_a_target_must_be_registered():
 def test_export_refuses_a_precision_the_format_lacks(tmp_path):
     from edgepack.exporters import ExportRequest, export
 
-    request = ExportRequest(module=None, example=np.zeros((1, 4), np.float32), calibration=np.zeros((1, 4), np.float32),
-                            precision="int8", out_path=tmp_path / "m.npz", input_name="x", output_name="y", parent_sha256="")
+    request = ExportRequest(module=None, example=(np.zeros((1, 4), np.float32),), calibration=(np.zeros((1, 4), np.float32),),
+                            precision="int8", out_path=tmp_path / "m.npz", input_names=("x",), output_names=("y",),
+                            parent_sha256="")
     with FORMATS.registered(NPZ), pytest.raises(ToolchainError, match="npz: precision 'int8' is not supported; valid: fp32, fp16"):
         export("npz", request)
 
@@ -69,8 +70,9 @@ def test_export_refuses_a_precision_the_format_lacks(tmp_path):
 def test_export_words_a_converter_failure_as_one_toolchain_error(tmp_path):
     from edgepack.exporters import ExportRequest, export
 
-    request = ExportRequest(module=None, example=np.zeros((1, 4), np.float32), calibration=np.zeros((1, 4), np.float32),
-                            precision="fp32", out_path=tmp_path / "m.npz", input_name="x", output_name="y", parent_sha256="")
+    request = ExportRequest(module=None, example=(np.zeros((1, 4), np.float32),), calibration=(np.zeros((1, 4), np.float32),),
+                            precision="fp32", out_path=tmp_path / "m.npz", input_names=("x",), output_names=("y",),
+                            parent_sha256="")
     with FORMATS.registered(NPZ), pytest.raises(ToolchainError) as err:
         export("npz", request)   # no module: the step's own exception
     assert str(err.value).startswith("npz: export (fp32) failed: AttributeError: ")

@@ -72,13 +72,20 @@ def _array_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _shapes(example) -> tuple:
+    """The example's shape, or each input's shape (and dtype) for a model with several."""
+    if isinstance(example, tuple):
+        return tuple((tuple(a.shape), str(a.dtype)) for a in example)
+    return tuple(example.shape)
+
+
 def stage_key(parent_key: str, spec: StageSpec, *, data_digest: str, ctx: PassContext, project_dir: Path,
               tools: dict | None = None) -> str:
     """The cache key of `spec`'s output when its input has key `parent_key`."""
     return cachekey.stage_key(
         parent_key, pass_name=spec.pass_name, config=spec.config.model_dump(mode="json"),
         files=cachekey.files_digest(project_dir, spec.config.referenced_files()), data_digest=data_digest,
-        seed=ctx.seed, threads=ctx.threads, example_shape=tuple(ctx.example.shape),
+        seed=ctx.seed, threads=ctx.threads, example_shape=_shapes(ctx.example),
         tools=tools if tools is not None else cachekey.tool_versions())
 
 
@@ -127,7 +134,8 @@ def run_stages(
     original_acc = before["accuracy"]
     chance = diagnose.chance_accuracy(evaluate_on.y)
     collapses: list[str] = []  # "stage i (label): why", the first one explains a failed budget
-    data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None for a in (d.x, d.y)))
+    data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None
+                                  for a in (*(d.x if isinstance(d.x, tuple) else (d.x,)), d.y)))
     tools = cachekey.tool_versions()
     key = cachekey.source_key(source_key, project_dir=project_dir, factory=factory)
     base = "original"

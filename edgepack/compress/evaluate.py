@@ -30,32 +30,44 @@ class ModelMetrics:
         return d
 
 
-def predict(model, x: np.ndarray, *, declared_batch: int = 1, batch: int = 256,
-            notes: list[str] | None = None) -> np.ndarray:
-    """The model's outputs on `x`: in batches of `batch` when the model takes any batch
-    size, else in chunks of its declared batch (a .pt2 program exported with static
-    shapes), padding the last chunk. Models arrive in eval mode (an exported program's
-    module cannot be switched). Both ways give the same outputs; when the first one is
-    refused, why is appended to `notes`."""
+def predict(model, x, *, declared_batch: int = 1, batch: int = 256, names=None,
+            notes: list[str] | None = None) -> tuple[np.ndarray, ...]:
+    """The model's outputs on `x` (one array, or a tuple of arrays in declared input
+    order), as a tuple in declared output order (`names`: forward() may return a dict
+    keyed by them): in batches of `batch` when the model takes any batch size, else in
+    chunks of its declared batch (a .pt2 program exported with static shapes), padding
+    the last chunk. Models arrive in eval mode (an exported program's module cannot be
+    switched). Both ways give the same outputs; when the first one is refused, why is
+    appended to `notes`."""
     import torch
+
+    from edgepack.modelio import concat, count, output_tensors, rows, to_torch
+
+    inputs = x if isinstance(x, tuple) else (x,)
+    n = count(inputs)
+
+    def run(part) -> tuple:
+        out = model(*to_torch(part))
+        if names is None and isinstance(out, torch.Tensor):
+            return (out.numpy(),)
+        return tuple(t.numpy() for t in output_tensors(out, names or [f"output_{i}" for i in range(len(out))]))
 
     with torch.no_grad():
         try:
-            return np.concatenate([model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy()
-                                   for i in range(0, len(x), batch)])
+            return concat([run(rows(inputs, i, i + batch)) for i in range(0, n, batch)])
         except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             reason = f"{type(e).__name__}: {first}"
         chunks = []
-        for i in range(0, len(x), declared_batch):
-            part = x[i : i + declared_batch]
-            if len(part) < declared_batch:
-                part = np.concatenate([part, np.zeros((declared_batch - len(part), *x.shape[1:]), x.dtype)])
-            chunks.append(model(torch.from_numpy(np.ascontiguousarray(part))).numpy()[: len(x) - i])
+        for i in range(0, n, declared_batch):
+            part = rows(inputs, i, i + declared_batch)
+            if len(part[0]) < declared_batch:
+                part = tuple(np.concatenate([a, np.zeros((declared_batch - len(a), *a.shape[1:]), a.dtype)]) for a in part)
+            chunks.append(tuple(o[: n - i] for o in run(part)))
         if notes is not None:
             notes.append(f"predicted in chunks of the declared batch {declared_batch}: the model refused a batch "
-                         f"of {min(batch, len(x))} ({reason})")
-        return np.concatenate(chunks)
+                         f"of {min(batch, n)} ({reason})")
+        return concat(chunks)
 
 
 def _unique_tensors(model):
@@ -78,7 +90,7 @@ def cost(model, example: np.ndarray) -> dict:
     nonzero = int(sum(int(torch.count_nonzero(p)) for p in params))
     # Operator-level MACs of convolutions, linear layers and matmuls only: BatchNorm,
     # activations and pooling are not multiply-accumulates (and fold or fuse on export).
-    macs = count_macs(model, torch.from_numpy(example))
+    macs = count_macs(model, example)
     buf = io.BytesIO()
     for t in _unique_tensors(model):
         buf.write(t.detach().to(torch.float32).contiguous().numpy().tobytes())
@@ -91,7 +103,8 @@ def measure(model, x: np.ndarray, y: np.ndarray, example: np.ndarray, *, classif
     from sklearn.metrics import precision_recall_fscore_support
 
     notes: list[str] = []
-    logits = predict(model, x, declared_batch=example.shape[0], notes=notes)
+    first = example[0] if isinstance(example, tuple) else example
+    logits = predict(model, x, declared_batch=first.shape[0], notes=notes)[0]
     top1 = logits.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
     return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),

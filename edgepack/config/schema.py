@@ -71,37 +71,135 @@ class DynamicDim(Strict):
         return self
 
 
+# The element types an input may have. Float inputs are calibrated and quantized with the
+# model's activations; integer and bool inputs (token ids, masks, indices) never are.
+InputDtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a valid name: letters, digits and _, not starting with a digit "
+                         "(it names a tensor in every format's signature)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+def _positive_shape(v: tuple[int, ...]) -> tuple[int, ...]:
+    if not v or any(d <= 0 for d in v):
+        raise ValueError(f"every dimension must be a positive integer, got {list(v)}")
+    return v
+
+
+def _check_dims(dims: tuple[DynamicDim, ...], shape: tuple[int, ...], shape_field: str) -> None:
+    seen = set()
+    for d in dims:
+        if d.dim >= len(shape):
+            raise ValueError(f"dynamic_dims: dim {d.dim} is outside {shape_field} {list(shape)}")
+        if d.dim in seen:
+            raise ValueError(f"dynamic_dims: dim {d.dim} is listed twice")
+        seen.add(d.dim)
+
+
+class InputSpec(Strict):
+    """One input of the model, in the order forward() takes it: its name (carried into
+    every format's signature), its shape at deployment, element type and dynamic dims."""
+
+    name: Identifier
+    shape: Annotated[tuple[int, ...], AfterValidator(_positive_shape)]
+    dtype: InputDtype = "float32"
+    dynamic_dims: tuple[DynamicDim, ...] = ()
+
+    @model_validator(mode="after")
+    def _dims_inside_shape(self) -> "InputSpec":
+        _check_dims(self.dynamic_dims, self.shape, "shape")
+        return self
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+class OutputSpec(Strict):
+    """One output of the model, in the order forward() returns them (or a key of the dict
+    it returns)."""
+
+    name: Identifier
+
+
 class ModelSource(Strict):
     """Where the trained model comes from: a factory plus safetensors weights, or a
-    `torch.export` program (.pt2). Exactly one of the two."""
+    `torch.export` program (.pt2). Exactly one of the two.
+
+    Its interface is written either as the one-input shorthand (`input_shape`,
+    `input_dtype`, `input_name`, `output_name`, `dynamic_dims`) or as `[[model.inputs]]`
+    and `[[model.outputs]]` tables; `input_specs` and `output_names` are the one form
+    everything downstream reads."""
 
     factory: str | None = None
     weights: str | None = None
     program: str | None = None
-    input_shape: tuple[int, ...]
-    input_dtype: Literal["float32"] = "float32"
-    input_name: str = "input"
-    output_name: str = "logits"
+    input_shape: Annotated[tuple[int, ...], AfterValidator(_positive_shape)] | None = None
+    input_dtype: InputDtype = "float32"
+    input_name: Identifier = "input"
+    output_name: Identifier = "logits"
     dynamic_dims: tuple[DynamicDim, ...] = ()
+    inputs: tuple[InputSpec, ...] = ()
+    outputs: tuple[OutputSpec, ...] = ()
 
     @field_validator("factory")
     @classmethod
     def _factory_form(cls, v: str | None) -> str | None:
         return None if v is None else _check_hook(v)
 
-    @field_validator("input_shape")
+    @field_validator("inputs", "outputs")
     @classmethod
-    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(d <= 0 for d in v):
-            raise ValueError(f"every dimension must be a positive integer, got {list(v)}")
+    def _distinct_names(cls, v: tuple, info) -> tuple:
+        names = [item.name for item in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"name {twice[0]!r} is used twice; every {info.field_name[:-1]} needs its own name")
         return v
 
     @model_validator(mode="after")
-    def _dims_inside_shape(self) -> "ModelSource":
-        for d in self.dynamic_dims:
-            if d.dim >= len(self.input_shape):
-                raise ValueError(f"dynamic_dims: dim {d.dim} is outside input_shape {list(self.input_shape)}")
+    def _one_interface(self) -> "ModelSource":
+        given = self.model_fields_set
+        shorthand = sorted(given & {"input_shape", "input_dtype", "input_name", "dynamic_dims"})
+        if self.inputs and shorthand:
+            raise ValueError(f"give either [[model.inputs]] or the one-input shorthand ({', '.join(shorthand)}), not both")
+        if self.outputs and "output_name" in given:
+            raise ValueError("give either [[model.outputs]] or output_name, not both")
+        if not self.inputs and self.input_shape is None:
+            raise ValueError("give model.input_shape (one input) or [[model.inputs]] tables (name, shape, dtype)")
+        if self.input_shape is not None:
+            _check_dims(self.dynamic_dims, self.input_shape, "input_shape")
+        both = sorted(set(i.name for i in self.input_specs) & set(self.output_names))
+        if both:
+            raise ValueError(f"{both[0]!r} names both an input and an output; the formats need distinct names")
+        batches = {i.shape[0] for i in self.input_specs}
+        if len(batches) > 1:
+            raise ValueError(f"inputs: every input's first dim is the batch and must agree, got {sorted(batches)}")
         return self
+
+    @property
+    def input_specs(self) -> tuple[InputSpec, ...]:
+        """The inputs in the order forward() takes them."""
+        if self.inputs:
+            return self.inputs
+        return (InputSpec(name=self.input_name, shape=self.input_shape, dtype=self.input_dtype,
+                          dynamic_dims=self.dynamic_dims),)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The outputs in the order forward() returns them."""
+        return tuple(o.name for o in self.outputs) or (self.output_name,)
+
+    @property
+    def declared_batch(self) -> int:
+        return self.input_specs[0].shape[0]
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSource":
@@ -114,7 +212,9 @@ class ModelSource(Strict):
 
 
 class DataHooks(Strict):
-    """Functions in the project's own Python files returning `(inputs, labels)` numpy arrays.
+    """Functions in the project's own Python files returning `(inputs, labels)`: the inputs
+as one numpy array (a one-input model), or a tuple in declared order or a dict keyed by
+input name (several inputs); the labels as one array (sources.data checks both).
 
     `validation` is what compression stages are evaluated and gated on; without it the
     evaluation split is used (and the stage table says so)."""

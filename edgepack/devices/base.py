@@ -116,6 +116,69 @@ class RunResult:
         }
 
 
+def wire_files(inputs) -> tuple[str, str]:
+    """The runner script's input and output file names for `inputs`: one array travels as
+    .npy (its one output comes back as .npy); a {name: array} mapping of a model's inputs
+    as .npz (every output comes back by name in a .npz)."""
+    return ("inputs.npz", "outputs.npz") if isinstance(inputs, dict) else ("inputs.npy", "outputs.npy")
+
+
+def input_bytes(inputs) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    if isinstance(inputs, dict):
+        np.savez(buf, **{n: np.ascontiguousarray(a) for n, a in inputs.items()})
+    else:
+        np.save(buf, np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def read_outputs(data: bytes):
+    """The runner script's outputs: one array (.npy), or {runtime name: array} (.npz)."""
+    import io
+
+    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        return {n: loaded[n] for n in loaded.files}
+
+
+def run_declared(runner, artifact: Path, fmt: str, inputs: tuple, *, input_names, output_names, **options) -> RunResult:
+    """Run an artifact on the model's inputs (a tuple in declared order) and return its
+    outputs as a tuple in declared order. A one-input, one-output model travels as one
+    array (the protocol every runner, native ones included, speaks); a model with several
+    inputs or outputs as arrays named by the declared names, its outputs read back by the
+    runtime's names (LiteRT and ONNX carry the declared ones) or by position (ExecuTorch)."""
+    import dataclasses
+
+    from edgepack.modelio import ordered_outputs
+
+    several = len(inputs) > 1 or len(output_names) > 1
+    if several:
+        from edgepack.formats import get_format
+
+        native = get_format(fmt).native_runner
+        if native and getattr(runner, "name", "") == "qemu":
+            from edgepack.errors import ToolchainError
+
+            raise ToolchainError(f"{fmt}: the native {native} feeds one input and reads one output; this model has "
+                                 f"{len(inputs)} input(s) and {len(output_names)} output(s)", format=fmt, stage="run")
+    wire = dict(zip(input_names, inputs)) if several else inputs[0]
+    result = runner.run(artifact, fmt, wire, **options)
+    if result.outputs is None:
+        return result
+    got = result.outputs if isinstance(result.outputs, dict) else {"output_0": result.outputs}
+    try:
+        outputs = ordered_outputs(got, list(output_names))
+    except ValueError as e:
+        from edgepack.errors import ToolchainError
+
+        raise ToolchainError(f"{fmt}: {artifact.name}: {e}", format=fmt, stage="run") from None
+    return dataclasses.replace(result, outputs=outputs)
+
+
 NO_PARITY = "not checked: the runtime's benchmark binary feeds its own inputs and reports timings only"
 
 
@@ -164,7 +227,8 @@ def stderr_reason(stderr: str) -> str:
 
 class Runner(Protocol):
     """Runs one artifact of format `fmt` (a registered format's name) on `inputs`
-    ([N, ...] float32): `warmup` untimed and `iterations` timed calls on the first sample,
+    ([N, ...] float32, or {input name: array} in declared order for a model's several
+    inputs; `outputs` is then {runtime output name: array}): `warmup` untimed and `iterations` timed calls on the first sample,
     then every row for the outputs. `batch` rows go into each call (None: one, as
     deployed; more to check a dynamic batch). `op_profile` asks for time per operator
     where the runtime exposes it (RunResult.ops, else None). `delegate` (a value of the

@@ -21,11 +21,12 @@ class ModelCosts:
 
 
 def count_macs(module, example) -> int:
-    """Multiply-accumulates of one forward pass on `example` (a numpy array or tensor)."""
+    """Multiply-accumulates of one forward pass on `example` (a numpy array or tensor, or
+    a tuple of them: one per input)."""
     import torch
 
     with _MacCounter() as counter, torch.no_grad():
-        module(_as_tensor(example))
+        module(*_as_tensors(example))
     return counter.macs
 
 
@@ -39,7 +40,7 @@ def model_costs(module, example: np.ndarray) -> ModelCosts:
     from torch import nn
 
     materialised = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-    elements = int(np.prod(example.shape))
+    elements = int(sum(np.prod(t.shape) for t in _as_tensors(example)))
 
     def hook(mod, inputs, output):
         nonlocal elements
@@ -53,19 +54,24 @@ def model_costs(module, example: np.ndarray) -> ModelCosts:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with _MacCounter() as counter, torch.no_grad():
-            module(_as_tensor(example))  # models arrive in eval mode
+            module(*_as_tensors(example))  # models arrive in eval mode
     finally:
         for h in handles:
             h.remove()
     return ModelCosts(int(counter.macs), int(elements), int(sum(p.numel() for p in module.parameters())))
 
 
-def _as_tensor(example):
+def _as_tensors(example) -> tuple:
+    """One tensor per input; a float array stays float32, integer inputs keep their dtype."""
     import torch
 
-    if isinstance(example, torch.Tensor):
-        return example
-    return torch.as_tensor(np.asarray(example, dtype=np.float32))
+    def one(x):
+        if isinstance(x, torch.Tensor):
+            return x
+        x = np.asarray(x)
+        return torch.as_tensor(x if not np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
+
+    return tuple(one(x) for x in example) if isinstance(example, tuple) else (one(example),)
 
 
 class _MacCounter:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult, script_arguments
+from edgepack.devices.base import RUNNER_SCRIPT, RunResult, input_bytes, read_outputs, script_arguments, wire_files
 from edgepack.errors import ToolchainError
 
 TIMEOUT_S = 600
@@ -56,9 +56,10 @@ class HostRunner:
         format_ = get_format(fmt)
         with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
             tmp = Path(tmp)
-            np.save(tmp / "inputs.npy", inputs.astype(np.float32), allow_pickle=False)
+            in_name, out_name = wire_files(inputs)
+            (tmp / in_name).write_bytes(input_bytes(inputs))
             cmd = [sys.executable, str(RUNNER_SCRIPT), *script_arguments(
-                format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
+                format_, artifact=str(artifact), inputs=str(tmp / in_name), outputs=str(tmp / out_name),
                 result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
                 batch=batch, op_profile=op_profile, delegate=delegate)]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
@@ -76,5 +77,5 @@ class HostRunner:
             doc = json.loads(result_file.read_text())
             if not doc.get("ok"):
                 raise ToolchainError(f"{fmt}: the {fmt} runtime rejected {artifact.name}: {doc.get('error')}", format=fmt, stage="run")
-            outputs = np.load(tmp / "outputs.npy", allow_pickle=False)
+            outputs = read_outputs((tmp / out_name).read_bytes())
         return result_from_json(self.name, doc, outputs)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.config.schema import DeviceProfile
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult, check_native_batch, script_arguments, stderr_reason
+from edgepack.devices.base import (RUNNER_SCRIPT, RunResult, check_native_batch, input_bytes, read_outputs, script_arguments,
+                                   stderr_reason, wire_files)
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ToolchainError
 
@@ -63,9 +64,10 @@ class QemuRunner:
             raise ToolchainError(f"{fmt}: no artifact at {artifact}", format=fmt, stage="run")
         with tempfile.TemporaryDirectory(prefix="edgepack-qemu-") as tmp:
             tmp = Path(tmp)
-            np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+            in_name, out_name = wire_files(inputs)
+            (tmp / in_name).write_bytes(input_bytes(inputs))
             protocol = script_arguments(
-                format_, artifact=str(artifact), inputs=str(tmp / "inputs.npy"), outputs=str(tmp / "outputs.npy"),
+                format_, artifact=str(artifact), inputs=str(tmp / in_name), outputs=str(tmp / out_name),
                 result=str(tmp / "result.json"), warmup=warmup, iterations=iterations, threads=threads,
                 batch=batch, op_profile=op_profile and not format_.native_runner, delegate=delegate)
             qemu = qemu_prefix(root, self.cpu)
@@ -94,7 +96,7 @@ class QemuRunner:
                     f"{fmt}: the aarch64 {fmt} runtime rejected {artifact.name} under qemu {self.cpu}: {doc.get('error')}",
                     format=fmt, stage="run",
                 )
-            outputs = np.load(tmp / "outputs.npy", allow_pickle=False)
+            outputs = read_outputs((tmp / out_name).read_bytes())
             counts = self._read_counts(counts_file, fmt, artifact, iterations, threads) if self.count_instructions else None
         base = result_from_json(self.name, doc, outputs)
         return _with(base, emulated_cpu=self.cpu, instructions=counts)

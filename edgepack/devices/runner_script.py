@@ -20,8 +20,13 @@ that delegate, for formats whose runtime applies it at load time (LiteRT, ONNX R
 loader file's `load` then gets `delegate=NAME`). A loader may return a fourth item, what
 it actually ran on: {"used": NAME, "detail": "..."}; the result's "delegate" holds it.
 
-Outputs: every row of x.npy is run one sample at a time (batch 1, as deployed; --batch N
-runs N rows per call) and the outputs are stacked into y.npy. Timing: the first sample is run `warmup` times, then
+Inputs and outputs: `--inputs x.npy` holds the one input of a one-input model; `x.npz`
+holds every input by its declared name, in declared order, fed by name where the format
+names its inputs (LiteRT's signature, ONNX) and by position where it does not
+(ExecuTorch). Every row is run one sample at a time (batch 1, as deployed; --batch N runs
+N rows per call) and the outputs are stacked: `--outputs y.npz` gets every output, by the
+runtime's name (`output_<i>` where it has none) in the runtime's order; `y.npy` the only
+one. Timing: the first sample is run `warmup` times, then
 `iterations` timed runs, before the pass over all rows. Exit status 0 on success;
 otherwise the error is in the JSON.
 """
@@ -113,11 +118,46 @@ def load_tflite(path, threads, delegate=None):
     else:
         used = {"used": "xnnpack" if nodes else "none",
                 "detail": f"LiteRT default delegate XNNPACK: {nodes} delegate node(s) in the execution plan"}
+    signature = interpreter.get_signature_list()
+    if not signature:
+        return _tflite_without_signature(interpreter, np), runtime, _version(runtime), used
+    key = next(iter(signature))
+    input_names, output_names = signature[key]["inputs"], signature[key]["outputs"]
+    runner = interpreter.get_signature_runner(key)
+
+    def run(feeds):
+        details = runner.get_input_details()
+        given = _by_name_or_position(feeds, input_names)
+        kwargs = {}
+        for name in input_names:
+            x, d = given[name], details[name]
+            if d["dtype"] in (np.int8, np.uint8) and np.issubdtype(x.dtype, np.floating):
+                scale, zero = d["quantization"]
+                info = np.iinfo(d["dtype"])
+                x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(d["dtype"])
+            kwargs[name] = x
+        got = runner(**kwargs)
+        out_details = runner.get_output_details()
+        outputs = []
+        for name in output_names:
+            y, d = got[name], out_details[name]
+            if d["dtype"] in (np.int8, np.uint8):
+                scale, zero = d["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            outputs.append((name, np.array(y)))
+        return outputs
+
+    return run, runtime, _version(runtime), used
+
+
+def _tflite_without_signature(interpreter, np):
+    """A .tflite with no signature (not one edgepack writes): its first input and output."""
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
 
-    def run(x):
+    def run(feeds):
         nonlocal inp, out
+        x = feeds[0][1]
         if tuple(inp["shape"]) != x.shape:
             interpreter.resize_tensor_input(inp["index"], list(x.shape))
             interpreter.allocate_tensors()
@@ -133,9 +173,21 @@ def load_tflite(path, threads, delegate=None):
         if out["dtype"] in (np.int8, np.uint8):
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        return np.array(y, dtype=np.float32)
+        return [("output_0", np.array(y, dtype=np.float32))]
 
-    return run, runtime, _version(runtime), used
+    return run
+
+
+def _by_name_or_position(feeds, names):
+    """{runtime input name: array}: by name when the feeds carry the runtime's names
+    (declared names), else by position (a .npy file's one unnamed input)."""
+    given = dict(feeds)
+    if all(n in given for n in names):
+        return given
+    if len(feeds) != len(names):
+        raise ValueError(f"the artifact takes {len(names)} input(s) ({', '.join(names)}); "
+                         f"got {len(feeds)} ({', '.join(n for n, _ in feeds)})")
+    return {n: a for n, (_, a) in zip(names, feeds)}
 
 
 def onnx_options(threads):
@@ -183,7 +235,8 @@ def load_onnx(path, threads, delegate=None):
         options.add_session_config_entry("session.x64quantprecision", "0")
         session = ort.InferenceSession(path, options, providers=providers)
         runtime = "onnxruntime (default x86 int8 kernels: the file shares zero-points)"
-    name = session.get_inputs()[0].name
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = [o.name for o in session.get_outputs()]
     active = session.get_providers()
     detail = f"ONNX Runtime providers: {', '.join(active)}"
     if delegate == "xnnpack" and "XnnpackExecutionProvider" not in active:
@@ -191,8 +244,8 @@ def load_onnx(path, threads, delegate=None):
                    f"available: {', '.join(ort.get_available_providers())})")
     used = {"used": "xnnpack" if "XnnpackExecutionProvider" in active else "none", "detail": detail}
 
-    def run(x):
-        return session.run(None, {name: x})[0]
+    def run(feeds):
+        return list(zip(output_names, session.run(None, _by_name_or_position(feeds, input_names))))
 
     return run, runtime, ort.__version__, used
 
@@ -229,8 +282,10 @@ def load_executorch(path, threads, delegate=None):
     program = Runtime.get().load_program(path)
     method = program.load_method("forward")
 
-    def run(x):
-        return method.execute([torch.from_numpy(x)])[0].numpy()
+    def run(feeds):
+        # A .pte has no input or output names: inputs go by position, in declared order.
+        outputs = method.execute([torch.from_numpy(a) for _, a in feeds])
+        return [(f"output_{i}", y.numpy()) for i, y in enumerate(outputs)]
 
     return run, "executorch", _version("executorch")
 
@@ -249,9 +304,9 @@ def profile_onnx_ops(path, threads, sample, runs):
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(sample[1])), "ort-profile")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    feeds = _by_name_or_position(sample[0], [i.name for i in session.get_inputs()])
     for _ in range(runs):
-        session.run(None, {name: sample[0]})
+        session.run(None, feeds)
     trace = session.end_profiling()
     with open(trace) as f:
         events = _json.load(f)
@@ -304,13 +359,26 @@ def percentile(values, q):
 
 
 def _loader_from_file(path):
-    """(imports, load, profile_ops) of a loader module shipped beside this script."""
+    """(imports, load, profile_ops) of a loader module shipped beside this script. A loader
+    file's `run` takes and returns one array (one input, one output)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("edgepack_format_loader", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(getattr(module, "IMPORTS", [])), module.load, getattr(module, "profile_ops", None)
+
+    def load(artifact, threads, **kw):
+        loaded = module.load(artifact, threads, **kw)
+        single = loaded[0]
+
+        def run(feeds):
+            if len(feeds) != 1:
+                raise ValueError(f"this format's loader file takes one input; got {len(feeds)}")
+            return [("output_0", single(feeds[0][1]))]
+
+        return (run, *loaded[1:])
+
+    return list(getattr(module, "IMPORTS", [])), load, getattr(module, "profile_ops", None)
 
 
 def pick_loader(args):
@@ -330,7 +398,7 @@ def pick_loader(args):
 def execute(args):
     import numpy as np
 
-    inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32)
+    inputs = _read_inputs(args.inputs)
     baseline_mb = _rss_mb()
     imports, load, profile_ops = pick_loader(args)
     t0 = time.perf_counter()
@@ -344,7 +412,12 @@ def execute(args):
     delegate = loaded[3] if len(loaded) > 3 else None
 
     batch = max(1, args.batch)
-    sample = np.ascontiguousarray(inputs[:batch])
+    samples = len(inputs[0][1])
+
+    def rows(start, stop):
+        return [(name, np.ascontiguousarray(a[start:stop])) for name, a in inputs]
+
+    sample = rows(0, batch)
     t0 = time.perf_counter()
     run(sample)
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -362,8 +435,8 @@ def execute(args):
 
     # The full pass over the inputs comes after the timed loop, so what precedes the timed
     # (and counted) window is the same whatever the number of inputs.
-    outputs = [run(np.ascontiguousarray(inputs[i : i + batch])) for i in range(0, len(inputs), batch)]
-    np.save(args.outputs, np.concatenate(outputs, axis=0).astype(np.float32), allow_pickle=False)
+    outputs = [run(rows(i, i + batch)) for i in range(0, samples, batch)]
+    _write_outputs(args.outputs, outputs)
 
     ops = None
     if args.op_profile and profile_ops:
@@ -383,10 +456,40 @@ def execute(args):
         "std_ms": statistics.pstdev(latencies),
         "baseline_rss_mb": baseline_mb,
         "peak_rss_mb": _rss_mb(),
-        "samples": int(len(inputs)),
+        "samples": int(samples),
         "ops": ops,
         "delegate": delegate,
     }
+
+
+def _read_inputs(path):
+    """[(name, array)] in file order: the one array of a .npy (named by position), or every
+    array of a .npz. Float arrays are run as float32; integer inputs keep their dtype."""
+    import numpy as np
+
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        pairs = [("input_0", loaded)]
+    else:
+        with loaded:
+            pairs = [(name, loaded[name]) for name in loaded.files]
+    return [(n, a.astype(np.float32) if a.dtype == np.float64 else a) for n, a in pairs]
+
+
+def _write_outputs(path, batches):
+    """Each output stacked over the batches: all of them into a .npz, the only one into a .npy."""
+    import numpy as np
+
+    names = [name for name, _ in batches[0]]
+    stacked = {name: np.concatenate([dict(b)[name] for b in batches], axis=0) for name in names}
+    stacked = {n: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a for n, a in stacked.items()}
+    if path.endswith(".npz"):
+        with open(path, "wb") as f:
+            np.savez(f, **stacked)
+        return
+    if len(stacked) != 1:
+        raise ValueError(f"the artifact has {len(stacked)} outputs ({', '.join(names)}); pass --outputs y.npz")
+    np.save(path, next(iter(stacked.values())), allow_pickle=False)
 
 
 def main(argv=None):

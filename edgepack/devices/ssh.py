@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgepack.config.schema import DeviceProfile
-from edgepack.devices.base import RUNNER_SCRIPT, RunResult, check_native_batch, script_arguments, stderr_reason
+from edgepack.devices.base import (RUNNER_SCRIPT, RunResult, check_native_batch, input_bytes, read_outputs, script_arguments,
+                                   stderr_reason, wire_files)
 from edgepack.devices.host import result_from_json
 from edgepack.errors import ConfigError, ToolchainError
 
@@ -81,7 +82,7 @@ echo "$?" > status
 rm -f running
 tail -c 65536 stderr.txt > stderr.tail 2> /dev/null
 set --
-for f in result.json outputs.npy stderr.tail status; do [ -e "$f" ] && set -- "$@" "$f"; done
+for f in result.json outputs.npy outputs.npz stderr.tail status; do [ -e "$f" ] && set -- "$@" "$f"; done
 tar -cf - "$@"
 cd / && rm -rf "$d"
 exit 0
@@ -172,14 +173,15 @@ class SshRunner:
         files: dict[str, bytes | Path] = {
             "session.sh": SESSION_SCRIPT.encode(),
             model: artifact,
-            "inputs.npy": _npy_bytes(np.ascontiguousarray(inputs, dtype=np.float32)),
         }
+        in_name, out_name = wire_files(inputs)
+        files[in_name] = input_bytes(inputs)
         machine = self._machine(fmt) if format_.native_runner else None
         native = machine == "aarch64"
         if native:
             check_native_batch(format_, batch)
         protocol = script_arguments(
-            format_, artifact=model, inputs="inputs.npy", outputs="outputs.npy", result="result.json",
+            format_, artifact=model, inputs=in_name, outputs=out_name, result="result.json",
             warmup=warmup, iterations=iterations, threads=threads, batch=batch, op_profile=op_profile and not native,
             loader_file=None if format_.loader_file is None else "loader.py", delegate=delegate)
         if native:
@@ -281,7 +283,7 @@ class SshRunner:
     def _result(self, reply: _Remote, format_: Format, artifact: Path, machine: str | None) -> RunResult:
         fmt = format_.name
         try:
-            got = _untar(reply.stdout, {"result.json", "outputs.npy", "stderr.tail", "status"})
+            got = _untar(reply.stdout, {"result.json", "outputs.npy", "outputs.npz", "stderr.tail", "status"})
         except (tarfile.TarError, ValueError) as e:
             raise ToolchainError(
                 f"{fmt}: unexpected reply from {self.destination} running {artifact.name} "
@@ -312,9 +314,10 @@ class SshRunner:
             raise ToolchainError(
                 f"{fmt}: the {doc.get('machine', '')} {fmt} runtime {where} rejected {artifact.name}: {error}".replace("  ", " "),
                 format=fmt, stage="run")
-        if "outputs.npy" not in got:
+        out_name = next((n for n in ("outputs.npz", "outputs.npy") if n in got), None)
+        if out_name is None:
             raise ToolchainError(f"{fmt}: {self.destination} returned no outputs for {artifact.name}", format=fmt, stage="run")
-        outputs = np.load(io.BytesIO(got["outputs.npy"]), allow_pickle=False)
+        outputs = read_outputs(got[out_name])
         return result_from_json(self.name, doc, outputs)
 
     # ------------------------------------------------------------------ ssh
@@ -386,12 +389,6 @@ def _native_runner_files(program: str) -> dict[str, Path]:
     for folder, names in NATIVE_LIBRARIES.get(program, {}).items():
         files.update({f"{folder}/{name}": env.root / folder / name for name in names})
     return files
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def _tar(files: dict[str, bytes | Path]) -> bytes:

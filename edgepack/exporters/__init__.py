@@ -35,15 +35,16 @@ class ModelArtifact:
 @dataclass(frozen=True)
 class ExportRequest:
     module: object                 # torch.nn.Module in eval mode
-    example: np.ndarray            # one input of the declared shape
-    calibration: np.ndarray        # calibration inputs, [N, ...]
+    example: tuple                 # one sample batch of the declared shapes and dtypes, one array per input
+    calibration: tuple             # calibration inputs, [N, ...] per input
     precision: str                 # fp32 | int8
     out_path: Path
-    input_name: str
-    output_name: str
+    input_names: tuple[str, ...]   # declared order: the names every format's signature carries
+    output_names: tuple[str, ...]
     parent_sha256: str
     quantize: object = None        # compress.quantize_stage.QuantizeConfig; None = defaults
-    dynamic_dims: tuple = ()       # config.schema.DynamicDim: dims exported as dynamic
+    # Per input, the config.schema.DynamicDim exported as dynamic; () when none is.
+    dynamic_dims: tuple = ()
     delegate: str = "xnnpack"      # formats whose delegate lives in the file lower to it ("none": not at all)
 
     @property
@@ -51,6 +52,17 @@ class ExportRequest:
         from edgepack.compress.quantize_stage import DEFAULT
 
         return self.quantize or DEFAULT
+
+    @property
+    def float_inputs(self) -> tuple[bool, ...]:
+        """Which inputs are float: only those are calibrated and quantized as activations."""
+        return tuple(np.issubdtype(a.dtype, np.floating) for a in self.example)
+
+    def dims_record(self) -> list[dict]:
+        """The manifest's `dynamic_dims`: each dim, naming its input when there are several."""
+        several = len(self.input_names) > 1
+        return [{**({"input": name} if several else {}), **d.model_dump()}
+                for name, dims in zip(self.input_names, self.dynamic_dims) for d in dims]
 
 
 def sha256_bytes_of(path: Path) -> str:
@@ -106,21 +118,59 @@ def export(fmt: str, request: ExportRequest) -> ModelArtifact:
     )
 
 
-def dynamic_shapes_spec(dims, rank: int):
-    """torch.export's dynamic_shapes for the single input, and a trace example shape
-    helper: each dynamic dim traced at `trace_size(d)` to avoid 0/1 specialisation."""
+def positional_outputs(module, input_names, names):
+    """`module` returning its outputs as a tuple in declared order where its forward()
+    returns a dict (one tensor stays one tensor): what formats that take outputs by
+    position export (a .pte has no names; ONNX names them by position). Its forward()
+    takes the declared inputs by name, so torch.export matches per-input dynamic_shapes."""
+    import inspect
+
     import torch
 
-    return ({d.dim: torch.export.Dim(d.name, min=d.min, max=d.max) for d in dims},)
+    from edgepack.modelio import output_tensors
+
+    class Positional(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *xs):
+            out = self.inner(*xs)
+            return out if isinstance(out, torch.Tensor) else output_tensors(out, list(names))
+
+    P = inspect.Parameter
+    Positional.forward.__signature__ = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), *(P(n, P.POSITIONAL_OR_KEYWORD) for n in input_names)])
+    wrapper = Positional(module)
+    wrapper.training = False
+    return wrapper
 
 
-def example_for(example: np.ndarray, dims, *, at_max: bool) -> np.ndarray:
-    """The example input resized along each dynamic dim: to its max (ExecuTorch plans
+def dynamic_shapes_spec(dims) -> tuple:
+    """torch.export's dynamic_shapes, one dict per input (`dims`: per input, its dynamic
+    dims). Dims of the same name are one torch Dim: inputs sharing a batch dim stay equal."""
+    import torch
+
+    made: dict = {}
+
+    def dim(d):
+        if d.name not in made:
+            made[d.name] = torch.export.Dim(d.name, min=d.min, max=d.max)
+        return made[d.name]
+
+    return tuple({d.dim: dim(d) for d in per_input} for per_input in dims)
+
+
+def example_for(example: tuple, dims, *, at_max: bool) -> tuple:
+    """The example inputs resized along each dynamic dim: to its max (ExecuTorch plans
     memory for the traced size's guards) or to max(2, min) (no 0/1 specialisation)."""
-    shape = list(example.shape)
-    for d in dims:
-        shape[d.dim] = d.max if at_max else max(2, d.min)
-    out = np.zeros(shape, dtype=np.float32)
-    index = tuple(slice(0, min(a, b)) for a, b in zip(shape, example.shape))
-    out[index] = example[index]
-    return out
+    out = []
+    for x, per_input in zip(example, dims):
+        shape = list(x.shape)
+        for d in per_input:
+            shape[d.dim] = d.max if at_max else max(2, d.min)
+        resized = np.zeros(shape, dtype=x.dtype)
+        index = tuple(slice(0, min(a, b)) for a, b in zip(shape, x.shape))
+        resized[index] = x[index]
+        out.append(resized)
+    return tuple(out)

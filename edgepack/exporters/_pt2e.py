@@ -20,20 +20,24 @@ class Prepared:
     model, the example at the deployed shape, and the example and dynamic_shapes to trace."""
 
     opts: object
-    dims: tuple
+    dims: tuple            # per input, its dynamic dims; () when none
     module: object
-    example: object
-    traced: object
+    example: tuple         # one tensor per input
+    traced: tuple
     shapes: object
+
+    @property
+    def flat_dims(self) -> tuple:
+        return tuple(d for per_input in self.dims for d in per_input)
 
 
 def prepare(req, *, trace_at_max: bool) -> Prepared:
     from edgepack.exporters import dynamic_shapes_spec, example_for
 
     dims = tuple(req.dynamic_dims)
-    example = as_tensor(req.example)
-    traced = as_tensor(example_for(req.example, dims, at_max=trace_at_max)) if dims else example
-    shapes = dynamic_shapes_spec(dims, example.dim()) if dims else None
+    example = as_tensors(req.example)
+    traced = as_tensors(example_for(req.example, dims, at_max=trace_at_max)) if dims else example
+    shapes = dynamic_shapes_spec(dims) if dims else None
     # Requests carry models in eval mode already (ExportRequest). Calling eval() again is
     # not only redundant: an exported program's module() refuses it (NotImplementedError).
     return Prepared(req.options, dims, req.module, example, traced, shapes)
@@ -41,7 +45,7 @@ def prepare(req, *, trace_at_max: bool) -> Prepared:
 
 def batch_bound(dims) -> int:
     """The largest batch a dynamic batch dim allows (0 when the batch is static)."""
-    return max([d.max for d in dims if d.dim == 0], default=0)
+    return max([d.max for per_input in dims for d in per_input if d.dim == 0], default=0)
 
 
 def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bool, fold_quantize: bool = True):
@@ -56,7 +60,7 @@ def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bo
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
         for batch in calibration[: 1 if dynamic else None]:
-            prepared(batch)
+            prepared(*batch)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
@@ -71,12 +75,27 @@ def calibration_details(opts, *, dynamic: bool) -> dict:
 
 
 def as_tensor(x) -> "torch.Tensor":  # noqa: F821
-    """A row-major float32 copy. Arrays sliced from numpy can carry strides such as
-    (64, 1, 8, 1) on size-1 dims; `is_contiguous()` accepts them, torch.export records
-    them, and lowering then leaves an as_strided_copy behind that fails at run time."""
+    """A row-major copy in the array's own dtype (float inputs as float32, token ids as
+    int64). Arrays sliced from numpy can carry strides such as (64, 1, 8, 1) on size-1
+    dims; `is_contiguous()` accepts them, torch.export records them, and lowering then
+    leaves an as_strided_copy behind that fails at run time."""
     import torch
 
-    return torch.as_tensor(np.asarray(x, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
+    x = np.asarray(x)
+    if x.dtype == np.float64:
+        x = x.astype(np.float32)
+    return torch.as_tensor(x).clone(memory_format=torch.contiguous_format)
+
+
+def as_tensors(inputs) -> tuple:
+    return tuple(as_tensor(x) for x in inputs)
+
+
+def calibration_batches(calibration: tuple, size: int, *, whole: bool = False) -> list[tuple]:
+    """Batches of `size` samples of every input; `whole`: only full batches."""
+    n = len(calibration[0])
+    stop = n - size + 1 if whole else n
+    return [tuple(as_tensor(a[i : i + size]) for a in calibration) for i in range(0, stop, size)]
 
 
 def fallback(fallbacks: list | None, step: str, taken: str, error: BaseException) -> None:
@@ -92,13 +111,13 @@ def fallback_details(fallbacks: list, calibration: np.ndarray, batches: list, *,
     """`fallbacks` and, when a static capture left samples out of static calibration, the
     number calibrated on (dynamic ranges are computed at run time from no calibration)."""
     out = {"fallbacks": list(fallbacks)} if fallbacks else {}
-    used = sum(len(b) for b in batches)
-    if not dynamic and used != len(calibration):
+    used = sum(len(b[0]) for b in batches)
+    if not dynamic and used != len(calibration[0]):
         out["calibration_samples_used"] = int(used)
     return out
 
 
-def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bound: int = 0, strict: bool = False,
+def capture_for_calibration(module, example: tuple, calibration: tuple, *, min_bound: int = 0, strict: bool = False,
                             fallbacks: list | None = None):
     """Capture `module` for PT2E and split the calibration set into batches it accepts.
 
@@ -127,29 +146,31 @@ def capture_for_calibration(module, example, calibration: np.ndarray, *, min_bou
 
     # The capture's guards survive convert_pt2e: its batch bound must cover any dynamic
     # batch the artifact is exported with afterwards (`min_bound`).
-    size = max(2, min(CALIBRATION_BATCH, len(calibration)))
+    samples = len(calibration[0])
+    size = max(2, min(CALIBRATION_BATCH, samples))
     bound = max(size, min_bound)
     if min_bound:
         # Traced exactly at the declared max: shape guards evaluated on a smaller trace
         # (torch's conv backend choice guards on batch >= 16) would narrow the range.
         bound, size = min_bound, min(size, min_bound)
     try:
-        traced = example[:1].expand(bound, *example.shape[1:]).clone()
+        traced = tuple(x[:1].expand(bound, *x.shape[1:]).clone() for x in example)
+        batch = torch.export.Dim("batch", min=1, max=bound)
         with _export_errors_unlogged():
-            captured = capture((traced,), ({0: torch.export.Dim("batch", min=1, max=bound)},))
-        batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration), size)]
+            captured = capture(traced, tuple({0: batch} for _ in example))
+        batches = calibration_batches(calibration, size)
         if strict_failed:
             fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
         return captured, batches
     except Exception as e:
         fallback(fallbacks, "batch capture", "static", e)
-    captured = capture((example,))
-    size = example.shape[0]
+    captured = capture(example)
+    size = example[0].shape[0]
     # Only whole batches fit a static model; at most size-1 samples are left out
     # (fallback_details reports how many were used).
-    batches = [as_tensor(calibration[i : i + size]) for i in range(0, len(calibration) - size + 1, size)]
+    batches = calibration_batches(calibration, size, whole=True)
     if not batches:
-        raise ValueError(f"the model takes batches of exactly {size} and there are only {len(calibration)} calibration samples")
+        raise ValueError(f"the model takes batches of exactly {size} and there are only {samples} calibration samples")
     if strict_failed:
         fallback(fallbacks, "strict capture", "non-strict", strict_failed[0])
     return captured, batches

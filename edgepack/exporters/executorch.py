@@ -14,7 +14,7 @@ import warnings
 from contextlib import nullcontext
 
 from edgepack.errors import ToolchainError
-from edgepack.exporters import converting
+from edgepack.exporters import converting, positional_outputs
 from edgepack.exporters._pt2e import (batch_bound, calibrate_and_convert, calibration_details, capture_for_calibration,
                                       fallback_details, prepare)
 
@@ -27,7 +27,7 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def _lower(program, path, dims=(), delegate: str = "xnnpack") -> dict:
+def _lower(program, path, dims=(), delegate: str = "xnnpack", dims_record=None) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
@@ -48,16 +48,18 @@ def _lower(program, path, dims=(), delegate: str = "xnnpack") -> dict:
             int8 += sum(1 for t in [*sub.state_dict.values(), *sub.constants.values()]
                         if hasattr(t, "dtype") and str(t.dtype) == "torch.int8")
     program_et = edge.to_executorch()
-    for d in dims:
-        # XNNPACK's lowering re-runs shape guards with the traced size; check the planned
-        # capacity really reaches the declared max instead of trusting the request.
-        from executorch.exir.sym_util import eval_upper_bound
+    placeholders = [n for n in program_et.exported_program().graph.nodes if n.op == "placeholder"]
+    user_inputs = placeholders[len(placeholders) - len(dims):] if dims else []
+    for placeholder, per_input in zip(user_inputs, dims):
+        for d in per_input:
+            # XNNPACK's lowering re-runs shape guards with the traced size; check the planned
+            # capacity really reaches the declared max instead of trusting the request.
+            from executorch.exir.sym_util import eval_upper_bound
 
-        placeholder = [n for n in program_et.exported_program().graph.nodes if n.op == "placeholder"][-1]
-        capacity = eval_upper_bound(placeholder.meta["val"].shape[d.dim])
-        if capacity != d.max:
-            raise ToolchainError(f"executorch: dynamic dim {d.name!r} was planned for at most {capacity}, not {d.max}",
-                                 format="executorch", stage="lower")
+            capacity = eval_upper_bound(placeholder.meta["val"].shape[d.dim])
+            if capacity != d.max:
+                raise ToolchainError(f"executorch: dynamic dim {d.name!r} was planned for at most {capacity}, not {d.max}",
+                                     format="executorch", stage="lower")
     path.write_bytes(program_et.buffer)
     non_delegated = {k: v.non_delegated for k, v in info.delegation_by_operator.items() if v.non_delegated}
     # The delegate's own output unpacking (getitem) is bookkeeping, not compute left behind.
@@ -68,24 +70,32 @@ def _lower(program, path, dims=(), delegate: str = "xnnpack") -> dict:
         "delegated_nodes": info.num_delegated_nodes,
         "non_delegated_ops": dict(sorted(non_delegated.items())),
         "int8_delegate_tensors": int8,
-        "dynamic_dims": [d.model_dump() for d in dims],
+        "dynamic_dims": dims_record or [],
     }
 
 
 def _fp16_module(module):
     """The model in half precision behind float32 inputs and outputs: XNNPACK runs the
-    fp16 kernels, callers keep feeding float32 arrays."""
+    fp16 kernels, callers keep feeding float32 arrays (integer inputs pass as they are)."""
     import copy
 
     import torch
+
+    def cast(t, dtype):
+        return t.to(dtype) if t.is_floating_point() else t
 
     class Float16(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
-        def forward(self, x):
-            return self.inner(x.to(torch.float16)).to(torch.float32)
+        def forward(self, *xs):
+            out = self.inner(*(cast(x, torch.float16) for x in xs))
+            if isinstance(out, torch.Tensor):
+                return cast(out, torch.float32)
+            if isinstance(out, dict):
+                return {k: cast(v, torch.float32) for k, v in out.items()}
+            return tuple(cast(v, torch.float32) for v in out)
 
     return Float16(copy.deepcopy(module).half()).eval()
 
@@ -101,22 +111,24 @@ def _prepare(req):
 
     def export_program(m):
         # Without dynamic dims a failure is the model's, worded by the step that called this.
-        wording = converting("executorch", "export", f"torch.export with dynamic dims {[d.name for d in p.dims]} failed") \
+        wording = converting("executorch", "export", f"torch.export with dynamic dims {[d.name for d in p.flat_dims]} failed") \
             if p.dims else nullcontext()
         with wording, torch.no_grad():
-            return torch.export.export(m, (p.traced,), dynamic_shapes=p.shapes)
+            return torch.export.export(positional_outputs(m, req.input_names, req.output_names), p.traced, dynamic_shapes=p.shapes)
 
     return p, export_program
 
 
 def export_fp32(req) -> dict:
     p, export_program = _prepare(req)
-    return {**_lower(export_program(p.module), req.out_path, p.dims, req.delegate), "precision": req.precision}
+    return {**_lower(export_program(p.module), req.out_path, p.dims, req.delegate, req.dims_record()),
+            "precision": req.precision}
 
 
 def export_fp16(req) -> dict:
     p, export_program = _prepare(req)
-    return {**_lower(export_program(_fp16_module(p.module)), req.out_path, p.dims, req.delegate), "precision": req.precision}
+    return {**_lower(export_program(_fp16_module(p.module)), req.out_path, p.dims, req.delegate, req.dims_record()),
+            "precision": req.precision}
 
 
 def export_int8(req) -> dict:
@@ -143,7 +155,7 @@ def _export_int8(req, *, dynamic: bool) -> dict:
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
         program = export_program(converted)
-    info = _lower(program, req.out_path, dims, req.delegate)
+    info = _lower(program, req.out_path, dims, req.delegate, req.dims_record())
     if req.delegate == "xnnpack" and info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
     return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float), **calibration_details(opts, dynamic=dynamic),

@@ -71,41 +71,47 @@ def nodes_of_modules(model, modules: tuple[str, ...]) -> list[str]:
     return names
 
 
-def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, output_name: str,
+def export_fp32(module, example: tuple, path: Path, *, input_names, output_names,
                 keep_float: tuple[str, ...] = (), dims: tuple = (), fallbacks: list | None = None) -> tuple[list[dict], list[str]]:
-    """Write one self-contained .onnx. Returns the dims exported as dynamic, and the names
-    of the nodes that belong to the `keep_float` modules.
+    """Write one self-contained .onnx whose graph inputs and outputs carry the declared
+    names, in declared order. Returns the dims exported as dynamic, and the names of the
+    nodes that belong to the `keep_float` modules.
 
-    With declared `dims` those are exported dynamic or the export fails. Without, the
-    batch dimension is made dynamic when the model allows it (ONNX Runtime handles it at
-    no cost), else the declared shape is kept and that is appended to `fallbacks`."""
+    With declared `dims` (per input) those are exported dynamic or the export fails.
+    Without, the batch dimension of every input is made dynamic when the model allows it
+    (ONNX Runtime handles it at no cost), else the declared shapes are kept and that is
+    appended to `fallbacks`."""
     import onnx
     import torch
 
-    from edgepack.exporters import converting, dynamic_shapes_spec, example_for
+    from edgepack.exporters import converting, dynamic_shapes_spec, example_for, positional_outputs
 
+    several = len(input_names) > 1
     common = dict(dynamo=True, external_data=False, optimize=True, verbose=False,
-                  input_names=[input_name], output_names=[output_name])
+                  input_names=list(input_names), output_names=list(output_names))
+    module = positional_outputs(module, input_names, output_names)
     with _quiet(), torch.no_grad():
         if dims:
-            x = torch.from_numpy(example_for(example, dims, at_max=False))
-            with converting("onnx", "export", f"export with dynamic dims {[d.name for d in dims]} failed"):
-                torch.onnx.export(module, (x,), str(path), dynamic_shapes=dynamic_shapes_spec(dims, x.dim()), **common)
-            applied = [d.model_dump() for d in dims]
+            xs = tuple(torch.from_numpy(a) for a in example_for(example, dims, at_max=False))
+            with converting("onnx", "export", f"export with dynamic dims {[d.name for per in dims for d in per]} failed"):
+                torch.onnx.export(module, xs, str(path), dynamic_shapes=dynamic_shapes_spec(dims), **common)
+            applied = [{**({"input": n} if several else {}), **d.model_dump()} for n, per in zip(input_names, dims) for d in per]
         else:
             # A fresh C-contiguous example: torch.export rejects a dynamic batch dim traced
             # on a size-1 example with unusual strides (seen on numpy-derived inputs).
-            x = torch.from_numpy(np.ascontiguousarray(example)).clone()
+            xs = tuple(torch.from_numpy(np.ascontiguousarray(a)).clone() for a in example)
             try:
-                torch.onnx.export(module, (x.repeat(2, *([1] * (x.dim() - 1))),), str(path),
-                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},), **common)
-                applied = [{"dim": 0, "name": "batch", "min": 1, "max": MAX_BATCH}]
+                batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+                torch.onnx.export(module, tuple(x.repeat(2, *([1] * (x.dim() - 1))) for x in xs), str(path),
+                                  dynamic_shapes=tuple({0: batch} for _ in xs), **common)
+                applied = [{**({"input": n} if several else {}), "dim": 0, "name": "batch", "min": 1, "max": MAX_BATCH}
+                           for n in input_names]
             except torch.onnx.OnnxExporterError as e:  # the exporter's own failures; anything else is not a shape question
                 if fallbacks is not None:
                     first = (str(e).strip().splitlines() or [""])[0][:300]
                     fallbacks.append({"step": "dynamic batch export", "taken": "static",
                                       "reason": f"{type(e).__name__}: {first}"})
-                torch.onnx.export(module, (x,), str(path), **common)
+                torch.onnx.export(module, xs, str(path), **common)
                 applied = []
     model = onnx.load_model(str(path), load_external_data=True)
     sidecars = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
@@ -118,12 +124,14 @@ def export_fp32(module, example: np.ndarray, path: Path, *, input_name: str, out
     return applied, float_nodes
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, per_channel: bool = True,
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_channel: bool = True,
                   symmetric_activations: bool = False, exclude: list[str] = (), method: str = "minmax",
                   percentile: float = 99.99) -> None:
     """onnxruntime's static QDQ int8. Activation ranges come from quantize_static's own
     MinMax calibration, or for the other methods from exporters._onnx_calibration, handed
-    over through quantize_static's calibration cache."""
+    over through quantize_static's calibration cache. Only float tensors are calibrated
+    and quantized: integer inputs (token ids) and what is computed from them as integers
+    are left as they are by onnxruntime."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -135,9 +143,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, p
     with tempfile.TemporaryDirectory() as tmp, _quiet(), contextlib.redirect_stdout(io.StringIO()):
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre))  # shape inference + basic graph opts
-        graph_input = onnx.load_model(str(pre), load_external_data=False).graph.input[0]
-        size, stop = calibration_batches(graph_input, len(calibration))
-        batches = [{graph_input.name: np.ascontiguousarray(calibration[i : i + size])} for i in range(0, stop, size)]
+        graph_inputs = list(onnx.load_model(str(pre), load_external_data=False).graph.input)
+        size, stop = calibration_batches(graph_inputs[0], len(calibration[0]))
+        batches = [{g.name: np.ascontiguousarray(a[i : i + size]) for g, a in zip(graph_inputs, calibration)}
+                   for i in range(0, stop, size)]
         # Unsigned activations (U8S8), chosen on what the device computes: on the ARM cores
         # edgepack targets U8S8 and S8S8 give the same outputs, but only U8S8 gives the same
         # outputs on x86 too, so the host pre-check describes the device (measured by
@@ -254,8 +263,8 @@ def export(req) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
         fallbacks: list[dict] = []
-        applied, float_nodes = export_fp32(req.module, req.example, fp32, input_name=req.input_name,
-                                           output_name=req.output_name, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims),
+        applied, float_nodes = export_fp32(req.module, req.example, fp32, input_names=req.input_names,
+                                           output_names=req.output_names, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims),
                                            fallbacks=fallbacks)
         if opts.keep_float and req.precision != "fp32" and not float_nodes:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "

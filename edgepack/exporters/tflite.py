@@ -13,6 +13,8 @@ import os
 import warnings
 from contextlib import nullcontext
 
+import numpy as np
+
 from edgepack.errors import ToolchainError
 from edgepack.exporters import converting
 from edgepack.exporters._pt2e import (batch_bound, calibrate_and_convert, calibration_details, capture_for_calibration,
@@ -50,13 +52,50 @@ def describe(path) -> dict:
         return {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": d["dtype"].__name__,
                 **({"scale": float(scale), "zero_point": int(zero)} if scale else {})}
 
+    signatures = interpreter.get_signature_list()
+    # In signature order (the declared order), named as the signature names them.
+    runner = interpreter.get_signature_runner()
+    named_in, named_out = runner.get_input_details(), runner.get_output_details()
+    inputs = [{**d, "name": n} for n, d in named_in.items()] or interpreter.get_input_details()
+    outputs = [{**d, "name": n} for n, d in named_out.items()] or interpreter.get_output_details()
     return {
+        "signature": {"name": next(iter(signatures), None), **next(iter(signatures.values()), {})},
         "tensors_by_dtype": dict(sorted(by_dtype.items())),
         "per_channel_int8_weights": sum(1 for t in weights if t["dtype"].__name__ == "int8"),
         "ops": dict(sorted(ops.items())),
-        "inputs": [io(d) for d in interpreter.get_input_details()],
-        "outputs": [io(d) for d in interpreter.get_output_details()],
+        "inputs": [io(d) for d in inputs],
+        "outputs": [io(d) for d in outputs],
     }
+
+
+def named_signature(module, input_names, output_names):
+    """`module` behind a forward() whose parameters are the declared input names and which
+    returns a dict keyed by the declared output names. litert-torch names a signature's
+    inputs after the keyword arguments it is traced with and its outputs after the keys of
+    a returned dict (else `args_0`, `output_0`): with this wrapper the .tflite signature
+    carries the project's names, in declared order."""
+    import inspect
+
+    import torch
+
+    from edgepack.modelio import output_tensors
+
+    class NamedSignature(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            values = [*args, *(kwargs[n] for n in input_names[len(args):])]
+            return dict(zip(output_names, output_tensors(self.inner(*values), output_names)))
+
+    # torch.export binds the traced kwargs against forward()'s signature.
+    P = inspect.Parameter
+    NamedSignature.forward.__signature__ = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), *(P(n, P.POSITIONAL_OR_KEYWORD) for n in input_names)])
+    wrapper = NamedSignature(module)
+    wrapper.training = False  # the flag converters read; an exported program's module refuses .eval()
+    return wrapper
 
 
 def _prepare(req):
@@ -66,26 +105,32 @@ def _prepare(req):
 
     # Dynamic dims are traced at max(2, min): a size-1 trace specialises to the constant 1.
     p = prepare(req, trace_at_max=False)
-    names = [d.name for d in p.dims]
+    names = [d.name for d in p.flat_dims]
+    inputs = list(req.input_names)
+    # int64 inputs (token ids) stay int64: without enable_x64 the converter narrows them
+    # (and int64 outputs) to int32, and a caller feeding int64 ids would be refused.
+    x64 = any(a.dtype == np.int64 for a in req.example)
 
     def convert(m, **kw):
         with converting("tflite", "convert", f"litert-torch cannot convert this model with dynamic dims {names}",
                         hint="; ops that reshape with a symbolic size (e.g. Flatten) need static shapes in LiteRT: "
                              "set dynamic = false on the tflite artifact") if p.dims else nullcontext():
-            return litert_torch.convert(m, (p.traced,), dynamic_shapes=p.shapes, **kw)
+            return litert_torch.convert(
+                named_signature(m, inputs, list(req.output_names)), sample_kwargs=dict(zip(inputs, p.traced)),
+                dynamic_shapes=dict(zip(inputs, p.shapes)) if p.shapes else None, enable_x64=x64, **kw)
 
     return p, convert
 
 
-def _finish(info: dict, dims) -> dict:
-    info["dynamic_dims"] = [d.model_dump() for d in dims]
+def _finish(info: dict, req) -> dict:
+    info["dynamic_dims"] = req.dims_record()
     return info
 
 
 def export_fp32(req) -> dict:
     p, convert = _prepare(req)
     convert(p.module).export(str(req.out_path))
-    return _finish(describe(req.out_path), p.dims)
+    return _finish(describe(req.out_path), req)
 
 
 def export_fp16(req) -> dict:
@@ -99,7 +144,7 @@ def export_fp16(req) -> dict:
     info = describe(req.out_path)
     if not info["tensors_by_dtype"].get("float16"):
         raise ToolchainError("tflite: fp16 conversion left no float16 tensors", format="tflite", stage="convert")
-    return _finish(info, p.dims)
+    return _finish(info, req)
 
 
 def export_int8(req) -> dict:
@@ -133,11 +178,14 @@ def _export_int8(req, *, dynamic: bool) -> dict:
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
     info = _finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
                     **calibration_details(opts, dynamic=dynamic),
-                    **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, dims)
+                    **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, req)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
-    if not dynamic and not opts.keep_float and info["tensors_by_dtype"].get("float32", 0) > 0:
+    # An embedding table behind an integer input (token ids) is not annotated by the
+    # quantizer and stays float: full-integer is asked of models with float inputs only.
+    if (not dynamic and not opts.keep_float and all(req.float_inputs)
+            and info["tensors_by_dtype"].get("float32", 0) > 0):
         raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
     return info

@@ -63,6 +63,12 @@ def param_shapes(model) -> dict[str, list[int]]:
 
 
 def example_tensor(ctx):
+    """The example as torch tensors: one tensor, or a tuple for a model with several inputs
+    (passes.training.forward feeds either)."""
     import torch
 
+    if isinstance(ctx.example, tuple):
+        from edgepack.modelio import to_torch
+
+        return to_torch(ctx.example)
     return torch.as_tensor(ctx.example, dtype=torch.float32)

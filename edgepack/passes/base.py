@@ -58,7 +58,7 @@ def _describe(cls: type[PassConfig], where: str, err: dict) -> str:
 
 @dataclass(frozen=True)
 class Dataset:
-    x: np.ndarray   # float32 inputs [N, ...]
+    x: np.ndarray | tuple   # inputs [N, ...]: one array, or a tuple of arrays (one per model input)
     y: np.ndarray   # int64 labels [N]
 
 

@@ -19,7 +19,8 @@ from pydantic import Field, field_validator
 from edgepack.errors import ConfigError, EdgepackError
 from edgepack.passes import _inspect
 from edgepack.passes.base import PassConfig, PassContext, PassResult
-from edgepack.passes.training import TrainingFields, accuracy, predict_logits, require_training, torch_threads, train
+from edgepack.passes.training import (TrainingFields, accuracy, forward, predict_logits, require_training, torch_threads,
+                                      train)
 
 FACTORY_FORM = '"file.py:factory"'
 
@@ -133,12 +134,12 @@ class Distill:
                 student = _load(ctx, config.student.model, config.student.weights, "student")
             student.eval()
             with torch.no_grad():
-                student_shape = tuple(student(example).shape)
+                student_shape = tuple(forward(student, example).shape)
             teachers = []
             for i, ref in enumerate(config.teachers):
                 teacher = _load(ctx, ref.model, ref.weights, f"teachers[{i}]").eval()
                 with torch.no_grad():
-                    shape = tuple(teacher(example).shape)
+                    shape = tuple(forward(teacher, example).shape)
                 if shape != student_shape:
                     raise ConfigError(f"distill: teachers[{i}] ({ref.label}) outputs shape {list(shape)} but the "
                                       f"student outputs {list(student_shape)}; a teacher must predict the "
@@ -161,7 +162,7 @@ class Distill:
             before = accuracy(student, ctx.validation)
 
             def loss_fn(m, xb, yb, idx):
-                return distillation_loss(m(xb), target[idx], yb, temperature=config.temperature, alpha=config.alpha)
+                return distillation_loss(forward(m, xb), target[idx], yb, temperature=config.temperature, alpha=config.alpha)
 
             log = train(student, data, epochs=config.epochs, settings=config, seed=ctx.seed,
                         loss_fn=loss_fn, progress=ctx.progress, label="distill")

@@ -69,10 +69,48 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+class _Inputs:
+    """A model's inputs as tensors: one (a one-input model) or several, indexed together.
+    A batch of several is a tuple; `call(model, batch)` feeds it as forward()'s arguments."""
+
+    def __init__(self, x):
+        import torch
+
+        several = isinstance(x, tuple)
+        self.tensors = tuple(_tensor(a) for a in (x if several else (x,)))
+        self.several = several
+        self._torch = torch
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, idx):
+        parts = tuple(t[idx] for t in self.tensors)
+        return parts if self.several else parts[0]
+
+
+def _tensor(a):
+    """A float array as float32 (the training dtype), integer inputs (token ids) as they are."""
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return a
+    a = np.asarray(a)
+    return torch.as_tensor(a, dtype=torch.float32) if np.issubdtype(a.dtype, np.floating) else torch.as_tensor(a)
+
+
+def forward(model, xb):
+    """The model's first output (its logits) on one batch: a tensor, or a tuple of them."""
+    from edgepack.modelio import first_output
+
+    return first_output(model(*xb) if isinstance(xb, tuple) else model(xb))
+
+
 def cross_entropy_loss(model, xb, yb, idx):
     import torch.nn.functional as F
 
-    return F.cross_entropy(model(xb), yb)
+    return F.cross_entropy(forward(model, xb), yb)
 
 
 def train(model: "torch.nn.Module", data: Dataset, *, epochs: int, settings: TrainingFields, seed: int,
@@ -91,7 +129,7 @@ def train(model: "torch.nn.Module", data: Dataset, *, epochs: int, settings: Tra
     import torch
 
     torch.manual_seed(seed)
-    x = torch.as_tensor(data.x, dtype=torch.float32)
+    x = _Inputs(data.x)
     y = torch.as_tensor(data.y, dtype=torch.long)
     n = len(y)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -137,11 +175,11 @@ def predict_logits(model, x, batch_size: int = 256):
     """Logits of `model` (eval mode, no grad) on numpy or tensor inputs."""
     import torch
 
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = _Inputs(x)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        out = torch.cat([forward(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 

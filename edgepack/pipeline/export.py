@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.modelio import example_inputs, rows
 from edgepack.pipeline.records import ExportKey
 
 # Inputs the rewritten float model is compared with the original on.
@@ -30,11 +31,16 @@ class Rewritten:
 
 
 def dynamic_dims(project, target, spec) -> tuple:
-    """The dynamic dims an artifact is exported with: the target's, else the project's,
-    none when the artifact opts out."""
+    """The dynamic dims an artifact is exported with, per input: the target's (applied to
+    every input), else each input's own; () when there are none or the artifact opts out."""
+    specs = project.model.input_specs
     if not spec.dynamic:
         return ()
-    return tuple(target.dynamic_dims if target.dynamic_dims is not None else project.model.dynamic_dims)
+    if target.dynamic_dims is not None:
+        dims = tuple(tuple(target.dynamic_dims) for _ in specs)
+    else:
+        dims = tuple(tuple(s.dynamic_dims) for s in specs)
+    return dims if any(dims) else ()
 
 
 def quantization_key(precision: str, quantize) -> str:
@@ -47,7 +53,9 @@ def quantization_key(precision: str, quantize) -> str:
 
 def export_key(project, target, spec, quantize=None) -> ExportKey:
     dims = dynamic_dims(project, target, spec)
-    return ExportKey(spec.format, spec.precision, tuple((d.dim, d.name, d.min, d.max) for d in dims),
+    names = [s.name for s in project.model.input_specs]
+    return ExportKey(spec.format, spec.precision,
+                     tuple((name, d.dim, d.name, d.min, d.max) for name, per in zip(names, dims) for d in per),
                      spec.delegate, quantization_key(spec.precision, quantize))
 
 
@@ -71,15 +79,16 @@ def rewrite_for_int8(plan, model, loaded, say) -> Rewritten | None:
 
         say("equalizing weight ranges across layer pairs")
         try:
-            out, report = equalize(model, torch.zeros(plan.project.model.input_shape), loaded.calibration_x)
+            out, report = equalize(model, torch.from_numpy(example_inputs(plan.project.model.input_specs)[0]),
+                                   loaded.calibration_x[0])
         except ToolchainError:
             raise
         except Exception as e:  # the model's own forward code: any type
             raise ToolchainError(f"equalize: {type(e).__name__}: {str(e)[:200]}; set equalize = false",
                                  stage="equalize") from e
-        x = loaded.evaluation.x[:REWRITE_CHECK_SAMPLES]
-        batch = plan.project.model.input_shape[0]
-        before, after = predict(model, x, declared_batch=batch), predict(out, x, declared_batch=batch)
+        x = rows(loaded.evaluation.x, 0, REWRITE_CHECK_SAMPLES)
+        batch = plan.project.model.declared_batch
+        before, after = predict(model, x, declared_batch=batch)[0], predict(out, x, declared_batch=batch)[0]
         report["fp32_max_abs_change"] = float(np.max(np.abs(before - after)))
         report["fp32_snr_db"] = _snr_or_none(before, after)
         details["equalization"] = report
@@ -88,10 +97,10 @@ def rewrite_for_int8(plan, model, loaded, say) -> Rewritten | None:
 
         say("correcting biases for int8 weights")
         try:
-            out, report = correct_biases(out, loaded.calibration_x, per_channel=opts.weights == "per_channel",
+            out, report = correct_biases(out, loaded.calibration_x[0], per_channel=opts.weights == "per_channel",
                                          skip=opts.keep_float)
         except Exception as e:  # the model's own forward code: any type
-            raise ToolchainError(f"bias correction: the model does not run on {min(len(loaded.calibration_x), 128)} "
+            raise ToolchainError(f"bias correction: the model does not run on {min(len(loaded.calibration_x[0]), 128)} "
                                  f"calibration inputs at once ({type(e).__name__}: {str(e)[:200]}); "
                                  "set bias_correction = false", stage="bias_correction") from e
         details["bias_correction"] = report
@@ -125,9 +134,9 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
         return cached
     say(f"exporting {key.format} {key.precision}")
     artifact = run_exporter(key.format, ExportRequest(
-        module=rewrite.model if rewrite else model, example=np.zeros(project.model.input_shape, np.float32),
+        module=rewrite.model if rewrite else model, example=example_inputs(project.model.input_specs),
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
-        input_name=project.model.input_name, output_name=project.model.output_name,
+        input_names=tuple(s.name for s in project.model.input_specs), output_names=project.model.output_names,
         parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
     ))
     if rewrite:

@@ -10,6 +10,7 @@ from edgepack.pipeline.records import Loaded
 
 def load(plan, say) -> Loaded:
     from edgepack.compress.evaluate import predict
+    from edgepack.modelio import rows
     from edgepack.sources.data import load_split
     from edgepack.sources.pytorch import check_forward, load_source
 
@@ -19,7 +20,8 @@ def load(plan, say) -> Loaded:
     classes = check_forward(source, project)
     calibration = load_split(pdir, project, "calibration", classes=classes)
     evaluation = load_split(pdir, project, "evaluation", classes=classes)
-    calib_x = calibration.x[: plan.recipe.quantize.calibration_samples or project.data.calibration_samples]
-    outputs = predict(source.module, evaluation.x, declared_batch=project.model.input_shape[0])
+    calib_x = rows(calibration.x, 0, plan.recipe.quantize.calibration_samples or project.data.calibration_samples)
+    outputs = predict(source.module, evaluation.x, declared_batch=project.model.declared_batch,
+                      names=project.model.output_names)
     return Loaded(source=source, calibration_x=calib_x, evaluation=evaluation, original_outputs=outputs,
-                  original_accuracy=float(np.mean(outputs.argmax(1) == evaluation.y)))
+                  original_accuracy=float(np.mean(outputs[0].argmax(1) == evaluation.y)))

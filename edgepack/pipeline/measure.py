@@ -34,11 +34,12 @@ class DeviceRun:
     result: object                  # devices.base.RunResult
 
 
-def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: np.ndarray | None = None,
-            recorded: np.ndarray | None = None, op_profile_note: str | None = None) -> Measured | Emulated:
+def run_row(result, device_name: str, *, reference, labels: np.ndarray | None = None,
+            recorded=None, op_profile_note: str | None = None) -> Measured | Emulated:
     """A manifest `measurements` row from a runner's result. Parity is against the fp32
     reference (with accuracy when labels are known) and, where the build host's outputs
-    were recorded, against those."""
+    were recorded, against those. Outputs, reference and recorded may be one array or a
+    tuple in declared output order; the row's parity is of the first output."""
     from edgepack.verify.metrics import output_parity
 
     lat = result.latency_dict()
@@ -50,7 +51,8 @@ def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: n
         row.update(p50_ms=None, p90_ms=None, cpu=result.emulated_cpu, emulated_wall_p50_ms=round(result.p50_ms, 3))
     else:
         row.update(p50_ms=lat["p50"], p90_ms=lat["p90"])
-    out = result.outputs
+    out = _first(result.outputs)
+    reference, recorded = _first(reference), _first(recorded)
     if out is not None and reference is not None and out.shape == reference.shape:
         parity = output_parity(reference, out)
         if labels is not None and len(labels) == len(out):
@@ -67,18 +69,30 @@ def run_row(result, device_name: str, *, reference: np.ndarray | None, labels: n
     return MEASUREMENT.validate_python(row)
 
 
-def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs: np.ndarray,
-               reference: np.ndarray | None, labels: np.ndarray | None = None, recorded: np.ndarray | None = None,
+def _first(outputs):
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+def measure_on(runner, device, *, path: Path, fmt: str, precision: str, inputs,
+               reference, labels: np.ndarray | None = None, recorded=None,
                warmup: int, iterations: int, threads: int, activation_elements: int | None,
                calibration: Path | None, op_profile: bool = False, with_estimate: bool = True,
-               delegate: str | None = None) -> DeviceRun:
+               delegate: str | None = None, input_names=None, output_names=None) -> DeviceRun:
+    """`inputs`: one array, or with `input_names`/`output_names` the model's inputs as a
+    tuple in declared order (devices.base.run_declared)."""
     """Run `path` on `runner` for `device`, and estimate its latency when the run counted
     instructions on the device's own emulated CPU. A build that shares one emulated run
     among several targets estimates per target instead (`with_estimate=False`)."""
     extra = {"op_profile": True} if op_profile else {}
     if delegate is not None:
         extra["delegate"] = delegate
-    result = runner.run(path, fmt, inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
+    if input_names is not None:
+        from edgepack.devices.base import run_declared
+
+        result = run_declared(runner, path, fmt, inputs, input_names=input_names, output_names=output_names,
+                              warmup=warmup, iterations=iterations, threads=threads, **extra)
+    else:
+        result = runner.run(path, fmt, inputs, warmup=warmup, iterations=iterations, threads=threads, **extra)
     row = run_row(result, device.name, reference=reference, labels=labels, recorded=recorded,
                   op_profile_note=f"not exposed by {fmt}'s runtime on the {runner.name} runner" if op_profile else None)
     estimate = estimate_from(result, device, artifact_bytes=path.stat().st_size, precision=precision,

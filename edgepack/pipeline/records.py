@@ -16,9 +16,9 @@ class Loaded:
     """What `load` returns: the source model and the data every later step reads."""
 
     source: object                  # sources.pytorch.SourceModel
-    calibration_x: np.ndarray       # the calibration inputs the exporters quantize with
+    calibration_x: tuple            # the calibration inputs the exporters quantize with, one array per input
     evaluation: object              # sources.data.Split
-    original_outputs: np.ndarray    # the source model's outputs on the evaluation split
+    original_outputs: tuple         # the source model's outputs on the evaluation split, one array per output
     original_accuracy: float        # the accuracy budget is measured against this
 
 
@@ -28,7 +28,7 @@ class Compressed:
     the evaluation split (the parity reference) and the per-stage table."""
 
     model: object                   # torch.nn.Module in eval mode
-    reference: np.ndarray           # `model`'s outputs on the evaluation split
+    reference: tuple                # `model`'s outputs on the evaluation split, one array per output
     stage_rows: tuple               # compress.engine.StageRow, the source's row first
     evaluated_on: str
     accuracy: float                 # `model`'s accuracy on the evaluation split
@@ -42,7 +42,7 @@ class ExportKey:
 
     format: str
     precision: str
-    dims: tuple = ()                # ((dim, name, min, max), ...) of the dynamic dims
+    dims: tuple = ()                # ((input, dim, name, min, max), ...) of the dynamic dims
     # In the key for every format: where the delegate is in the file (ExecuTorch) it
     # changes the bytes; where the runtime applies it, it changes what was verified.
     delegate: str = ""
@@ -55,9 +55,10 @@ class Verified:
 
     parity: Parity
     latency_ms: dict                # the host run's timing row (devices.base.RunResult.latency_dict)
-    recorded: np.ndarray = field(repr=False, compare=False)   # outputs replayed by `edgepack verify --run`
+    recorded: tuple = field(repr=False, compare=False)   # outputs (one array per output) replayed by `edgepack verify --run`
     dynamic_checks: tuple[dict, ...] = ()
     delegate: dict | None = None    # manifest `delegate`: requested, used and how (verify.delegate_record)
+    outputs: tuple[dict, ...] = ()  # per declared output: name, max_abs_error, snr_db against the reference
 
 
 class _Keyed:
@@ -117,6 +118,7 @@ class ArtifactRecord(_Keyed):
             "max_abs_error": round(p.max_abs_error, 6),
             "snr_db": None if math.isinf(p.snr_db) else round(p.snr_db, 2),
             "dynamic_check": list(self.verified.dynamic_checks),
+            **({"output_parity": list(self.verified.outputs)} if len(self.verified.outputs) > 1 else {}),
             "evaluated_samples": p.samples,
             "latency_ms": self.verified.latency_ms,
             "export": {k: v for k, v in details.items() if k != "zipped_bytes"},

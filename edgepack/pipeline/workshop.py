@@ -42,7 +42,7 @@ class Workshop:
             exported = time.perf_counter()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,
                                           loaded=self.loaded, compressed=self.compressed, dims=dims,
-                                          model=self.compressed.model, input_shape=project.model.input_shape,
+                                          model=self.compressed.model, interface=project.model,
                                           settings=project.build, say=self.say)
             check_interrupted()
             self._seconds[key] = {"export": round(exported - started, 2),
@@ -64,6 +64,8 @@ class Workshop:
             self._emulated[ekey] = measure_step.measure_on(
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
                 precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
+                input_names=[s.name for s in self.plan.project.model.input_specs],
+                output_names=self.plan.project.model.output_names,
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
                 calibration=self.plan.latency_calibration, with_estimate=False, delegate=key.delegate)

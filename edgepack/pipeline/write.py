@@ -18,6 +18,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
     from edgepack.devices.latency import calibration_record
 
     project, source, evaluation = plan.project, loaded.source, loaded.evaluation
+    specs, names = project.model.input_specs, project.model.output_names
     return {
         "schema": MANIFEST_SCHEMA,
         "project": {"name": project.project.name, "version": project.project.version},
@@ -28,10 +29,14 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
             "file": source.path.name,
             "parameters": source.parameters,
             "fp32_weight_bytes": source.fp32_bytes,
-            "input_shape": list(project.model.input_shape),
+            "input_shape": list(specs[0].shape),
             "activation_elements": compressed.costs.activation_elements,
-            "input_name": project.model.input_name,
-            "output_name": project.model.output_name,
+            "input_name": specs[0].name,
+            "output_name": names[0],
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype,
+                        "dynamic_dims": [d.model_dump() for d in s.dynamic_dims]} for s in specs],
+            "outputs": [{"name": n, "shape": [specs[0].shape[0], *out.shape[1:]], "dtype": str(out.dtype)}
+                        for n, out in zip(names, compressed.reference)],
         },
         "evaluation": {"split": "evaluation", "samples": len(evaluation),
                        "reference_accuracy": round(loaded.original_accuracy, 6),
@@ -39,7 +44,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "recipe": plan.recipe.as_dict(),
         "stages": [r.as_dict() for r in compressed.stage_rows],
         "stages_evaluated_on": compressed.evaluated_on,
-        "calibration": {"samples": int(len(loaded.calibration_x))},
+        "calibration": {"samples": int(len(loaded.calibration_x[0]))},
         "latency_calibration": calibration_record(plan.latency_calibration, target_plan.device),
         "toolchain": toolchain,
         "budgets": target_plan.target.budgets.model_dump(),
@@ -68,6 +73,7 @@ def write(plan, target_plan, loaded: Loaded, compressed: Compressed, records: li
             calibration_x=loaded.calibration_x, evaluation_x=loaded.evaluation.x, evaluation_y=loaded.evaluation.y,
             reference=compressed.reference, outputs={r.file: r.verified.recorded for r in records},
             artifact_paths={r.file: staging / r.file for r in records},
+            input_names=[s.name for s in plan.project.model.input_specs], output_names=plan.project.model.output_names,
         )
     for suffix in (".rejected", ".incomplete"):   # a stale build set aside would contradict this one
         if suffix != verdict.folder_suffix:

@@ -92,8 +92,7 @@ def render(m: dict) -> str:
         "",
         "## What the model does",
         "",
-        f"A {ev.get('task', 'classification')} model taking `{_md(src.get('input_name', 'input'))}` "
-        f"(shape {src.get('input_shape')}) and returning `{_md(src.get('output_name', 'output'))}`. "
+        f"A {ev.get('task', 'classification')} model {_interface(src)}. "
         f"The source model has {src.get('parameters', '?'):,} parameters ({_bytes(src.get('fp32_weight_bytes', 0))} as fp32) "
         f"and reaches {ev.get('reference_accuracy', 0) * 100:.2f}% top-1 accuracy on {ev.get('samples', '?')} held-out samples.",
         "",
@@ -105,6 +104,7 @@ def render(m: dict) -> str:
         "artifacts. Where an artifact's input is int8, quantize first: `q = round(x / scale) + zero_point`, clipped to [-128, 127]; "
         "an int8 output converts back with `y = (q - zero_point) * scale`.",
         "",
+        *_several_inputs_note(src),
         "## Artifacts",
         "",
         "| file | runtime | precision | size | accuracy | vs fp32 reference | agreement with reference |",
@@ -167,3 +167,23 @@ def render(m: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _interface(src: dict) -> str:
+    """`taking x (shape ...) and returning y`, every input and output in declared order."""
+    inputs = src.get("inputs") or [{"name": src.get("input_name", "input"), "shape": src.get("input_shape"),
+                                    "dtype": "float32"}]
+    outputs = [o["name"] for o in src.get("outputs") or []] or [src.get("output_name", "output")]
+    taking = ", ".join(f"`{_md(i['name'])}` ({i['dtype']}, shape {i['shape']})" for i in inputs)
+    returning = ", ".join(f"`{_md(n)}`" for n in outputs)
+    return f"taking {taking} and returning {returning}"
+
+
+def _several_inputs_note(src: dict) -> list[str]:
+    if len(src.get("inputs") or []) < 2 and len(src.get("outputs") or []) < 2:
+        return []
+    return ["With several inputs and outputs: the `.tflite` signature and the `.onnx` graph name them as listed above; a "
+            "`.pte` takes and returns them by position in that order (`manifest.json` maps each position to its name). "
+            "Integer inputs (ids, indices) are given as they are, never quantized. The ranges above are of the first input.",
+            ""]
+

@@ -36,12 +36,22 @@ def array_sha256(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def data_fields(x: np.ndarray, y: np.ndarray | None = None) -> dict:
-    out = {"samples": int(len(x)), "sha256": array_sha256(x), "dtype": str(x.dtype), "shape": [int(d) for d in x.shape],
-           "min": round(float(x.min()), 6), "max": round(float(x.max()), 6)}
+def data_fields(x, y: np.ndarray | None = None, names=None) -> dict:
+    """A split's fields: one array, or a tuple of the model's inputs (with their `names`);
+    the flat fields describe the first input, `inputs` each when there are several."""
+    arrays = x if isinstance(x, tuple) else (x,)
+    first = arrays[0]
+    out = {"samples": int(len(first)), **_array_fields(first)}
+    if len(arrays) > 1:
+        out["inputs"] = [{"name": n, **_array_fields(a)} for n, a in zip(names, arrays)]
     if y is not None:
         out["labels_sha256"] = array_sha256(y)
     return out
+
+
+def _array_fields(a: np.ndarray) -> dict:
+    return {"sha256": array_sha256(a), "dtype": str(a.dtype), "shape": [int(d) for d in a.shape],
+            "min": round(float(a.min()), 6), "max": round(float(a.max()), 6)}
 
 
 def git_state(project_dir: Path) -> dict | None:
@@ -61,45 +71,75 @@ def git_state(project_dir: Path) -> dict | None:
     return {"commit": commit, "dirty": bool(status)}
 
 
-def artifact_signature(path: Path, fmt: str, details: dict) -> dict:
-    """What the artifact's runtime sees at its boundary (edgepack.formats.Format.signature)."""
+def artifact_signature(path: Path, fmt: str, details: dict, *, input_names=None, output_names=None) -> dict:
+    """What the artifact's runtime sees at its boundary (edgepack.formats.Format.signature),
+    each tensor in declared order. A format without names (ExecuTorch: `input_0`, ...)
+    gets the declared ones by position; the names its runtime uses stay in `runtime_name`."""
     from edgepack.formats import get_format
 
-    return get_format(fmt).signature(path, details)
+    sig = get_format(fmt).signature(path, details)
+    for kind, names in (("inputs", input_names), ("outputs", output_names)):
+        tensors = sig.get(kind) or []
+        if names and len(tensors) == len(names):
+            for t, name in zip(tensors, names):
+                if t["name"] != name:
+                    t["runtime_name"], t["name"] = t["name"], name
+    return sig
 
 
-def tolerance(signature: dict, precision: str, recorded: np.ndarray) -> float:
+def tolerance(signature: dict, precision: str, recorded) -> float:
     """How far a re-run may differ from the recorded outputs and still count as the same
     model: two output quantization steps for int8 (another CPU's kernels may round one
-    step differently), float rounding for fp32."""
-    span = float(recorded.max() - recorded.min()) if recorded.size else 0.0
-    if precision == "int8":
-        q = (signature.get("outputs") or [{}])[0].get("quantization")
-        step = q["scale"] if q else span / 255.0
-        return round(max(2.0 * step, 1e-5), 8)
-    return round(max(1e-4 * max(1.0, float(np.abs(recorded).max(initial=0.0))), 1e-5), 8)
+    step differently), float rounding for fp32. Several outputs: the widest of theirs."""
+    arrays = recorded if isinstance(recorded, tuple) else (recorded,)
+    quants = [o.get("quantization") for o in signature.get("outputs") or [{}]]
+    widest = 0.0
+    for i, out in enumerate(arrays):
+        out = np.asarray(out, dtype=np.float32)
+        span = float(out.max() - out.min()) if out.size else 0.0
+        if precision == "int8":
+            q = quants[i] if i < len(quants) else None
+            step = q["scale"] if q else span / 255.0
+            atol = max(2.0 * step, 1e-5)
+        else:
+            atol = max(1e-4 * max(1.0, float(np.abs(out).max(initial=0.0))), 1e-5)
+        widest = max(widest, atol)
+    return round(widest, 8)
 
 
-def write_test_vectors(folder: Path, inputs: np.ndarray, reference: np.ndarray,
-                       outputs: dict[str, np.ndarray], signatures: dict[str, dict], precisions: dict[str, str]) -> dict:
-    """Write testdata/inputs.npy, reference.npy (the source model's outputs) and one
-    <artifact>.npy per artifact; return the manifest's `test_vectors` section. Plain .npy,
-    never pickled objects."""
+def write_test_vectors(folder: Path, inputs, reference, outputs: dict, signatures: dict[str, dict],
+                       precisions: dict[str, str], *, input_names=None, output_names=None) -> dict:
+    """Write testdata/inputs, reference (the source model's outputs) and one file per
+    artifact; return the manifest's `test_vectors` section. A one-input, one-output model
+    gets plain float32 .npy files; a model with several inputs or outputs gets .npz files
+    of .npy arrays keyed by the declared names, in declared order (integer inputs keep
+    their dtype). Never pickled objects."""
     tv = folder / TEST_VECTOR_DIR
     tv.mkdir(parents=True, exist_ok=True)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    named = len(inputs) > 1 or len(reference) > 1
 
-    def save(name: str, a: np.ndarray) -> dict:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        np.save(tv / name, a, allow_pickle=False)
-        data = (tv / name).read_bytes()
-        return {"file": f"{TEST_VECTOR_DIR}/{name}", "sha256": hashlib.sha256(data).hexdigest(),
-                "shape": [int(d) for d in a.shape]}
+    def save(stem: str, arrays: tuple, names) -> dict:
+        if named:
+            path = tv / f"{stem}.npz"
+            arrays = tuple(np.ascontiguousarray(a, dtype=np.float32 if np.issubdtype(a.dtype, np.floating) else a.dtype)
+                           for a in arrays)
+            with path.open("wb") as f:
+                np.savez(f, **dict(zip(names, arrays)))
+        else:
+            path = tv / f"{stem}.npy"
+            arrays = (np.ascontiguousarray(arrays[0], dtype=np.float32),)
+            np.save(path, arrays[0], allow_pickle=False)
+        return {"file": f"{TEST_VECTOR_DIR}/{path.name}", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "shape": [int(d) for d in arrays[0].shape]}
 
-    section = {"samples": int(len(inputs)), "inputs": save("inputs.npy", inputs),
-               "reference": save("reference.npy", reference), "outputs": {}}
+    section = {"samples": int(len(inputs[0])), "inputs": save("inputs", inputs, input_names),
+               "reference": save("reference", reference, output_names), "outputs": {}}
     for file, out in sorted(outputs.items()):
-        entry = save(f"{file}.npy", out)
-        entry["atol"] = tolerance(signatures[file], precisions[file], np.asarray(out, dtype=np.float32))
+        out = out if isinstance(out, tuple) else (out,)
+        entry = save(file, out, output_names)
+        entry["atol"] = tolerance(signatures[file], precisions[file], out)
         section["outputs"][file] = entry
     return section
 
@@ -114,32 +154,37 @@ def source_stage(manifest: dict) -> dict:
 
 
 def complete_dist(staging: Path, manifest: dict | Manifest, *, project_dir: Path, description: str,
-                  calibration_x: np.ndarray, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
-                  reference: np.ndarray, outputs: dict[str, np.ndarray], artifact_paths: dict[str, Path]) -> dict:
+                  calibration_x, evaluation_x, evaluation_y: np.ndarray, reference, outputs: dict,
+                  artifact_paths: dict[str, Path], input_names=None, output_names=None) -> dict:
     """Fill in the release fields of a target's manifest, write testdata/, manifest.json
     and report.html into `staging`, and return the finished manifest.
 
     `outputs` maps each artifact's file name to its outputs on the evaluation inputs (at
     least the first TEST_VECTOR_SAMPLES rows, in order); `artifact_paths` maps the same
-    names to the files in `staging` (or wherever they are)."""
+    names to the files in `staging` (or wherever they are). Inputs, reference and outputs
+    may be one array or a tuple in declared order (`input_names`, `output_names`)."""
     from edgepack.release.report import write_report
 
     # A copy: the caller's dict is left as it was.
     m = manifest.to_json() if isinstance(manifest, Manifest) else json.loads(json.dumps(manifest))
     m["project"]["description"] = description
     m["git"] = git_state(project_dir)
-    m["calibration"].update(data_fields(calibration_x))
-    m["evaluation"].update(data_fields(evaluation_x, evaluation_y))
+    m["calibration"].update(data_fields(calibration_x, names=input_names))
+    m["evaluation"].update(data_fields(evaluation_x, evaluation_y, names=input_names))
     m.setdefault("recipe", {"name": "none", "stages": [], "quantize": {}})
     m.setdefault("stages", [source_stage(m)])
     signatures, precisions = {}, {}
     for a in m["artifacts"]:
-        a["signature"] = artifact_signature(artifact_paths[a["file"]], a["format"], a.get("export", {}))
+        a["signature"] = artifact_signature(artifact_paths[a["file"]], a["format"], a.get("export", {}),
+                                            input_names=input_names, output_names=output_names)
         signatures[a["file"]], precisions[a["file"]] = a["signature"], a["precision"]
-    n = min(TEST_VECTOR_SAMPLES, len(evaluation_x))
+    def first(arrays, n):
+        return tuple(np.asarray(a)[:n] for a in arrays) if isinstance(arrays, tuple) else np.asarray(arrays)[:n]
+
+    n = min(TEST_VECTOR_SAMPLES, len(evaluation_x[0] if isinstance(evaluation_x, tuple) else evaluation_x))
     m["test_vectors"] = write_test_vectors(
-        staging, evaluation_x[:n], reference[:n],
-        {f: np.asarray(o)[:n] for f, o in outputs.items()}, signatures, precisions)
+        staging, first(evaluation_x, n), first(reference, n), {f: first(o, n) for f, o in outputs.items()},
+        signatures, precisions, input_names=input_names, output_names=output_names)
     # A manifest the build assembled wrong is a bug in edgepack, not bad input: the
     # model's ValidationError (every bad field path) surfaces as one (exit 4).
     Manifest.model_validate(m)

@@ -106,7 +106,27 @@ class Git(Record):
     dirty: StrictBool
 
 
+class ModelInput(Record):
+    """One declared input of the model, in the order every artifact takes them."""
+
+    name: StrictStr
+    shape: list[Annotated[StrictInt, Field(ge=1)]]
+    dtype: Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+    dynamic_dims: list[DimRange] = []
+
+
+class ModelOutput(Record):
+    """One declared output of the model, in the order every artifact returns them."""
+
+    name: StrictStr
+    shape: list[Count]
+    dtype: StrictStr
+
+
 class Source(Record):
+    """The source model. `input_shape`, `input_name` and `output_name` are its first input
+    and output; `inputs` and `outputs` list all of them in declared order."""
+
     sha256: Sha256
     file: StrictStr
     parameters: Count
@@ -114,11 +134,25 @@ class Source(Record):
     input_shape: list[Annotated[StrictInt, Field(ge=1)]]
     input_name: StrictStr
     output_name: StrictStr
+    inputs: list[ModelInput] | None = None
+    outputs: list[ModelOutput] | None = None
     activation_elements: Count | None = None
 
 
+class InputData(Record):
+    """One input's data in a split: the hash of its array, and its range."""
+
+    name: StrictStr
+    sha256: Sha256
+    dtype: StrictStr
+    shape: list[Count]
+    min: Number
+    max: Number
+
+
 class EvaluationSection(Record):
-    """The held-out data every artifact is scored on."""
+    """The held-out data every artifact is scored on. The flat fields describe the first
+    input; `inputs` every input, when the model has several."""
 
     split: StrictStr
     samples: Count
@@ -130,10 +164,11 @@ class EvaluationSection(Record):
     shape: list[Count] | None = None
     min: Number | None = None
     max: Number | None = None
+    inputs: list[InputData] | None = None
 
 
 class CalibrationSection(Record):
-    """The data int8 quantization was calibrated on."""
+    """The data int8 quantization was calibrated on (flat fields: the first input)."""
 
     samples: Count
     sha256: Sha256 | None = None
@@ -141,6 +176,7 @@ class CalibrationSection(Record):
     shape: list[Count] | None = None
     min: Number | None = None
     max: Number | None = None
+    inputs: list[InputData] | None = None
 
 
 class QuantizeOptions(Record):
@@ -267,6 +303,7 @@ class LatencyCalibration(Record):
 class DimRange(Record):
     """An input dimension exported as dynamic, in [min, max]."""
 
+    input: StrictStr | None = None      # the input it belongs to, when the model has several
     dim: Count
     name: StrictStr
     min: Annotated[StrictInt, Field(ge=1)]
@@ -380,10 +417,11 @@ class Quantization(Record):
 
 
 class Tensor(Record):
-    name: StrictStr
+    name: StrictStr                             # the declared name; inputs and outputs in declared order
     shape: list[Union[StrictInt, StrictStr]]    # a string names a dynamic dimension
     dtype: StrictStr
     quantization: Quantization | None
+    runtime_name: StrictStr | None = None       # what the runtime calls it, where that differs (ExecuTorch: input_0)
 
 
 class Signature(Record):
@@ -393,9 +431,18 @@ class Signature(Record):
     outputs: list[Tensor]
 
 
+class OutputParity(Record):
+    """One declared output of an artifact against the fp32 model it was exported from."""
+
+    name: StrictStr
+    max_abs_error: NonNegative
+    snr_db: Number | None               # null: bit-identical
+
+
 class DynamicCheck(Record):
     """One run of a dynamic artifact at one size, against the fp32 model."""
 
+    input: StrictStr | None = None      # the input whose dim this is, when the model has several
     dim: Count
     name: StrictStr
     size: Annotated[StrictInt, Field(ge=1)]
@@ -628,6 +675,7 @@ class Artifact(Record):
     max_abs_error: NonNegative | None = None
     snr_db: Number | None = None
     dynamic_check: list[DynamicCheck] = []
+    output_parity: list[OutputParity] | None = None   # per declared output, when the model has several
     evaluated_samples: Count | None = None
     latency_ms: HostLatency
     export: Export | None = None

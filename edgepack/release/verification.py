@@ -218,15 +218,82 @@ def _load_npy(release: Path, entry: dict, name: str):
     return a
 
 
+def _load_named(release: Path, entry: dict, name: str, names: list[str]) -> tuple:
+    """A .npz test vector of a model with several inputs or outputs: its arrays in the
+    declared order of `names`, each with one row per sample."""
+    import numpy as np
+
+    from edgepack.release.paths import inside
+
+    what = entry["file"]
+    path = inside(release, what, what=f"{name}: {MANIFEST_FILE}: test vector")
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            arrays = {k: np.array(loaded[k]) for k in loaded.files}
+    except (ValueError, OSError, EOFError, AttributeError) as e:
+        _fail(f"{name}: {what}: not a plain .npz of arrays: {e}")
+    if list(arrays) != list(names):
+        _fail(f"{name}: {what}: holds {', '.join(arrays)}; {MANIFEST_FILE} declares {', '.join(names)}")
+    first = arrays[names[0]]
+    if list(first.shape) != list(entry["shape"]) or any(a.ndim == 0 or len(a) != len(first) for a in arrays.values()):
+        _fail(f"{name}: {what}: shapes {[list(a.shape) for a in arrays.values()]} disagree with {MANIFEST_FILE} "
+              "(one row per sample in every array)")
+    return tuple(arrays[n] for n in names)
+
+
 def _run_artifacts(release: Path, manifest: dict, name: str):
+    tv = manifest.get("test_vectors") or {}
+    if not tv.get("inputs") or not tv.get("outputs"):
+        _fail(f"{name}: the release carries no test vectors; --run needs a release packaged from a build that wrote testdata/")
+    if tv["inputs"]["file"].endswith(".npz"):
+        yield from _run_named(release, manifest, name)
+        return
+    yield from _run_one_array(release, manifest, name)
+
+
+def _run_named(release: Path, manifest: dict, name: str):
+    """`--run` for a model with several inputs or outputs: each artifact fed by the declared
+    names and every output compared with the recorded one."""
+    import numpy as np
+
+    from edgepack.devices.base import run_declared
+    from edgepack.devices.host import HostRunner
+    from edgepack.release.paths import inside
+
+    tv, src = manifest["test_vectors"], manifest["source"]
+    input_names = [i["name"] for i in src.get("inputs") or []] or [src["input_name"]]
+    output_names = [o["name"] for o in src.get("outputs") or []] or [src["output_name"]]
+    inputs = _load_named(release, tv["inputs"], name, input_names)
+    runner = HostRunner()
+    for a in manifest["artifacts"]:
+        entry = (tv.get("outputs") or {}).get(a["file"])
+        if entry is None:
+            _fail(f"{name}: no recorded outputs for {a['file']} in test_vectors")
+        recorded = _load_named(release, entry, name, output_names)
+        artifact = inside(release, a["file"], what=f"{name}: {MANIFEST_FILE}: artifact")
+        try:
+            result = run_declared(runner, artifact, a["format"], inputs, input_names=input_names,
+                                  output_names=output_names, warmup=0, iterations=1, threads=1,
+                                  delegate=(a.get("delegate") or {}).get("requested"))
+        except EdgepackError as e:
+            _fail(f"{name}: {a['file']} did not run: {e}")
+        diff = 0.0
+        for out_name, got, want in zip(output_names, result.outputs, recorded):
+            if got.shape != want.shape:
+                _fail(f"{name}: {a['file']} returned {out_name!r} of shape {list(got.shape)}, recorded {list(want.shape)}")
+            if want.size:
+                diff = max(diff, float(np.max(np.abs(got.astype(np.float64) - want))))
+        yield RunCheck(a["file"], a["format"], int(len(inputs[0])), round(diff, 8), float(entry["atol"]),
+                       f"{result.runtime} {result.runtime_version}")
+
+
+def _run_one_array(release: Path, manifest: dict, name: str):
     import numpy as np
 
     from edgepack.devices.host import HostRunner
     from edgepack.release.paths import inside
 
-    tv = manifest.get("test_vectors") or {}
-    if not tv.get("inputs") or not tv.get("outputs"):
-        _fail(f"{name}: the release carries no test vectors; --run needs a release packaged from a build that wrote testdata/")
+    tv = manifest["test_vectors"]
     inputs = _load_npy(release, tv["inputs"], name)
     runner = HostRunner()
     for a in manifest["artifacts"]:

@@ -16,11 +16,16 @@ from edgepack.sources.hooks import call_hook
 @dataclass(frozen=True)
 class Split:
     name: str
-    x: np.ndarray
+    inputs: dict[str, np.ndarray]   # input name -> [N, ...] array, in declared order
     y: np.ndarray
 
+    @property
+    def x(self) -> tuple[np.ndarray, ...]:
+        """The inputs as a tuple in declared order: what the model is called with."""
+        return tuple(self.inputs.values())
+
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.y)
 
 
 def _as_array(value, *, what: str, part: str) -> np.ndarray:
@@ -40,13 +45,14 @@ def _first_index(mask: np.ndarray) -> int:
 
 
 def load_split(project_dir: Path, project: Project, name: str, *, classes: int | None = None) -> Split:
-    """The split a data hook returns, checked: float inputs of the model's shape, all
-    finite; one integer label per input, each a class the model outputs (0 .. classes-1,
-    when `classes` is given). Anything else is bad input, named here before any export,
-    not a NaN deep inside a quantizer or a parity of "no error" on NaN outputs.
+    """The split a data hook returns, checked: each input of its declared shape and dtype
+    (float inputs finite), all with the same number of samples; one integer label per
+    sample, each a class the model outputs (0 .. classes-1, when `classes` is given).
+    Anything else is bad input, named here before any export, not a NaN deep inside a
+    quantizer or a parity of "no error" on NaN outputs.
 
-    Integer inputs (uint8 images) are refused rather than converted: a model trained on
-    scaled floats would be calibrated and measured on the wrong range without a word."""
+    The inputs may be one array (a one-input model), a tuple or list in declared order,
+    or a dict keyed by input name."""
     spec = getattr(project.data, name)
     if spec is None:
         raise ConfigError(f"edgepack.toml: data.{name}: no hook given, and this build needs the {name} split")
@@ -54,32 +60,12 @@ def load_split(project_dir: Path, project: Project, name: str, *, classes: int |
     result = call_hook(project_dir, spec, what=f"data.{name} hook")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise ConfigError(f"{what} returned {type(result).__name__}; expected a tuple (inputs, labels) of numpy arrays")
-    x = _as_array(result[0], what=what, part="inputs")
+    inputs = _inputs(result[0], project.model.input_specs, what=what)
+    n = len(next(iter(inputs.values())))
     y = _as_array(result[1], what=what, part="labels")
-    expected = tuple(project.model.input_shape[1:])
-    if x.ndim == 0 or len(x) == 0:
-        raise ConfigError(f"{what} returned no samples; it must return at least one")
-    if x.ndim != len(project.model.input_shape) or tuple(x.shape[1:]) != expected:
-        raise ConfigError(
-            f"{what}: inputs have shape {list(x.shape)}, the model takes "
-            f"[N, {', '.join(map(str, expected))}] (model.input_shape = {list(project.model.input_shape)})"
-        )
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
-        raise ConfigError(f"{what}: inputs are {x.dtype}; the model takes float32: convert and scale them as the model "
-                          f"was trained (e.g. x.astype(np.float32) / 255 for 8-bit images)")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ConfigError(f"{what}: inputs are {x.dtype}; expected a float32 array")
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, reported below
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
-    if not finite.all():
-        bad = int((~np.isfinite(x)).sum())
-        raise ConfigError(f"{what}: inputs hold {bad} non-finite value(s) (NaN or Inf, or beyond float32's range) in "
-                          f"{int((~finite).sum())} of {len(x)} samples, first at sample {_first_index(~finite)}; "
-                          "every input value must be finite")
-    if y.ndim != 1 or len(y) != len(x):
+    if y.ndim != 1 or len(y) != n:
         got = f"{len(y)} labels" if y.ndim == 1 else f"labels of shape {list(y.shape)}"
-        raise ConfigError(f"{what}: {got} for {len(x)} inputs; expected a 1-D array with one label per input")
+        raise ConfigError(f"{what}: {got} for {n} inputs; expected a 1-D array with one label per input")
     if not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(f"{what}: labels are {y.dtype}; expected integer class indices (e.g. np.int64)")
     y = y.astype(np.int64)
@@ -89,4 +75,86 @@ def load_split(project_dir: Path, project: Project, name: str, *, classes: int |
         i = _first_index(outside)
         valid = f"0 to {classes - 1} (the model outputs {classes} classes)" if classes is not None else "0 or more"
         raise ConfigError(f"{what}: {int(outside.sum())} label(s) outside {valid}, first at sample {i}: {int(y[i])}")
-    return Split(name, x, y)
+    return Split(name, inputs, y)
+
+
+def _inputs(value, specs, *, what: str) -> dict[str, np.ndarray]:
+    """The hook's inputs as {name: array} in declared order, each checked."""
+    names = [s.name for s in specs]
+    if isinstance(value, dict):
+        extra = [k for k in value if k not in names]
+        missing = [n for n in names if n not in value]
+        if extra or missing:
+            problem = (f"has no {missing[0]!r}" if missing else f"has key {extra[0]!r}, which is not an input")
+            raise ConfigError(f"{what}: the inputs dict {problem}; the model's inputs are {', '.join(names)}")
+        given = [value[n] for n in names]
+    elif isinstance(value, (tuple, list)) and len(specs) > 1:
+        if len(value) != len(specs):
+            raise ConfigError(f"{what}: {len(value)} input array(s) for {len(specs)} inputs "
+                              f"({', '.join(names)}); return them in that order, or a dict keyed by name")
+        given = list(value)
+    elif len(specs) > 1:
+        raise ConfigError(f"{what}: inputs are one {type(value).__name__}; the model takes {len(specs)} inputs "
+                          f"({', '.join(names)}): return a tuple in that order or a dict keyed by name")
+    else:
+        given = [value]
+    arrays = {spec.name: _checked_input(v, spec, what=what, several=len(specs) > 1) for spec, v in zip(specs, given)}
+    counts = {n: len(a) for n, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{n} {c}" for n, c in counts.items())
+        raise ConfigError(f"{what}: the inputs hold different numbers of samples ({listed}); each needs one row per sample")
+    return arrays
+
+
+def _checked_input(value, spec, *, what: str, several: bool) -> np.ndarray:
+    label = f"input {spec.name!r}" if several else "inputs"
+    field = f"model.inputs {spec.name!r} shape" if several else "model.input_shape"
+    x = _as_array(value, what=what, part=label)
+    expected = tuple(spec.shape[1:])
+    if x.ndim == 0 or len(x) == 0:
+        raise ConfigError(f"{what} returned no samples{f' for input {spec.name!r}' if several else ''}; it must return at least one")
+    if x.ndim != len(spec.shape) or tuple(x.shape[1:]) != expected:
+        raise ConfigError(f"{what}: {label} have shape {list(x.shape)}, the model takes "
+                          f"[N, {', '.join(map(str, expected))}] ({field} = {list(spec.shape)})")
+    if spec.is_float:
+        return _float_input(x, spec, what=what, label=label)
+    return _integer_input(x, spec, what=what, label=label)
+
+
+def _float_input(x: np.ndarray, spec, *, what: str, label: str) -> np.ndarray:
+    # Integer data for a float input is refused rather than converted: a model trained on
+    # scaled floats would be calibrated and measured on the wrong range without a word.
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        raise ConfigError(f"{what}: {label} are {x.dtype}; the model takes {spec.dtype}: convert and scale them as the model "
+                          f"was trained (e.g. x.astype(np.float32) / 255 for 8-bit images)")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ConfigError(f"{what}: {label} are {x.dtype}; expected a {spec.dtype} array")
+    with np.errstate(over="ignore"):  # values beyond the dtype's range become Inf, reported below
+        x = np.ascontiguousarray(x, dtype=np.dtype(spec.dtype))
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = int((~np.isfinite(x)).sum())
+        raise ConfigError(f"{what}: {label} hold {bad} non-finite value(s) (NaN or Inf, or beyond {spec.dtype}'s range) in "
+                          f"{int((~finite).sum())} of {len(x)} samples, first at sample {_first_index(~finite)}; "
+                          "every input value must be finite")
+    return x
+
+
+def _integer_input(x: np.ndarray, spec, *, what: str, label: str) -> np.ndarray:
+    """Token ids, indices and masks: the same kind of array (never a float array cast to
+    integers, which would hide a hook returning the wrong thing), within the dtype's range."""
+    want = np.dtype(spec.dtype)
+    if want == np.bool_:
+        if x.dtype != np.bool_:
+            raise ConfigError(f"{what}: {label} are {x.dtype}; the model takes bool")
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ConfigError(f"{what}: {label} are {x.dtype}; the model takes {spec.dtype} "
+                          f"(integer ids or indices): return an integer array, e.g. ids.astype(np.{spec.dtype})")
+    info = np.iinfo(want)
+    outside = (x < info.min) | (x > info.max)
+    if outside.any():
+        i = _first_index(outside.reshape(len(x), -1).any(axis=1))
+        raise ConfigError(f"{what}: {label} hold {int(outside.sum())} value(s) outside {spec.dtype}'s range "
+                          f"[{info.min}, {info.max}], first at sample {i}")
+    return np.ascontiguousarray(x, dtype=want)

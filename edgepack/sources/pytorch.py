@@ -203,26 +203,66 @@ def load_source(project_dir: Path, project: Project) -> SourceModel:
     return SourceModel(module, sha256_file(path), path, int(params), int(nbytes))
 
 
+def _arity_problem(module, specs) -> str | None:
+    """Why forward() cannot take the declared inputs by position, when its signature says so."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    names = ", ".join(s.name for s in specs)
+    if len(specs) > len(positional) or len(specs) < len(required):
+        takes = ", ".join(p.name for p in positional) or "nothing"
+        return (f"forward() takes ({takes}) but the project declares {len(specs)} input(s) ({names}); "
+                "declare one [[model.inputs]] per forward() argument, in order")
+    return None
+
+
 def check_forward(source: SourceModel, project: Project) -> int:
-    """Run the model once on a zero input of the declared shape: a mismatch between the
-    declared input_shape and the model fails here, with a clear message, before any export.
-    Returns the number of classes (the output's width), which the labels are checked against."""
+    """Run the model once on zero inputs of the declared shapes and dtypes: a mismatch
+    between the declared inputs and what forward() accepts, or between its outputs and
+    the declared ones, fails here with a clear message before any export. Returns the
+    number of classes (the first output's width), which the labels are checked against."""
     import torch
 
-    shape = project.model.input_shape
+    from edgepack.modelio import example_inputs, output_tensors, to_torch
+
+    model = project.model
+    specs = model.input_specs
+    several = len(specs) > 1
+    problem = _arity_problem(source.module, specs)
+    if problem:
+        raise ConfigError(f"model.inputs: {problem}")
+    shape = specs[0].shape
     try:
         with torch.no_grad():
-            out = source.module(torch.zeros(shape))
+            out = source.module(*to_torch(example_inputs(specs)))
     except BaseException as e:  # the forward is the project's code: sys.exit there is a failure too
         if is_real_interrupt(e):
             raise
         if not isinstance(e, Exception):
             raise user_code_error(e, what="the model's forward") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape: {first}") from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
-        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model output is {got}; a classification model must return one logits tensor [batch, classes]")
-    if out.shape[1] < 1:
+        if several:
+            described = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)
+            raise ConfigError(f"model.inputs: the model fails on inputs of the declared shapes and dtypes "
+                              f"({described}): {first}") from None
+        raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape"
+                          f"{'' if specs[0].dtype == 'float32' else ' and dtype ' + specs[0].dtype}: {first}") from None
+    outputs = output_tensors(out, model.output_names)
+    for spec_out, t in zip(model.output_names, outputs):
+        if t.ndim == 0 or t.shape[0] != shape[0]:
+            raise ConfigError(f"model output {spec_out!r} has shape {list(t.shape)}; every output's first dim is the "
+                              f"batch ({shape[0]} as declared)")
+    first_out = outputs[0]
+    if first_out.ndim != 2:
+        raise ConfigError(f"model output is {list(first_out.shape)}; a classification model must return logits "
+                          "[batch, classes] as its first output")
+    if first_out.shape[1] < 1:
         raise ConfigError("model output is [batch, 0]; a classification model must return at least one class")
-    return int(out.shape[1])
+    return int(first_out.shape[1])
