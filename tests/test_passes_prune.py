@@ -243,9 +243,11 @@ def test_prune_budget_failure_without_collapse_names_the_stage_that_lost_most(ba
 
 
 def test_diagnose_explains_only_a_collapse_and_reads_the_pass_report():
-    from edgepack.compress.diagnose import chance_accuracy, explain
+    from edgepack.compress.diagnose import chance_accuracy, collapsed, explain
 
     assert chance_accuracy(np.array([0, 1, 1, 2])) == 0.5
+    # Half of the margin over chance (0.8 here) is the line: 0.5 keeps exactly half.
+    assert not collapsed(before=0.9, after=0.5, chance=0.1) and collapsed(before=0.9, after=0.49, chance=0.1)
     report = {"method": "structured", "ratio": 0.3, "validation_accuracy_after_pruning": 0.5,
               "fine_tune": {"epochs": 2, "samples": 100, "loss_per_epoch": [1.0, float("nan")],
                             "optimizer": "sgd", "learning_rate": 0.5}}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgepack.errors import ConfigError, ToolchainError
+from edgepack.errors import ConfigError
 from edgepack.passes.reorganize import Reorganize
 from passes_support import context, image_context, small_cnn, trained
 from standard_nets import STANDARD_NETS, efficientnet_b0

@@ -29,16 +29,23 @@ def chance_accuracy(labels: np.ndarray) -> float:
     return float(np.bincount(labels.astype(np.int64)).max() / labels.size)
 
 
+def _kept(before: float, after: float, chance: float) -> float | None:
+    """The share of `before`'s margin over chance that `after` keeps (None: no margin)."""
+    margin = before - chance
+    return None if margin < MIN_MARGIN else (after - chance) / margin
+
+
+def collapsed(*, before: float, after: float, chance: float) -> bool:
+    kept = _kept(before, after, chance)
+    return kept is not None and kept < LOST_HALF
+
+
 def explain(pass_name: str, report: dict, *, before: float, after: float, chance: float) -> str | None:
     """A sentence on the collapse and its likely cause, or None when the stage kept more
     than half of its input's margin over chance."""
-    margin = before - chance
-    if margin < MIN_MARGIN:
+    if not collapsed(before=before, after=after, chance=chance):
         return None
-    kept = (after - chance) / margin
-    if kept >= LOST_HALF:
-        return None
-    if kept <= NEAR_CHANCE:
+    if _kept(before, after, chance) <= NEAR_CHANCE:
         head = f"accuracy fell to chance ({_pct(after)}; always answering the most common class scores {_pct(chance)})"
     else:
         head = f"accuracy fell from {_pct(before)} to {_pct(after)} (chance is {_pct(chance)})"

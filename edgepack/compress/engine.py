@@ -196,15 +196,17 @@ def run_stages(
             raise StageBudgetError(
                 f"after the last stage, {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% vs the original's "
                 f"{original_acc * 100:.2f}%: total drop {total:.2f} pt exceeds the recipe budget of {recipe.max_total_drop_pt:g} pt"
-                f"; {_where_lost(rows, collapses)}",
+                f"; {_where_lost(rows, collapses, chance)}",
                 rows, evaluated_on)
     return Compressed(current, tuple(rows), evaluated_on)
 
 
-def _where_lost(rows: list[StageRow], collapses: list[str]) -> str:
-    """Which stage lost the accuracy: the first that collapsed, with its likely cause,
-    else the one with the largest drop."""
-    if collapses:
+def _where_lost(rows: list[StageRow], collapses: list[str], chance: float) -> str:
+    """Which stage lost the accuracy: the first that collapsed, with its likely cause, when
+    the result is still collapsed against the original (a later distillation may have
+    recovered most of it), else the one with the largest drop."""
+    first, last = rows[0].metrics["accuracy"], rows[-1].metrics["accuracy"]
+    if collapses and diagnose.collapsed(before=first, after=last, chance=chance):
         return collapses[0]
     worst = max(rows[1:], key=lambda r: r.drop_pt)
     return f"the largest drop was stage {worst.stage} ({worst.name}): {worst.drop_pt:.2f} pt"

@@ -72,7 +72,7 @@ class Reorganize:
                 notes.append(f"BatchNorm not folded: torch.fx could not trace the model ({why_not})")
         if config.remove_dropout:
             # Only a Dropout the forward calls as a module is proven to pass its input
-            # through unchanged in eval; one used otherwise (its `p` read) stays.
+            # through unchanged in eval; one it never calls may be used some other way.
             graph_calls = {n.target for n in eval_graph.nodes if n.op == "call_module"} if eval_graph else set()
             for name, m in list(model.named_modules()):
                 if isinstance(m, nn.modules.dropout._DropoutNd) and (name in graph_calls or name in eval_calls):
