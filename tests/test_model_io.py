@@ -442,9 +442,9 @@ def test_build_release_verifies_by_rerunning_named_test_vectors(two_heads_build,
     assert m["test_vectors"]["inputs"]["file"] == "testdata/inputs.npz"
     with np.load(dist / "testdata" / "inputs.npz") as tv:
         assert tv.files == INPUT_NAMES and tv["token_ids"].dtype == np.int64
-    run = cli("package", "-p", root, "-t", "all-formats", "-o", tmp_path)
+    archive = tmp_path / "release.tar.gz"
+    run = cli("package", "-p", root, "-t", "all-formats", "--archive", archive)
     assert run.code == 0, run.stderr
-    archive = next(tmp_path.glob("*.tar.gz"))
     check = cli("verify", archive, "--run", "--json")
     assert check.code == 0, check.stderr + check.stdout
     runs = check.json()["runs"]

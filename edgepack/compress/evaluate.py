@@ -48,9 +48,10 @@ def predict(model, x, *, declared_batch: int = 1, batch: int = 256, names=None,
 
     def run(part) -> tuple:
         out = model(*to_torch(part))
-        if names is None and isinstance(out, torch.Tensor):
-            return (out.numpy(),)
-        return tuple(t.numpy() for t in output_tensors(out, names or [f"output_{i}" for i in range(len(out))]))
+        if names is None:   # a forward's own order: a tensor, a tuple, or a dict's values
+            out = (out,) if isinstance(out, torch.Tensor) else tuple(out.values()) if isinstance(out, dict) else out
+            return tuple(t.numpy() for t in out)
+        return tuple(t.numpy() for t in output_tensors(out, names))
 
     with torch.no_grad():
         try:
@@ -99,12 +100,13 @@ def cost(model, example: np.ndarray) -> dict:
             "fp32_bytes": len(raw), "zipped_bytes": len(zlib.compress(raw, 9))}
 
 
-def measure(model, x: np.ndarray, y: np.ndarray, example: np.ndarray, *, classification: bool = True) -> ModelMetrics:
+def measure(model, x, y: np.ndarray, example, *, classification: bool = True, names=None) -> ModelMetrics:
+    """Quality on (x, y) from the first output (in `names` order when given) and cost."""
     from sklearn.metrics import precision_recall_fscore_support
 
     notes: list[str] = []
     first = example[0] if isinstance(example, tuple) else example
-    logits = predict(model, x, declared_batch=first.shape[0], notes=notes)[0]
+    logits = predict(model, x, declared_batch=first.shape[0], notes=notes, names=names)[0]
     top1 = logits.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
     return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),

@@ -107,7 +107,8 @@ def compress(plan, loaded: Loaded, say) -> Compressed:
         from edgepack.compress.engine import original_row
 
         model, reference, evaluated_on = loaded.source.module, loaded.original_outputs, "evaluation"
-        rows = (original_row(measure(model, evaluation.x, evaluation.y, example).as_dict()),)
+        rows = (original_row(measure(model, evaluation.x, evaluation.y, example,
+                                     names=project.model.output_names).as_dict()),)
     return Compressed(model=model, reference=reference, stage_rows=rows, evaluated_on=evaluated_on,
                       accuracy=float(np.mean(reference[0].argmax(1) == evaluation.y)),
                       costs=model_costs(model, example))
