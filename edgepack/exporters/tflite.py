@@ -113,8 +113,10 @@ def export_int8_dynamic(req) -> dict:
 def _export_int8(req, *, dynamic: bool) -> dict:
     p, convert = _prepare(req)
     opts, dims = p.opts, p.dims
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
+
+    from edgepack.exporters._litert_quantizer import quantizer as litert_quantizer
 
     with converting("tflite", "quantize", f"PT2E {req.precision} quantization failed"):
         # litert-torch's quantizer finds add, mul, cat, GRU and module patterns by their
@@ -125,7 +127,7 @@ def _export_int8(req, *, dynamic: bool) -> dict:
                                                         min_bound=batch_bound(dims), fallbacks=fallbacks)
         from edgepack.exporters._observers import with_activation_observer
 
-        quantizer = PT2EQuantizer().set_global(with_activation_observer(
+        quantizer = litert_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
