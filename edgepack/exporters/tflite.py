@@ -3,7 +3,10 @@ quantizer (per-channel symmetric weights, calibrated int8 activations).
 
 The int8 model is full-integer, inputs and outputs included (their scale and zero point
 are in the manifest): that is what litert-torch's public API produces. Keeping float
-inputs would need a private converter switch, which we do not touch.
+inputs would need a private converter switch, which we do not touch. A model with an op
+the converter leaves in float is refused unless the quantize stage says
+`strict_int8 = false`; the ops that compute in float are in `float_ops` either way.
+Hard-sigmoid is quantized by decomposing it first (exporters/_litert_quantizer.py).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
-def describe(path) -> dict:
-    """Tensor dtypes, ops and I/O quantization: proof of what the file really computes in."""
+def describe(path, *, with_float_ops: bool = False) -> dict:
+    """Tensor dtypes, ops and I/O quantization: proof of what the file really computes in.
+    `with_float_ops` (static int8): also the ops that compute in float, by type."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -39,11 +43,17 @@ def describe(path) -> dict:
         by_dtype[t["dtype"].__name__] = by_dtype.get(t["dtype"].__name__, 0) + 1
     weights = [t for t in tensors if len(t["shape"]) >= 2 and len(t["quantization_parameters"]["scales"]) > 1]
     ops: dict[str, int] = {}
+    float_ops: dict[str, int] = {}
+    dtype_of = {t["index"]: t["dtype"].__name__ for t in tensors}
     # The interpreter lists ops only through this private call; it is informational, so
-    # a runtime without it just leaves the op table empty.
+    # a runtime without it just leaves the op tables empty.
     for op in getattr(interpreter, "_get_ops_details", lambda: [])():
         if op["op_name"] != "DELEGATE":
             ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        # Ops computing in float: QUANTIZE and DEQUANTIZE only convert at their borders.
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "DELEGATE") and any(
+                dtype_of.get(i) in ("float32", "float16") for i in [*op["inputs"], *op["outputs"]] if i >= 0):
+            float_ops[op["op_name"]] = float_ops.get(op["op_name"], 0) + 1
 
     def io(d):
         scale, zero = d["quantization"]
@@ -54,9 +64,15 @@ def describe(path) -> dict:
         "tensors_by_dtype": dict(sorted(by_dtype.items())),
         "per_channel_int8_weights": sum(1 for t in weights if t["dtype"].__name__ == "int8"),
         "ops": dict(sorted(ops.items())),
+        **({"float_ops": dict(sorted(float_ops.items()))} if with_float_ops else {}),
         "inputs": [io(d) for d in interpreter.get_input_details()],
         "outputs": [io(d) for d in interpreter.get_output_details()],
     }
+
+
+def describe_ops(counts: dict) -> str:
+    """`ADD x9, MUL x9`, or `none`."""
+    return ", ".join(f"{op} x{n}" for op, n in counts.items()) or "none"
 
 
 def _prepare(req):
@@ -133,13 +149,14 @@ def _export_int8(req, *, dynamic: bool) -> dict:
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
-    info = _finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
+    info = _finish({**describe(req.out_path, with_float_ops=not dynamic), "weights": opts.weights, "keep_float": list(opts.keep_float),
                     **calibration_details(opts, dynamic=dynamic),
                     **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, dims)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")
-    if not dynamic and not opts.keep_float and info["tensors_by_dtype"].get("float32", 0) > 0:
-        raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
-                             format="tflite", stage="convert")
+    if not dynamic and not opts.keep_float and opts.strict_int8 and info["tensors_by_dtype"].get("float32", 0) > 0:
+        raise ToolchainError(f"tflite: the converted model is not full-integer int8 (float ops: {describe_ops(info['float_ops'])}; "
+                             f"tensor dtypes {info['tensors_by_dtype']}); set strict_int8 = false in the quantize stage "
+                             "to build it with these ops in float", format="tflite", stage="convert")
     return info
