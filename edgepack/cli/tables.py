@@ -71,6 +71,17 @@ def fallback_notes(manifest: dict) -> list[str]:
     return lines
 
 
+def float_op_notes(manifest: dict) -> list[str]:
+    """One line per int8 artifact that computes some ops in float (LiteRT with
+    strict_int8 = false, or keep_float): the op types and how many of each."""
+    lines = []
+    for a in manifest.get("artifacts") or []:
+        ops = (a.get("export") or {}).get("float_ops")
+        if ops:
+            lines.append(f"{a['file']}: " + ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())))
+    return lines
+
+
 def stage_table(stages: list[dict], evaluated_on: str) -> Table:
     notes = stage_notes(stages)
     table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left",
@@ -154,6 +165,7 @@ def build_tables(result) -> list:
         if line := timings_line(m):
             out.append(Text(line, style="dim"))
         out.extend(Text(f"fallback: {line}", style="yellow") for line in fallback_notes(m))
+        out.extend(Text(f"float ops in int8: {line}", style="yellow") for line in float_op_notes(m))
         for a in m["artifacts"]:
             for w in a.get("warnings") or []:
                 out.append(Text(f"warning: {a['file']}: {w}", style="yellow"))

@@ -36,6 +36,11 @@ class QuantizeConfig(PassConfig):
     # the model computes, and every format is exported from the rewritten model.
     equalize: bool = False
     bias_correction: bool = False
+    # LiteRT static int8 must come out full-integer (every tensor int8 or int32): a model
+    # with an op the converter leaves in float is refused. false builds it anyway, with
+    # those ops named (type and count) in the build table and the manifest's
+    # export.float_ops. keep_float implies float ops and is never refused.
+    strict_int8: bool = True
 
     @model_validator(mode="after")
     def _percentile_only_with_its_method(self) -> "QuantizeConfig":

@@ -1,6 +1,8 @@
 """The MobileNets of XNNPACK's published latency tables (v1, v2, v3-Large, v3-Small at
 224x224, 1000 classes), written in plain torch so their instruction counts can be
-measured with edgepack's own exporters and runners.
+measured with edgepack's own exporters and runners, and so that the standard mobile ops
+(hard-swish, squeeze-excite with a hard-sigmoid gate, residual adds) are exported at
+full size (bench/mobilenet_v3_int8.py).
 
 Weights are random: the published figures were measured with randomized weights too
 (XNNPACK README, "Performance"), and a dense kernel's work does not depend on values.
@@ -82,33 +84,53 @@ def mobilenet_v2() -> nn.Module:
 
 
 # --------------------------------------------------------------------------- v3
+#
+# Module tree, BatchNorm settings, dropout and initialisation as torchvision's
+# mobilenetv3.py, so its state-dict keys (`features.4.block.2.fc1.weight`,
+# `classifier.3.bias`, ...) and its ImageNet weights load unchanged, and a model built
+# here with random weights starts where torchvision's untrained one does.
 
 
-class _SqueezeExcite(nn.Module):
-    def __init__(self, channels: int):
+def _bn_v3(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=0.001, momentum=0.01)
+
+
+def _conv_v3(inp: int, oup: int, k: int, stride: int = 1, groups: int = 1,
+             act: type[nn.Module] | None = nn.Hardswish) -> nn.Sequential:
+    """torchvision's Conv2dNormActivation: children 0 (conv), 1 (bn), 2 (activation)."""
+    layers = [nn.Conv2d(inp, oup, k, stride, (k - 1) // 2, groups=groups, bias=False), _bn_v3(oup)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention: a global average, two 1x1 convolutions and a hard-sigmoid gate
+    that scales the input (Hu et al. 2018, with Howard et al. 2019's hard sigmoid)."""
+
+    def __init__(self, channels: int, squeeze: int):
         super().__init__()
-        squeeze = _divisible(channels // 4)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
-        self.relu, self.gate = nn.ReLU(), nn.Hardsigmoid()
+        self.activation, self.scale_activation = nn.ReLU(), nn.Hardsigmoid()
 
     def forward(self, x):
-        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x))))) * x
 
 
-class _InvertedResidualV3(nn.Module):
+class InvertedResidualV3(nn.Module):
     def __init__(self, inp: int, k: int, hidden: int, oup: int, se: bool, act: type[nn.Module], stride: int):
         super().__init__()
-        layers = [] if hidden == inp else [_conv(inp, hidden, 1, act=act)]
-        layers.append(_conv(hidden, hidden, k, stride, groups=hidden, act=act))
+        layers = [] if hidden == inp else [_conv_v3(inp, hidden, 1, act=act)]
+        layers.append(_conv_v3(hidden, hidden, k, stride, groups=hidden, act=act))
         if se:
-            layers.append(_SqueezeExcite(hidden))
-        layers.append(_conv(hidden, oup, 1, act=None))
+            layers.append(SqueezeExcitation(hidden, _divisible(hidden // 4)))
+        layers.append(_conv_v3(hidden, oup, 1, act=None))
         self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and inp == oup
+        self.use_res_connect = stride == 1 and inp == oup
 
     def forward(self, x):
-        return x + self.block(x) if self.residual else self.block(x)
+        return x + self.block(x) if self.use_res_connect else self.block(x)
 
 
 RE, HS = nn.ReLU, nn.Hardswish
@@ -128,21 +150,39 @@ V3_SMALL = (
 )
 
 
-def _mobilenet_v3(setting, last_channel: int) -> nn.Module:
-    layers = [_conv(3, 16, 3, 2, act=HS)]
-    layers += [_InvertedResidualV3(*row) for row in setting]
-    c = setting[-1][3]
-    layers.append(_conv(c, 6 * c, 1, act=HS))
-    head = nn.Sequential(nn.Linear(6 * c, last_channel), nn.Hardswish(), nn.Linear(last_channel, 1000))
-    return _Classifier(nn.Sequential(*layers), head)
+class MobileNetV3(nn.Module):
+    def __init__(self, setting, last_channel: int, num_classes: int = 1000, dropout: float = 0.2, stem: int = 16):
+        super().__init__()
+        layers = [_conv_v3(3, stem, 3, 2)]
+        layers += [InvertedResidualV3(*row) for row in setting]
+        c = setting[-1][3]
+        layers.append(_conv_v3(c, 6 * c, 1))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(6 * c, last_channel), nn.Hardswish(), nn.Dropout(dropout),
+                                        nn.Linear(last_channel, num_classes))
+        for m in self.modules():   # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
 def mobilenet_v3_large() -> nn.Module:
-    return _mobilenet_v3(V3_LARGE, 1280)
+    return MobileNetV3(V3_LARGE, 1280)
 
 
 def mobilenet_v3_small() -> nn.Module:
-    return _mobilenet_v3(V3_SMALL, 1024)
+    return MobileNetV3(V3_SMALL, 1024)
 
 
 def build(name: str, *, seed: int = 0) -> nn.Module:

@@ -3,7 +3,10 @@ quantizer (per-channel symmetric weights, calibrated int8 activations).
 
 The int8 model is full-integer, inputs and outputs included (their scale and zero point
 are in the manifest): that is what litert-torch's public API produces. Keeping float
-inputs would need a private converter switch, which we do not touch.
+inputs would need a private converter switch, which we do not touch. A model with an op
+the converter leaves in float is refused unless the quantize stage says
+`strict_int8 = false`; the ops that compute in float are in `float_ops` either way.
+Hard-sigmoid is quantized by decomposing it first (exporters/_litert_quantizer.py).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
-def describe(path) -> dict:
-    """Tensor dtypes, ops and I/O quantization: proof of what the file really computes in."""
+def describe(path, *, with_float_ops: bool = False) -> dict:
+    """Tensor dtypes, ops and I/O quantization: proof of what the file really computes in.
+    `with_float_ops` (static int8): also the ops that compute in float, by type."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -41,11 +45,17 @@ def describe(path) -> dict:
         by_dtype[t["dtype"].__name__] = by_dtype.get(t["dtype"].__name__, 0) + 1
     weights = [t for t in tensors if len(t["shape"]) >= 2 and len(t["quantization_parameters"]["scales"]) > 1]
     ops: dict[str, int] = {}
+    float_ops: dict[str, int] = {}
+    dtype_of = {t["index"]: t["dtype"].__name__ for t in tensors}
     # The interpreter lists ops only through this private call; it is informational, so
-    # a runtime without it just leaves the op table empty.
+    # a runtime without it just leaves the op tables empty.
     for op in getattr(interpreter, "_get_ops_details", lambda: [])():
         if op["op_name"] != "DELEGATE":
             ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        # Ops computing in float: QUANTIZE and DEQUANTIZE only convert at their borders.
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "DELEGATE") and any(
+                dtype_of.get(i) in ("float32", "float16") for i in [*op["inputs"], *op["outputs"]] if i >= 0):
+            float_ops[op["op_name"]] = float_ops.get(op["op_name"], 0) + 1
 
     def io(d):
         scale, zero = d["quantization"]
@@ -63,6 +73,7 @@ def describe(path) -> dict:
         "tensors_by_dtype": dict(sorted(by_dtype.items())),
         "per_channel_int8_weights": sum(1 for t in weights if t["dtype"].__name__ == "int8"),
         "ops": dict(sorted(ops.items())),
+        **({"float_ops": dict(sorted(float_ops.items()))} if with_float_ops else {}),
         "inputs": [io(d) for d in inputs],
         "outputs": [io(d) for d in outputs],
     }
@@ -96,6 +107,11 @@ def named_signature(module, input_names, output_names):
     wrapper = NamedSignature(module)
     wrapper.training = False  # the flag converters read; an exported program's module refuses .eval()
     return wrapper
+
+
+def describe_ops(counts: dict) -> str:
+    """`ADD x9, MUL x9`, or `none`."""
+    return ", ".join(f"{op} x{n}" for op, n in counts.items()) or "none"
 
 
 def _prepare(req):
@@ -158,8 +174,10 @@ def export_int8_dynamic(req) -> dict:
 def _export_int8(req, *, dynamic: bool) -> dict:
     p, convert = _prepare(req)
     opts, dims = p.opts, p.dims
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
+
+    from edgepack.exporters._litert_quantizer import quantizer as litert_quantizer
 
     with converting("tflite", "quantize", f"PT2E {req.precision} quantization failed"):
         # litert-torch's quantizer finds add, mul, cat, GRU and module patterns by their
@@ -170,13 +188,13 @@ def _export_int8(req, *, dynamic: bool) -> dict:
                                                         min_bound=batch_bound(dims), fallbacks=fallbacks)
         from edgepack.exporters._observers import with_activation_observer
 
-        quantizer = PT2EQuantizer().set_global(with_activation_observer(
+        quantizer = litert_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
-    info = _finish({**describe(req.out_path), "weights": opts.weights, "keep_float": list(opts.keep_float),
+    info = _finish({**describe(req.out_path, with_float_ops=not dynamic), "weights": opts.weights, "keep_float": list(opts.keep_float),
                     **calibration_details(opts, dynamic=dynamic),
                     **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, req)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
@@ -184,8 +202,9 @@ def _export_int8(req, *, dynamic: bool) -> dict:
                              format="tflite", stage="convert")
     # An embedding table behind an integer input (token ids) is not annotated by the
     # quantizer and stays float: full-integer is asked of models with float inputs only.
-    if (not dynamic and not opts.keep_float and all(req.float_inputs)
+    if (not dynamic and not opts.keep_float and opts.strict_int8 and all(req.float_inputs)
             and info["tensors_by_dtype"].get("float32", 0) > 0):
-        raise ToolchainError(f"tflite: the converted model is not full-integer int8 (tensor dtypes {info['tensors_by_dtype']})",
-                             format="tflite", stage="convert")
+        raise ToolchainError(f"tflite: the converted model is not full-integer int8 (float ops: {describe_ops(info['float_ops'])}; "
+                             f"tensor dtypes {info['tensors_by_dtype']}); set strict_int8 = false in the quantize stage "
+                             "to build it with these ops in float", format="tflite", stage="convert")
     return info

@@ -190,6 +190,7 @@ class QuantizeOptions(Record):
     percentile: Number | None = None
     equalize: StrictBool | None = None
     bias_correction: StrictBool | None = None
+    strict_int8: StrictBool | None = None
 
 
 class RecipeStage(Record):
@@ -391,6 +392,7 @@ class Export(Record):
     bias_correction: BiasCorrection | None = None     # int8 with the quantize stage's bias_correction
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
+    float_ops: dict[str, Count] | None = None         # int8: ops computing in float (QUANTIZE/DEQUANTIZE aside)
     per_channel_int8_weights: Count | None = None
     inputs: list[LiteRTTensor] | None = None
     outputs: list[LiteRTTensor] | None = None

@@ -1,0 +1,165 @@
+"""LiteRT int8 on the standard mobile ops (hard-swish, a squeeze-excite block with a
+hard-sigmoid gate, residual add, concat, global mean), and the strict_int8 policy for
+an op LiteRT only computes in float."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import assert_one_line_error, cli
+from edgepack.devices.reference_models import HS, InvertedResidualV3
+
+# The tiny net's int8 logits against torch's on 16 random inputs: measured 37.7 dB.
+MIN_SNR_DB = 30.0
+
+
+class MobileOps(nn.Module):
+    """Every op of MobileNetV3's int8 path, at 32x32: a hard-swish stem, one inverted
+    residual block with squeeze-excite (mean, hard-sigmoid, multiply) and its residual
+    add, a concat and a global mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Hardswish())
+        self.block = InvertedResidualV3(8, 3, 16, 8, True, HS, 1)
+        self.side = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.block(self.stem(x))
+        x = torch.cat([x, self.side(x)], 1)
+        return self.head(x.mean((2, 3)))
+
+
+def _mobile_ops_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = MobileOps().eval()
+    assert model.block.use_res_connect
+    return model
+
+
+def test_decompose_hardsigmoid_computes_the_same_in_ops_the_quantizer_annotates():
+    from edgepack.exporters._litert_quantizer import decompose_hardsigmoid
+
+    model = _mobile_ops_model()
+    x = torch.randn(4, 3, 32, 32) * 3
+    gm = torch.export.export(model, (x,), strict=True).module()
+    assert decompose_hardsigmoid(gm) == 1
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.hardsigmoid.default not in targets
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-6)
+    # litert-torch's add and mul annotators find nodes by the source call they came from
+    sources = {n.target: n.meta["source_fn_stack"][-1][1] for n in gm.graph.nodes
+               if n.op == "call_function" and "source_fn_stack" in n.meta}
+    assert sources[torch.ops.aten.hardtanh.default] is nn.functional.hardtanh
+
+
+@pytest.mark.slow
+def test_litert_int8_is_full_integer_on_the_mobile_ops_and_agrees_with_torch(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgepack.exporters import ExportRequest, export
+    from edgepack.verify.metrics import snr_db
+
+    model = _mobile_ops_model()
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(64, 3, 32, 32)).astype(np.float32)
+    request = ExportRequest(module=model, example=calibration[:1], calibration=calibration, precision="int8",
+                            out_path=tmp_path / "m.tflite", input_name="x", output_name="y", parent_sha256="")
+    details = export("tflite", request).details
+    assert details["float_ops"] == {}
+    assert set(details["tensors_by_dtype"]) == {"int8", "int32"}, details["tensors_by_dtype"]
+    # hard-swish x3, the SE gate's ADD and MUL and its scaling MUL, the residual ADD, concat, means
+    assert details["ops"]["HARD_SWISH"] == 3 and details["ops"]["MUL"] == 2 and details["ops"]["ADD"] == 2
+    assert details["ops"]["CONCATENATION"] == 1 and details["ops"]["MEAN"] == 2
+
+    interpreter = Interpreter(model_path=str(request.out_path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    (si, zi), (so, zo) = inp["quantization"], out["quantization"]
+    x = rng.normal(size=(16, 3, 32, 32)).astype(np.float32)
+    got = []
+    for sample in x:
+        interpreter.set_tensor(inp["index"], np.clip(np.round(sample[None] / si) + zi, -128, 127).astype(np.int8))
+        interpreter.invoke()
+        got.append((interpreter.get_tensor(out["index"]).astype(np.float32) - zo) * so)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    assert snr_db(reference, np.concatenate(got)) >= MIN_SNR_DB
+
+
+def test_build_table_names_the_float_ops_of_an_int8_artifact():
+    from edgepack.cli.tables import float_op_notes
+
+    manifest = {"artifacts": [{"file": "m.tflite", "export": {"float_ops": {"MUL": 9, "ADD": 9}}},
+                              {"file": "m.pte", "export": {}}, {"file": "n.tflite", "export": {"float_ops": {}}}]}
+    assert float_op_notes(manifest) == ["m.tflite: ADD x9, MUL x9"]
+
+
+# FLOOR has only a float kernel in LiteRT: the int8 model computes it between a
+# DEQUANTIZE and a QUANTIZE, and the division after it (which litert-torch's quantizer
+# does not annotate) with it, as a float MUL by 1/256. Flooring at 1/256 barely changes
+# the function.
+FLOOR_MODEL = '''
+import torch
+from torch import nn
+
+
+class Floored(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.head((torch.floor(h * 256.0) / 256.0).flatten(1))
+
+
+def build():
+    return Floored()
+'''
+
+TFLITE_TARGET = '''
+name = "tflite-only"
+device = "pixel-7"
+[[artifacts]]
+format = "tflite"
+precision = "int8"
+[budgets]
+max_accuracy_drop_pt = 5.0
+'''
+
+
+@pytest.mark.slow
+def test_strict_int8_refuses_a_float_op_and_false_builds_it_naming_the_op(tiny_project):
+    root: Path = tiny_project.root
+    (root / "model.py").write_text(FLOOR_MODEL)   # same parameter names as the tiny model's weights
+    (root / "targets" / "tflite-only.toml").write_text(TFLITE_TARGET)
+    base = (root / "edgepack.toml").read_text().replace('targets = ["onnx-only"]', 'targets = ["tflite-only"]')
+    tiny_project.write_toml(base)
+
+    refused = cli("build", "-p", root, "-o", root / "dist")
+    assert_one_line_error(refused, 3, "not full-integer int8", "float ops: FLOOR x1, MUL x1", "strict_int8 = false")
+
+    tiny_project.write_toml(base + textwrap.dedent('''
+        [[compress.stages]]
+        pass = "quantize"
+        strict_int8 = false
+    '''))
+    built = cli("build", "-p", root, "-o", root / "dist")
+    assert built.code == 0, built.stderr
+    assert "float ops in int8: tiny.tflite: FLOOR x1, MUL x1" in built.stdout
+    manifest = json.loads((root / "dist" / "tflite-only" / "manifest.json").read_text())
+    (artifact,) = manifest["artifacts"]
+    assert artifact["export"]["float_ops"] == {"FLOOR": 1, "MUL": 1}
+    assert manifest["recipe"]["quantize"]["strict_int8"] is False
