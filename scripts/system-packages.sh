@@ -9,12 +9,14 @@
 # runner and the cpuinfo probe; gcc builds the TCG plugin; xz-utils unpacks qemu's source
 # for qemu-plugin.h; the arm64 architecture lets apt fetch the sysroot's packages. The
 # emulated environment itself is prepared by the tests (edgepack.devices.sysroot.setup).
-# dataset-fashion-mnist is the data of samples/fashion (/usr/share/datasets/fashion-mnist).
+# dataset-fashion-mnist is the data of samples/fashion (/usr/share/datasets/fashion-mnist);
+# tuxpaint-stamps-default, photographs of objects (/usr/share/tuxpaint/stamps, 160 MB
+# download, 220 MB installed), is most of samples/mobilenet_v2's calibration and evaluation.
 # openssh-server and -client: tests/test_ssh_runner.py starts its own sshd on 127.0.0.1 as
 # an aarch64 board's stand-in; adb: the adb runner's presence checks.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-APT_PACKAGES="chromium openssl qemu-user g++-aarch64-linux-gnu gcc-aarch64-linux-gnu gcc xz-utils dataset-fashion-mnist openssh-server openssh-client adb"
+APT_PACKAGES="chromium openssl qemu-user g++-aarch64-linux-gnu gcc-aarch64-linux-gnu gcc xz-utils dataset-fashion-mnist tuxpaint-stamps-default openssh-server openssh-client adb"
 if dpkg --print-foreign-architectures | grep -qx arm64 && dpkg -s $APT_PACKAGES >/dev/null 2>&1; then
   exit 0
 fi
