@@ -35,6 +35,10 @@ class Step:
         snr = math.inf if self.snr_db is None else self.snr_db
         return self.agreement * 100.0 >= min_agreement_pct and snr >= min_snr_db
 
+    def summary(self) -> str:
+        snr = "exact" if self.snr_db is None else f"{self.snr_db:.1f} dB"
+        return f"{self.agreement * 100:.1f} %, {snr}, +{self.extra_bytes} bytes, {self.float_macs_pct:.1f} % of MACs in float"
+
     def as_dict(self) -> dict:
         return {"float_layers": list(self.float_layers), "agreement": round(self.agreement, 6),
                 "snr_db": None if self.snr_db is None else round(self.snr_db, 2), "float_weights": self.float_weights,
@@ -90,11 +94,12 @@ def search(switchable, ranking: tuple[str, ...], x: np.ndarray, reference: np.nd
     a step meets both floors or `max_float_layers` are in float."""
     started = time.perf_counter()
     steps = [_step(switchable, (), x, reference)]
+    say = progress or (lambda msg: None)
+    say(f"keep_float auto: every layer int8: {steps[0].summary()}")
     while not steps[-1].meets(min_agreement_pct, min_snr_db) and len(steps) - 1 < min(max_float_layers, len(ranking)):
         kept = tuple(ranking[: len(steps)])
-        if progress:
-            progress(f"keep_float auto: trying {len(kept)} layer(s) in float ({kept[-1]})")
         steps.append(_step(switchable, kept, x, reference))
+        say(f"keep_float auto: {len(kept)} layer(s) in float (+{kept[-1]}): {steps[-1].summary()}")
     switchable.set_float(())
     return Search(steps=tuple(steps), met=steps[-1].meets(min_agreement_pct, min_snr_db),
                   min_agreement_pct=min_agreement_pct, min_snr_db=min_snr_db, max_float_layers=max_float_layers,

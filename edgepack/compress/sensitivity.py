@@ -62,12 +62,14 @@ def _parity(reference: np.ndarray, output: np.ndarray) -> tuple[float | None, fl
     return (None if math.isinf(snr) and snr > 0 else snr), agreement
 
 
-def analyse(switchable, x: np.ndarray, reference: np.ndarray) -> Sensitivity:
+def analyse(switchable, x: np.ndarray, reference: np.ndarray, progress=None) -> Sensitivity:
     """Every layer of `switchable` int8 alone on inputs `x`, against `reference` (the float
     model's outputs on `x`). Leaves every layer int8 afterwards."""
     started = time.perf_counter()
     rows = []
-    for layer in switchable.layers:
+    for i, layer in enumerate(switchable.layers):
+        if progress and i % 10 == 0:
+            progress(f"int8 sensitivity: layer {i + 1} of {len(switchable.layers)} ({layer.name})")
         switchable.set_int8_only([layer.name])
         snr, agreement = _parity(reference, switchable.predict(x))
         rows.append(LayerSensitivity(layer=layer.name, snr_db=snr, agreement=agreement, weights=layer.weights,

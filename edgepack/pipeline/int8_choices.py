@@ -62,7 +62,7 @@ def choose(plan, model, loaded, compressed, say) -> Int8Choices:
                              stage="sensitivity") from e
     built = time.perf_counter() - started
     x, reference = loaded.evaluation.x, compressed.reference
-    ranked = sensitivity.analyse(switchable, x[:SENSITIVITY_SAMPLES], reference[:SENSITIVITY_SAMPLES])
+    ranked = sensitivity.analyse(switchable, x[:SENSITIVITY_SAMPLES], reference[:SENSITIVITY_SAMPLES], progress=say)
     details = {"sensitivity": {**ranked.as_dict(SENSITIVITY_TOP), "seconds": round(built + ranked.seconds, 2)}}
     if not opts.auto_keep_float:
         return Int8Choices(opts, rewritten, details)
