@@ -82,6 +82,35 @@ def float_op_notes(manifest: dict) -> list[str]:
     return lines
 
 
+def _db(v) -> str:
+    return "exact" if v is None else f"{v:.1f} dB"
+
+
+def int8_notes(manifest: dict, top: int = 3) -> list[str]:
+    """The int8 artifacts' sensitivity (the `top` layers that lose most) and, with
+    keep_float = "auto", each step of the search: measured once per build, so shown once."""
+    arts = [a for a in manifest.get("artifacts") or [] if (a.get("export") or {}).get("sensitivity")]
+    if not arts:
+        return []
+    export = arts[0]["export"]
+    s = export["sensitivity"]
+    files = ", ".join(a["file"] for a in arts)
+    layers = ", ".join(f"{r['layer']} {_db(r['snr_db'])}" for r in s["layers"][:top])
+    lines = [f"int8 sensitivity ({files}; each layer int8 alone, output SNR vs fp32 on {s['samples']} samples, "
+             f"all layers int8: {_db(s['int8_snr_db'])}): {layers or 'no quantized layers'}"]
+    mp = export.get("mixed_precision")
+    if mp:
+        b = mp["budget"]
+        lines.append(f"keep_float auto ({len(mp['keep_float'])} layer(s) in float; budget agreement >= "
+                     f"{b['min_agreement_pct']:g} %, SNR >= {b['min_snr_db']:g} dB; predicted in torch on {mp['samples']} samples):")
+        for i, step in enumerate(mp["steps"]):
+            added = step["float_layers"][-1] if step["float_layers"] else "all int8"
+            lines.append(f"  step {i}: {'+' if step['float_layers'] else ''}{added}: {step['agreement'] * 100:.1f} %, "
+                         f"{_db(step['snr_db'])}, +{human_bytes(step['extra_bytes'])}, "
+                         f"{step['float_macs_pct']:.1f} % of MACs in float")
+    return lines
+
+
 def stage_table(stages: list[dict], evaluated_on: str) -> Table:
     notes = stage_notes(stages)
     table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left",
@@ -166,6 +195,7 @@ def build_tables(result) -> list:
             out.append(Text(line, style="dim"))
         out.extend(Text(f"fallback: {line}", style="yellow") for line in fallback_notes(m))
         out.extend(Text(f"float ops in int8: {line}", style="yellow") for line in float_op_notes(m))
+        out.extend(Text(line, style="dim") for line in int8_notes(m))
         for a in m["artifacts"]:
             for w in a.get("warnings") or []:
                 out.append(Text(f"warning: {a['file']}: {w}", style="yellow"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgepack.passes.base import PassConfig
 
@@ -26,8 +26,13 @@ class QuantizeConfig(PassConfig):
     # asymmetric: int8 activations with a zero point (uses the full range after ReLU);
     # symmetric: zero point 0 (what some accelerators require). Weights are always symmetric.
     activations: Literal["asymmetric", "symmetric"] = "asymmetric"
-    # Mixed precision: module names (as in model.named_modules()) kept in float.
-    keep_float: tuple[str, ...] = Field(default=())
+    # Mixed precision: module names (as in model.named_modules()) kept in float, or "auto":
+    # the fewest most sensitive layers that make int8 meet the targets' int8 agreement and
+    # SNR floors (compress.mixed_precision), at most max_float_layers of them.
+    keep_float: tuple[str, ...] | Literal["auto"] = Field(default=())
+    max_float_layers: int = Field(default=8, ge=1)
+    # Rank the layers by what int8 costs each (compress.sensitivity); "auto" always does.
+    sensitivity: bool = False
     calibration_samples: int | None = Field(default=None, gt=0)
     calibration: CalibrationMethod = "mse"
     # Only with calibration = "percentile": the share of values kept inside the range, in %.
@@ -42,11 +47,32 @@ class QuantizeConfig(PassConfig):
     # export.float_ops. keep_float implies float ops and is never refused.
     strict_int8: bool = True
 
+    @field_validator("keep_float", mode="before")
+    @classmethod
+    def _names_or_auto(cls, value):
+        if isinstance(value, str) and value != "auto":
+            raise ValueError(f"{value!r} is not valid: give a list of module names (as model.named_modules() names them) or \"auto\"")
+        return value
+
     @model_validator(mode="after")
     def _percentile_only_with_its_method(self) -> "QuantizeConfig":
         if "percentile" in self.model_fields_set and self.calibration != "percentile":
             raise ValueError(f"'percentile' is only used with calibration = \"percentile\", not {self.calibration!r}")
+        if "max_float_layers" in self.model_fields_set and self.keep_float != "auto":
+            raise ValueError("'max_float_layers' is only used with keep_float = \"auto\"")
         return self
+
+    @property
+    def auto_keep_float(self) -> bool:
+        return self.keep_float == "auto"
+
+    @property
+    def analyses_sensitivity(self) -> bool:
+        return self.sensitivity or self.auto_keep_float
+
+    def with_keep_float(self, names) -> "QuantizeConfig":
+        """These options with `keep_float` resolved to module names (what exporters take)."""
+        return self.model_copy(update={"keep_float": tuple(names)})
 
     @property
     def rewrites_model(self) -> bool:

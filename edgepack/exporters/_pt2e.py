@@ -48,15 +48,17 @@ def batch_bound(dims) -> int:
     return max([d.max for per_input in dims for d in per_input if d.dim == 0], default=0)
 
 
-def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bool, fold_quantize: bool = True):
+def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bool, fold_quantize: bool = True,
+                          fmt: str = ""):
     """The PT2E steps both backends share: modules named in keep_float stay float, observers
     are inserted, calibration batches run (dynamic ranges need none), and the observed
     graph is converted to quantize/dequantize form."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    for name in opts.keep_float:
-        quantizer.set_module_name(name, None)
+    from edgepack.exporters._keep_float import keep_modules_float
+
+    keep_modules_float(quantizer, opts.keep_float, fmt)
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
         for batch in calibration[: 1 if dynamic else None]:

@@ -153,7 +153,7 @@ def _export_int8(req, *, dynamic: bool) -> dict:
 
         quantizer = XNNPACKQuantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
-        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic)
+        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fmt="executorch")
         program = export_program(converted)
     info = _lower(program, req.out_path, dims, req.delegate, req.dims_record())
     if req.delegate == "xnnpack" and info["int8_delegate_tensors"] == 0:

@@ -190,7 +190,8 @@ def _export_int8(req, *, dynamic: bool) -> dict:
 
         quantizer = litert_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
-        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False)
+        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False,
+                                          fmt="tflite")
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))

@@ -59,12 +59,12 @@ def export_key(project, target, spec, quantize=None) -> ExportKey:
                      spec.delegate, quantization_key(spec.precision, quantize))
 
 
-def rewrite_for_int8(plan, model, loaded, say) -> Rewritten | None:
+def rewrite_for_int8(plan, model, loaded, say, *, opts=None) -> Rewritten | None:
     """The quantize stage's rewrites of `model` (compress.equalize, compress.bias_correction),
     or None when it asks for none. Equalization is checked against the model it started
     from on real inputs, and the change is recorded (nonzero only where a ReLU6 became
-    ReLU)."""
-    opts = plan.recipe.quantize
+    ReLU). `opts`: the quantize stage's options with keep_float resolved (default: the plan's)."""
+    opts = opts or plan.recipe.quantize
     if not opts.rewrites_model:
         return None
     import torch
@@ -115,9 +115,10 @@ def _snr_or_none(reference: np.ndarray, output: np.ndarray) -> float | None:
 
 
 def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, workspace: Path, say,
-           rewritten: Rewritten | None = None):
+           rewritten: Rewritten | None = None, quantize=None):
     """exporters.ModelArtifact written under `workspace`, in a folder of its own. An int8
-    key is exported from `rewritten` when given, and its details say what was rewritten."""
+    key is exported from `rewritten` when given, and its details say what was rewritten.
+    `quantize`: the options int8 keys are exported with (keep_float resolved; default: the plan's)."""
     from edgepack.exporters import ExportRequest
     from edgepack.exporters import export as run_exporter
 
@@ -137,7 +138,7 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
         module=rewrite.model if rewrite else model, example=example_inputs(project.model.input_specs),
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
         input_names=tuple(s.name for s in project.model.input_specs), output_names=project.model.output_names,
-        parent_sha256=loaded.source.sha256, quantize=plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
+        parent_sha256=loaded.source.sha256, quantize=quantize or plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
     ))
     if rewrite:
         artifact = dataclasses.replace(artifact, details={**artifact.details, **rewrite.details})

@@ -3,6 +3,7 @@ under emulation once per export key (and emulated CPU), however many targets lis
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,22 +23,40 @@ class Workshop:
         self._failed: dict[ExportKey, ToolchainError] = {}   # a key that failed is not tried again
         self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
         self._seconds: dict = {}        # export key (and emulated CPU) -> wall seconds of each step
-        self._rewritten: list = []   # [export_step.Rewritten | None] once made: one rewrite serves every int8 format
+        self._int8_failure: ToolchainError | None = None
+        self._int8: list = []   # [int8_choices.Int8Choices] once made: one rewrite and keep_float serve every int8 format
 
-    def _rewrite(self, precision: str):
+    def _int8_choices(self, precision: str):
         if not precision.startswith("int8"):
             return None
-        if not self._rewritten:
-            self._rewritten.append(export_step.rewrite_for_int8(self.plan, self.compressed.model, self.loaded, self.say))
-        return self._rewritten[0]
+        if self._int8_failure is not None:
+            raise self._int8_failure
+        if not self._int8:
+            from edgepack.pipeline.int8_choices import choose
+
+            self._int8.append(choose(self.plan, self.compressed.model, self.loaded, self.compressed, self.say))
+        return self._int8[0]
+
+    def _quantize(self, precision: str):
+        """The quantize options an artifact of `precision` is keyed and exported with."""
+        choices = self._int8_choices(precision)
+        if choices:
+            return choices.quantize
+        opts = self.plan.recipe.quantize
+        # "auto" chooses layers for int8; a float artifact (an ONNX fp16 one) keeps none in fp32.
+        return opts.with_keep_float(()) if opts.auto_keep_float else opts
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
         if key not in self._exported:
             plan, project = self.plan, self.plan.project
             started = time.perf_counter()
+            choices = self._int8_choices(key.precision)
             artifact = export_step.export(plan, key, file_name=file_name, model=self.compressed.model, loaded=self.loaded,
                                           dims=dims, workspace=self.workspace, say=self.say,
-                                          rewritten=self._rewrite(key.precision))
+                                          rewritten=choices.rewritten if choices else None,
+                                          quantize=self._quantize(key.precision))
+            if choices and choices.details:
+                artifact = dataclasses.replace(artifact, details={**artifact.details, **choices.details})
             check_interrupted()
             exported = time.perf_counter()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,
@@ -76,9 +95,15 @@ class Workshop:
         """The record of one artifact of one target; a converter, quantizer or runtime
         failure is that artifact's record, so the target's other formats still build."""
         project = self.plan.project
-        key = export_step.export_key(project, target_plan.target, spec, self.plan.recipe.quantize)
+        try:
+            quantize = self._quantize(spec.precision)
+        except ToolchainError as e:   # the shared int8 rewrite or analysis: every int8 artifact fails with it
+            quantize, self._int8_failure = self.plan.recipe.quantize, e
+        key = export_step.export_key(project, target_plan.target, spec, quantize)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
+        if key not in self._failed and spec.precision.startswith("int8") and self._int8_failure:
+            self._failed[key] = self._int8_failure
         if key not in self._failed:
             try:
                 return self._measured_record(target_plan, spec, key, dims, file_name)

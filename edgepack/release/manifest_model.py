@@ -184,7 +184,9 @@ class QuantizeOptions(Record):
 
     weights: Literal["per_channel", "per_tensor"] | None = None
     activations: Literal["asymmetric", "symmetric"] | None = None
-    keep_float: list[StrictStr] | None = None
+    keep_float: list[StrictStr] | Literal["auto"] | None = None
+    max_float_layers: Annotated[StrictInt, Field(ge=1)] | None = None
+    sensitivity: StrictBool | None = None
     calibration_samples: Annotated[StrictInt, Field(ge=1)] | None = None
     calibration: Literal["minmax", "percentile", "entropy", "mse"] | None = None
     percentile: Number | None = None
@@ -371,6 +373,54 @@ class BiasCorrection(Record):
     max_abs_shift: NonNegative
 
 
+class LayerSensitivity(Record):
+    layer: StrictStr
+    snr_db: Number | None = None          # null: that layer's int8 left the outputs bit-identical
+    agreement: Fraction
+    weights: Count
+    macs: Count
+
+
+class Sensitivity(Record):
+    """The layers that lose most to int8, each quantized alone (compress.sensitivity),
+    most sensitive first (the top ones of `layers_measured`)."""
+
+    method: StrictStr
+    samples: Count
+    layers_measured: Count
+    int8_snr_db: Number | None = None     # every layer int8 at once, on the same samples
+    int8_agreement: Fraction
+    seconds: NonNegative
+    layers: list[LayerSensitivity]
+
+
+class MixedPrecisionStep(Record):
+    float_layers: list[StrictStr]
+    agreement: Fraction
+    snr_db: Number | None = None
+    float_weights: Count
+    extra_bytes: Count                    # 3 bytes per weight kept in fp32 instead of int8
+    float_macs_pct: Percent
+
+
+class MixedPrecisionBudget(Record):
+    min_agreement_pct: Percent
+    min_snr_db: Number
+
+
+class MixedPrecision(Record):
+    """keep_float = "auto": the layers kept in float and every step of the search
+    (compress.mixed_precision), predicted on the fake-quantized torch model."""
+
+    keep_float: list[StrictStr]
+    met: StrictBool
+    budget: MixedPrecisionBudget
+    max_float_layers: Annotated[StrictInt, Field(ge=1)]
+    samples: Count
+    seconds: NonNegative
+    steps: list[MixedPrecisionStep]
+
+
 class Export(Record):
     """What the exporter reported. Common fields first, then each built-in format's own.
 
@@ -390,6 +440,8 @@ class Export(Record):
     calibration: Calibration | None = None            # static int8
     equalization: Equalization | None = None          # int8 with the quantize stage's equalize
     bias_correction: BiasCorrection | None = None     # int8 with the quantize stage's bias_correction
+    sensitivity: Sensitivity | None = None            # int8 with sensitivity = true or keep_float = "auto"
+    mixed_precision: MixedPrecision | None = None     # int8 with keep_float = "auto"
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
     float_ops: dict[str, Count] | None = None         # int8: ops computing in float (QUANTIZE/DEQUANTIZE aside)

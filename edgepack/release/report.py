@@ -259,6 +259,38 @@ def _signature_text(sig: dict | None, kind: str) -> str:
     return "; ".join(parts) or "-"
 
 
+def _int8_sections(arts: list[dict]) -> list[str]:
+    """The int8 artifacts' per-layer sensitivity and, with keep_float = "auto", the search's
+    steps (one analysis per build: shown once, naming the artifacts it applies to)."""
+    with_sens = [a for a in arts if (a.get("export") or {}).get("sensitivity")]
+    if not with_sens:
+        return []
+    export = with_sens[0]["export"]
+    s = export["sensitivity"]
+
+    def db(v):
+        return "exact" if v is None else f"{v:.1f}"
+
+    out = ["<h2>Int8 sensitivity</h2>",
+           f"<p class=\"note\">{_e(', '.join(a['file'] for a in with_sens))}: {_e(s['method'])}; {s['samples']} samples; "
+           f"every layer int8 at once: {_e(db(s['int8_snr_db']))} dB, {s['int8_agreement'] * 100:.1f}% agreement. "
+           f"The {len(s['layers'])} of {s['layers_measured']} layers that lose most:</p>",
+           _table(["layer", "SNR dB (only it int8)", "agreement", "weights", "MACs"],
+                  [[r["layer"], db(r["snr_db"]), f"{r['agreement'] * 100:.1f}%", r["weights"], r["macs"]] for r in s["layers"]],
+                  numeric={1, 2, 3, 4})]
+    mp = export.get("mixed_precision")
+    if mp:
+        b = mp["budget"]
+        out.append(f"<p class=\"note\">keep_float = \"auto\" kept {len(mp['keep_float'])} layer(s) in float "
+                   f"({_e(', '.join(mp['keep_float']) or 'none')}) for agreement &ge; {b['min_agreement_pct']:g}% and SNR "
+                   f"&ge; {b['min_snr_db']:g} dB, predicted in torch on {mp['samples']} samples; each step:</p>")
+        out.append(_table(["step", "layer added to float", "agreement", "SNR dB", "extra bytes", "MACs in float"],
+                          [[i, st["float_layers"][-1] if st["float_layers"] else "(all int8)", f"{st['agreement'] * 100:.1f}%",
+                            db(st["snr_db"]), _human_bytes(st["extra_bytes"]), f"{st['float_macs_pct']:.1f}%"]
+                           for i, st in enumerate(mp["steps"])], numeric={0, 2, 3, 4, 5}))
+    return out
+
+
 def render(m: dict) -> str:
     """The report page for one manifest."""
     import matplotlib
@@ -304,6 +336,7 @@ def render(m: dict) -> str:
                              for a in arts]))
     else:
         parts.append("<p class=\"note\">This build has no artifacts.</p>")
+    parts.extend(_int8_sections(arts))
     parts.append("<h2>Plots</h2>")
     if plots:
         parts.append("<div class=\"plots\">" + "".join(
