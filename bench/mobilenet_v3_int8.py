@@ -18,7 +18,8 @@ on 32 other seeded inputs (a cumulative average in train mode), which leaves eve
 block's output with a standard deviation near 1, as in a trained model.
 
 Where an op is float: LiteRT, the float32 ops in the converted file (`float_ops`);
-ONNX, the nodes of those types that do not read every input through DequantizeLinear;
+ONNX, the nodes of those types that are not a QDQ unit or have no int8 kernel in
+ONNX Runtime (they run dequantized);
 ExecuTorch, the nodes of those types that torchao's XNNPACKQuantizer leaves unannotated
 (and the ops the XNNPACK delegate left to the portable kernels).
 """
@@ -60,13 +61,26 @@ def _pt2e_unannotated(model, example) -> dict:
 
 
 def _onnx_float(path: Path) -> dict:
+    """Mobile ops ONNX Runtime computes in float: not a QDQ unit (every float input through
+    DequantizeLinear, every output only into QuantizeLinear), or an op type with no int8
+    (QLinear*) kernel among the operator schemas of the installed onnxruntime."""
     import onnx
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
 
+    int8_kernels = {s.name[len("QLinear"):] for s in ort_c.get_all_operator_schema() if s.name.startswith("QLinear")}
     graph = onnx.load(str(path)).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    not_float = {i.name for i in graph.initializer if i.data_type not in float_types}   # e.g. ReduceMean's axes
+    consumers: dict[str, list[str]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
     left: dict[str, int] = {}
     for n in graph.node:
-        if n.op_type in ONNX_MOBILE_OPS and not all(i in dequantized for i in n.input if i):
+        unit = all(i in dequantized or i in not_float for i in n.input if i) and all(
+            consumers.get(o) and set(consumers[o]) == {"QuantizeLinear"} for o in n.output)
+        if n.op_type in ONNX_MOBILE_OPS and not (unit and n.op_type in int8_kernels):
             left[n.op_type] = left.get(n.op_type, 0) + 1
     return left
 
