@@ -153,7 +153,9 @@ def test_a_format_registered_at_test_time_flows_through_plan_build_manifest_and_
     assert [c["size"] for c in fp32["dynamic_check"]] == [1, 7]
     assert all(c["max_abs_error"] < 1e-5 for c in fp32["dynamic_check"])
     # The format's signature reader and the toolchain packages it names.
-    assert fp16["signature"]["inputs"] == [{"name": "x", "shape": ["batch", 16], "dtype": "float16", "quantization": None}]
+    # Named as the project declares the input; the runtime's own name kept beside it.
+    assert fp16["signature"]["inputs"] == [{"name": "input", "runtime_name": "x", "shape": ["batch", 16], "dtype": "float16",
+                                            "quantization": None}]
     assert manifest["toolchain"]["safetensors"] not in ("", "not installed")
     # Replayed test vectors come from the same runner.
     recorded = np.load(result.dist / "testdata" / "tiny-fp32.npz.npy")
