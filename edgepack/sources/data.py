@@ -11,13 +11,14 @@ import numpy as np
 from edgepack.config.schema import Project
 from edgepack.errors import ConfigError
 from edgepack.sources.hooks import call_hook
+from edgepack.sources.labels import check_labels, split_result
 
 
 @dataclass(frozen=True)
 class Split:
     name: str
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None            # checked for the task (sources.labels); None: unlabelled
 
     def __len__(self) -> int:
         return len(self.x)
@@ -52,10 +53,8 @@ def load_split(project_dir: Path, project: Project, name: str, *, classes: int |
         raise ConfigError(f"edgepack.toml: data.{name}: no hook given, and this build needs the {name} split")
     what = f"data.{name} hook {spec!r}"
     result = call_hook(project_dir, spec, what=f"data.{name} hook")
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise ConfigError(f"{what} returned {type(result).__name__}; expected a tuple (inputs, labels) of numpy arrays")
-    x = _as_array(result[0], what=what, part="inputs")
-    y = _as_array(result[1], what=what, part="labels")
+    inputs, labels = split_result(result, task=project.data.task, what=what)
+    x = _as_array(inputs, what=what, part="inputs")
     expected = tuple(project.model.input_shape[1:])
     if x.ndim == 0 or len(x) == 0:
         raise ConfigError(f"{what} returned no samples; it must return at least one")
@@ -77,16 +76,5 @@ def load_split(project_dir: Path, project: Project, name: str, *, classes: int |
         raise ConfigError(f"{what}: inputs hold {bad} non-finite value(s) (NaN or Inf, or beyond float32's range) in "
                           f"{int((~finite).sum())} of {len(x)} samples, first at sample {_first_index(~finite)}; "
                           "every input value must be finite")
-    if y.ndim != 1 or len(y) != len(x):
-        got = f"{len(y)} labels" if y.ndim == 1 else f"labels of shape {list(y.shape)}"
-        raise ConfigError(f"{what}: {got} for {len(x)} inputs; expected a 1-D array with one label per input")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ConfigError(f"{what}: labels are {y.dtype}; expected integer class indices (e.g. np.int64)")
-    y = y.astype(np.int64)
-    upper = classes if classes is not None else np.iinfo(np.int64).max
-    outside = (y < 0) | (y >= upper)
-    if outside.any():
-        i = _first_index(outside)
-        valid = f"0 to {classes - 1} (the model outputs {classes} classes)" if classes is not None else "0 or more"
-        raise ConfigError(f"{what}: {int(outside.sum())} label(s) outside {valid}, first at sample {i}: {int(y[i])}")
+    y = check_labels(labels, task=project.data.task, samples=len(x), what=what, classes=classes)
     return Split(name, x, y)

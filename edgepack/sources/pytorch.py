@@ -206,7 +206,8 @@ def load_source(project_dir: Path, project: Project) -> SourceModel:
 def check_forward(source: SourceModel, project: Project) -> int:
     """Run the model once on a zero input of the declared shape: a mismatch between the
     declared input_shape and the model fails here, with a clear message, before any export.
-    Returns the number of classes (the output's width), which the labels are checked against."""
+    Returns the output's width: for a classifier the number of classes, which the labels
+    are checked against."""
     import torch
 
     shape = project.model.input_shape
@@ -220,6 +221,12 @@ def check_forward(source: SourceModel, project: Project) -> int:
             raise user_code_error(e, what="the model's forward") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape: {first}") from None
+    if project.data.task != "classification":
+        # Values, embeddings or unlabelled outputs: any tensor with the batch first.
+        if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != shape[0]:
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"model output is {got}; a {project.data.task} model must return a tensor [batch, ...]")
+        return int(out.shape[1])
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model output is {got}; a classification model must return one logits tensor [batch, classes]")
