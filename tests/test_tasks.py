@@ -180,7 +180,11 @@ def _project(tmp_path: Path, weights: Path, *, task: str, factory: str, evaluati
 def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # The exact x86 int8 kernels, as every edgepack runner selects them (without VNNI the
+    # default ones saturate 16-bit pair sums: docs/devices.md).
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
@@ -272,7 +276,7 @@ def test_regression_without_labels_is_refused(tmp_path, _weights):
 @pytest.mark.slow
 def test_regression_build_scores_mae_and_rmse_and_gates_per_output_tolerance(tmp_path, _weights):
     project = _project(tmp_path, _weights, task="regression", factory="regressor",
-                       budgets="[budgets.outputs.values]\natol = 0.05\nrtol = 0.05")
+                       budgets="[budgets.outputs.values]\natol = 0.05\nrtol = 0.05\nmin_within_pct = 95")
     run = cli("build", "-p", project.root)
     assert run.code == 0, run.stdout + run.stderr
     assert "MAE" in run.stdout and "RMSE" in run.stdout and "accuracy" not in run.stdout
@@ -288,7 +292,11 @@ def test_regression_build_scores_mae_and_rmse_and_gates_per_output_tolerance(tmp
     assert a["metrics"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((out - y) ** 2))), abs=1e-5)
     assert 0 < a["metrics"]["mae"] < 0.5  # the trained regressor is close to its targets
     values = a["outputs"]["values"]
-    assert (values["atol"], values["rtol"]) == (0.05, 0.05) and values["within_tolerance"] == 1.0
+    # The share is the artifact's own: recomputed from its outputs and the torch model's.
+    expected = _torch_outputs(project.root, "regressor", x)
+    within = float(np.mean(np.abs(out - expected) <= 0.05 + 0.05 * np.abs(expected)))
+    assert (values["atol"], values["rtol"]) == (0.05, 0.05) and values["within_tolerance"] == pytest.approx(within)
+    assert 0.95 <= within < 1.0  # one value of int8 is further off: min_within_pct lets it through
     assert {c["budget"] for c in a["gates"]} == {"min_snr_db", "outputs.values.within_tolerance"}
 
     # A tolerance no int8 artifact meets fails the output by name.
@@ -297,7 +305,7 @@ def test_regression_build_scores_mae_and_rmse_and_gates_per_output_tolerance(tmp
     assert failed.code == 1, failed.stderr
     (failure,) = failed.json()["targets"][0]["failures"]
     assert failure.startswith("regression.onnx (onnx int8): output 'values': ")
-    assert "of its values are within 0 of the fp32 reference" in failure and "budget of 100% (budgets.outputs.values)" in failure
+    assert "of its values are within 0 of the fp32 reference" in failure and "budget of 95% (budgets.outputs.values)" in failure
 
 
 @pytest.mark.slow
@@ -310,18 +318,11 @@ def test_embedding_cosine_gate_passes_a_sane_budget_and_fails_a_broken_one(tmp_p
     dist = project.root / "dist" / "onnx-only"
     m = json.loads((dist / "manifest.json").read_text())
     (a,) = m["artifacts"]
-    ref = _onnx_outputs  # the cosine is recomputed from the artifact's own outputs and the torch model's
-    x = _eval_data(project.root, "inputs_only")
-    out = ref(dist / "embedding.onnx", x)
-    import torch
-    from safetensors.torch import load_file
-
+    # The cosine is recomputed from the artifact's own outputs and the torch model's.
     from edgepack.verify.tasks import cosine_similarities
-    model = _load_factory(project.root, "embedder")
-    model.load_state_dict(load_file(str(project.root / "embedder.safetensors")))
-    with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(x)).numpy()
-    cos = cosine_similarities(expected, out)
+
+    x = _eval_data(project.root, "inputs_only")
+    cos = cosine_similarities(_torch_outputs(project.root, "embedder", x), _onnx_outputs(dist / "embedding.onnx", x))
     assert a["metrics"]["cosine_min"] == pytest.approx(float(cos.min()), abs=1e-5)
     assert a["metrics"]["cosine_mean"] == pytest.approx(float(cos.mean()), abs=1e-5)
     assert 0.95 < a["metrics"]["cosine_min"] < 1.0
@@ -337,13 +338,19 @@ def test_embedding_cosine_gate_passes_a_sane_budget_and_fails_a_broken_one(tmp_p
     assert "below the int8 budget of 1 (min_cosine)" in failed.stdout
 
 
-def _load_factory(root: Path, factory: str):
+def _torch_outputs(root: Path, factory: str, x: np.ndarray) -> np.ndarray:
     import importlib.util
+
+    import torch
+    from safetensors.torch import load_file
 
     spec = importlib.util.spec_from_file_location("_tasks_models_check", root / "models.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return getattr(mod, factory)()
+    model = getattr(mod, factory)()
+    model.load_state_dict(load_file(str(root / f"{factory}.safetensors")))
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x)).numpy()
 
 
 @pytest.mark.slow
