@@ -63,7 +63,8 @@ class Workshop:
             settings, evaluation = self.plan.project.build, self.loaded.evaluation
             self._emulated[ekey] = measure_step.measure_on(
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
-                precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
+                precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference,
+                labels=evaluation.y if self.plan.project.data.task == "classification" else None,  # a device run's accuracy is top-1
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,
                 activation_elements=self.compressed.costs.activation_elements,
                 calibration=self.plan.latency_calibration, with_estimate=False, delegate=key.delegate)
