@@ -449,3 +449,27 @@ def test_metric_hook_that_raises_is_one_line_naming_the_hook_and_its_frame(tiny_
     assert_one_line_error(run, 2, "data.metric hook 'data.py:broken'", "data.py:", "in broken",
                           "raised RuntimeError: the scorer lost its config")
     assert not (tiny_project.root / "dist").exists()
+
+
+# --------------------------------------------------------------------------- compression stages
+
+
+def test_stage_metric_drop_is_how_much_worse_in_the_metrics_own_units():
+    from edgepack.compress.evaluate import StageMetric
+
+    mae = StageMetric("mae", "lower")
+    assert mae.drop({"metrics": {"mae": 0.10}}, {"metrics": {"mae": 0.25}}) == pytest.approx(0.15)
+    assert mae.drop({"metrics": {"mae": 0.25}}, {"metrics": {"mae": 0.10}}) == pytest.approx(-0.15)
+    assert mae.amount(0.15) == "0.15" and mae.budget(0.1) == "0.1"
+    accuracy = StageMetric("accuracy", "higher")
+    # Accuracies are read from a stage row's own field and counted in points.
+    assert accuracy.drop({"accuracy": 0.97}, {"accuracy": 0.95}) == pytest.approx(2.0)
+    assert accuracy.amount(2.0) == "2.00 pt"
+
+
+def test_stages_that_train_are_refused_for_a_task_without_class_labels(tmp_path, _weights):
+    project = _project(tmp_path, _weights, task="regression", factory="regressor", data='training = "data.py:training"')
+    text = (project.root / "edgepack.toml").read_text()
+    project.write_toml(text + '\n[[compress.stages]]\npass = "prune"\nmethod = "structured"\nratio = 0.5\nfine_tune_epochs = 2\n')
+    assert_one_line_error(cli("build", "-p", project.root, "--dry-run"), 2, "stage 1 (prune) train the model on class labels",
+                          "task 'regression'", "fine_tune_epochs = 0")
