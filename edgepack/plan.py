@@ -41,6 +41,7 @@ class BuildPlan:
             "schema": "edgepack.plan/1",
             "project": self.project.project.name,
             "project_dir": str(self.project_dir),
+            "task": self.project.data.task,
             "source": {"factory": src.factory, "weights": src.weights, "program": src.program,
                        "input_shape": list(src.input_specs[0].shape),
                        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in src.input_specs],
@@ -129,6 +130,9 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
     pcat = profiles_catalog(project_dir, [Path(d) for d in profile_dirs])
     for flag, dirs in (("--target-dir", target_dirs), ("--profile-dir", profile_dirs)):
         problems.extend(f"{flag} {d}: no such folder" for d in dirs if not Path(d).is_dir())
+    from edgepack.verify.tasks import budget_problems, gated_metric_problems, output_names
+
+    problems.extend(budget_problems(project, project.budgets, where=str(project_dir / "edgepack.toml")))
     plans = []
     for name in targets or list(project.build.targets):
         try:
@@ -142,6 +146,12 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
             problems.extend(e.problems or [f"{tcat.path(name)}: device: {e}"])
             continue
         problems.extend(_target_dims_problems(tcat.path(name), target, project))
+        # A target's own gated metric and per-output budgets must fit this project too
+        # (the project's were checked above); its budgets for other tasks are not applied.
+        if "gated_metric" not in project.budgets.given():
+            problems.extend(gated_metric_problems(project, target.budgets, where=str(tcat.path(name))))
+        problems.extend(f"{tcat.path(name)}: budgets.outputs.{o}: the model has no output {o!r}; outputs: "
+                        f"{', '.join(output_names(project))}" for o in target.budgets.outputs if o not in output_names(project))
         budgets = project.budgets.apply_to(target.budgets)
         if budgets is not target.budgets:
             target = target.model_copy(update={"budgets": budgets})
@@ -151,7 +161,8 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
         resolved = resolve_recipe(project_dir, project, recipe=recipe)
         from edgepack.compress.engine import check_training_available
 
-        check_training_available(resolved.stages, project.data.training is not None, str(project_dir / "edgepack.toml"))
+        check_training_available(resolved.stages, project.data.training is not None, str(project_dir / "edgepack.toml"),
+                                 project.data.task)
     except ConfigError as e:
         problems.extend(e.problems or [str(e)])
     if resolved is not None and resolved.quantize.activations == "symmetric":

@@ -117,6 +117,16 @@ def one_array():
     return inputs["features"], y
 
 
+def evaluation_unlabelled():
+    inputs, _ = _make(90, 2)
+    return inputs
+
+
+def score_stats(outputs, labels):
+    """A project metric reading the second output by name."""
+    return {"mean_score": float(outputs["score"].mean())}
+
+
 def ids_beyond_int32():
     inputs, y = _make(8, 4)
     return {**inputs, "token_ids": inputs["token_ids"] + 2**40}, y
@@ -151,12 +161,12 @@ weights = "weights.safetensors"
 [data]
 calibration = "data.py:calibration"
 evaluation = "data.py:{evaluation}"
-
+{data}
 [build]
 targets = ["{target}"]
 warmup = 1
 iterations = 2
-'''
+{budgets}'''
 
 ALL_FORMATS_TARGET = '''
 name = "all-formats"
@@ -207,13 +217,15 @@ def _two_heads_weights(tmp_path_factory) -> Path:
 
 
 def make_project(root: Path, weights: Path, *, factory: str = "build", evaluation: str = "evaluation",
-                 interface: str = INTERFACE, artifacts: tuple[tuple[str, str], ...] = (("onnx", "fp32"),)) -> Path:
+                 interface: str = INTERFACE, artifacts: tuple[tuple[str, str], ...] = (("onnx", "fp32"),),
+                 data: str = "", budgets: str = "") -> Path:
     root.mkdir(parents=True)
     (root / "model.py").write_text(TWO_HEADS_MODEL)
     (root / "data.py").write_text(TWO_HEADS_DATA)
     (root / "weights.safetensors").write_bytes(weights.read_bytes())
     (root / "edgepack.toml").write_text(textwrap.dedent(TOML.format(
-        factory=factory, evaluation=evaluation, interface=interface, target="all-formats")))
+        factory=factory, evaluation=evaluation, interface=interface, target="all-formats", data=data,
+        budgets=budgets)))
     (root / "targets").mkdir()
     listed = "".join(f'[[artifacts]]\nformat = "{f}"\nprecision = "{p}"\n' for f, p in artifacts)
     (root / "targets" / "all-formats.toml").write_text(ALL_FORMATS_TARGET.format(artifacts=listed))
@@ -391,7 +403,8 @@ def test_build_manifest_lists_inputs_and_outputs_in_declared_order(two_heads_bui
         # The int input stays int64 in every artifact, never quantized.
         ids = sig["inputs"][1]
         assert ids["dtype"] == "int64" and ids["quantization"] is None, (a["file"], ids)
-        assert [o["name"] for o in a["output_parity"]] == OUTPUT_NAMES
+        # Parity per output, by declared name and in that order.
+        assert list(a["outputs"]) == OUTPUT_NAMES and all(o["snr_db"] > 20 for o in a["outputs"].values())
     pte = next(a for a in m["artifacts"] if a["file"].endswith("int8.pte"))
     assert [t["runtime_name"] for t in pte["signature"]["inputs"]] == ["input_0", "input_1"]
 
@@ -475,3 +488,60 @@ def test_build_forward_returning_a_dict_is_read_by_the_declared_names(tmp_path, 
     assert [t["name"] for t in onnx["signature"]["outputs"]] == OUTPUT_NAMES
     assert [o["shape"] for o in m["source"]["outputs"]] == [[1, 3], [1, 1]]
     assert onnx["max_abs_error"] <= FP32_ATOL and onnx["agreement"] == 1.0
+
+
+# An unlabelled project (task "none") with two inputs and two outputs: no label metric,
+# every output gated by its own declared tolerance against the fp32 model, the metric
+# hook reading an output by name. int8 score errors were measured up to 0.11 (above);
+# 0.15 + 0.1 |ref| holds for nearly all of them, and the logits keep ~35 dB.
+UNLABELLED_DATA = """task = "none"
+metric = "data.py:score_stats"
+"""
+UNLABELLED_BUDGETS = """
+[budgets.outputs.score]
+atol = 0.15
+rtol = 0.1
+min_within_pct = 90
+
+[budgets.outputs.class_logits]
+min_snr_db = { int8 = 20 }
+"""
+
+
+@pytest.mark.slow
+def test_build_unlabelled_two_inputs_two_outputs_gates_each_output_by_name(tmp_path, _two_heads_weights):
+    from edgepack.devices.base import run_declared
+    from edgepack.devices.host import HostRunner
+    from edgepack.formats import get_format
+
+    root = make_project(tmp_path / "twoheads", _two_heads_weights, evaluation="evaluation_unlabelled",
+                        artifacts=tuple((f, "int8") for f in FORMATS), data=UNLABELLED_DATA,
+                        budgets=UNLABELLED_BUDGETS)
+    run = cli("build", "-p", root, "--json")
+    assert run.code == 0, run.stderr + run.stdout
+    dist = root / "dist" / "all-formats"
+    m = json.loads((dist / "manifest.json").read_text())
+    assert m["evaluation"]["task"] == "none" and "labels_sha256" not in m["evaluation"]
+    assert [i["name"] for i in m["evaluation"]["inputs"]] == INPUT_NAMES
+    inputs, expected = _torch_outputs(root)
+    assert m["evaluation"]["reference_metrics"] == {"mean_score": pytest.approx(float(expected[1].mean()), abs=1e-5)}
+    assert len(m["artifacts"]) == 3
+    for a in m["artifacts"]:
+        assert a["task"] == "none" and a["accuracy"] is None and a["agreement"] is None
+        assert list(a["outputs"]) == OUTPUT_NAMES
+        assert {c["budget"] for c in a["gates"]} == {
+            "min_snr_db", "outputs.score.within_tolerance", "outputs.class_logits.min_snr_db"}
+        assert all(c["passed"] for c in a["gates"]), a["gates"]
+        # Every figure is the artifact's own: its outputs, run here in its runtime, against torch's.
+        got = run_declared(HostRunner(), dist / a["file"], a["format"], inputs, input_names=INPUT_NAMES,
+                           output_names=OUTPUT_NAMES, warmup=0, iterations=1, threads=1).outputs
+        score, ref = got[1].astype(np.float64), expected[1].astype(np.float64)
+        within = float(np.mean(np.abs(score - ref) <= 0.15 + 0.1 * np.abs(ref)))
+        assert a["outputs"]["score"]["within_tolerance"] == pytest.approx(within, abs=1e-6), a["file"]
+        assert 0.9 <= within, (a["file"], within)
+        assert a["outputs"]["score"]["max_abs_error"] == pytest.approx(float(np.abs(score - ref).max()), abs=1e-5)
+        logits, ref_logits = got[0].astype(np.float64), expected[0].astype(np.float64)
+        snr = 10 * np.log10(np.sum(ref_logits**2) / np.sum((ref_logits - logits) ** 2))
+        assert a["outputs"]["class_logits"]["snr_db"] == pytest.approx(snr, abs=0.01), a["file"]
+        assert a["metrics"] == {"mean_score": pytest.approx(float(got[1].mean()), abs=1e-5)}
+        assert a["file"].endswith(get_format(a["format"]).extension)

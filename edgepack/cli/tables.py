@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from edgepack.release.scores import reference_line, score_columns
+
 
 def human_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -19,14 +21,22 @@ def plan_table(plan) -> Table:
     table = Table(title=f"build plan: {d['project']} -> {d['output_dir']} (runner: {d['runner']})", title_justify="left")
     for col in ("target", "device", "format", "precision", "delegate", "file", "budgets"):
         table.add_column(col)
+    task = d.get("task", "classification")
     for t in d["targets"]:
         b = t["budgets"]
-        budget = (f"accuracy drop <= {b['max_accuracy_drop_pt']:g} pt; size <= {human_bytes(b['max_size_bytes']) if b['max_size_bytes'] else '-'}; "
+        quality = f"accuracy drop <= {b['max_accuracy_drop_pt']:g} pt; " if task == "classification" else ""
+        if b.get("gated_metric"):
+            quality += f"{b['gated_metric']} drop <= {b['max_metric_drop']:g}; "
+        budget = (f"{quality}size <= {human_bytes(b['max_size_bytes']) if b['max_size_bytes'] else '-'}; "
                   f"latency <= {b['max_latency_ms'] or '-'} ms on {t['device']}"
                   + (" (waived: --no-latency-gate)" if b["max_latency_ms"] and not d["latency_gate"] else ""))
         for i, a in enumerate(t["artifacts"]):
-            parity = (f"agreement >= {b['min_agreement_pct'][a['precision']]:g}%, "
-                      f"SNR >= {b['min_snr_db'][a['precision']]:g} dB")
+            floors = [f"agreement >= {b['min_agreement_pct'][a['precision']]:g}%"] if task == "classification" else []
+            if task == "embedding":
+                floors.append(f"cosine >= {b['min_cosine'][a['precision']]:g}")
+            floors.append(f"SNR >= {b['min_snr_db'][a['precision']]:g} dB")
+            floors.extend(_output_floor(name, o, a["precision"]) for name, o in (b.get("outputs") or {}).items())
+            parity = ", ".join(floors)
             table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"],
                           f"{budget}; {parity}" if i == 0 else parity)
     return table
@@ -47,6 +57,20 @@ def _count(n: int) -> str:
         if n >= div:
             return f"{n / div:.2f}{unit}"
     return str(n)
+
+
+def _output_floor(name: str, budget: dict, precision: str) -> str:
+    """One `[budgets.outputs.<name>]` as the plan shows it for an artifact's precision."""
+    parts = []
+    tolerance = " + ".join(t for t in (f"{budget['atol']:g}" if budget.get("atol") is not None else "",
+                                       f"{budget['rtol']:g} x |ref|" if budget.get("rtol") is not None else "") if t)
+    if tolerance:
+        within = budget.get("min_within_pct", 100.0)
+        parts.append(f"within {tolerance}" + ("" if within >= 100 else f" for >= {within:g}%"))
+    snr = (budget.get("min_snr_db") or {}).get(precision)
+    if snr is not None:
+        parts.append(f"SNR >= {snr:g} dB")
+    return f"{name}: " + ", ".join(parts or ["-"])
 
 
 def stage_notes(stages: list[dict]) -> list[str]:
@@ -115,14 +139,21 @@ def stage_table(stages: list[dict], evaluated_on: str) -> Table:
     notes = stage_notes(stages)
     table = Table(title=f"compression stages (measured on the {evaluated_on} split)", title_justify="left",
                   caption="\n".join(notes) or None, caption_justify="left", caption_style="yellow")
-    for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", "accuracy", "F1 macro", "Δ acc", "Δ vs original", "time", "cache"):
+    classifier = all(r.get("accuracy") is not None for r in stages)
+    # Other tasks: their scores by name; a drop is in the gated metric's own units.
+    names = [] if classifier else list(dict.fromkeys(k for r in stages for k in (r.get("metrics") or {})))
+    unit = " pt" if classifier else ""
+    quality = ("accuracy", "F1 macro") if classifier else tuple(names)
+    for col in ("#", "stage", "params", "nonzero", "MACs", "fp32 size", "zipped", *quality, "Δ acc" if classifier else "Δ", "Δ vs original", "time", "cache"):
         table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
     for r in stages:
+        scores = ((f"{r['accuracy'] * 100:.2f}%", f"{r['f1_macro'] * 100:.2f}%") if classifier else
+                  tuple("-" if (r.get("metrics") or {}).get(n) is None else f"{r['metrics'][n]:.4g}" for n in names))
         table.add_row(
             str(r["stage"]), r["name"], _count(r["parameters"]), _count(r["nonzero_parameters"]), _count(r["macs"]),
-            human_bytes(r["fp32_bytes"]), human_bytes(r["zipped_bytes"]), f"{r['accuracy'] * 100:.2f}%",
-            f"{r['f1_macro'] * 100:.2f}%", f"{(-r['drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "",
-            f"{(-r['total_drop_pt']) + 0.0:+.2f} pt" if r["stage"] else "", f"{r['seconds']:.1f} s" if r["stage"] else "",
+            human_bytes(r["fp32_bytes"]), human_bytes(r["zipped_bytes"]), *scores,
+            f"{(-r['drop_pt']) + 0.0:+.2f}{unit}" if r["stage"] else "",
+            f"{(-r['total_drop_pt']) + 0.0:+.2f}{unit}" if r["stage"] else "", f"{r['seconds']:.1f} s" if r["stage"] else "",
             (r["cache"] + (" *" if r.get("notes") else "")) if r["stage"] else ("*" if r.get("notes") else ""),
         )
     return table
@@ -155,8 +186,9 @@ def build_tables(result) -> list:
         m = t.manifest
         title = f"{result.project} for {t.target} (device profile {t.device})"
         table = Table(title=title, title_justify="left")
+        scores = score_columns(m)
         for col, just in (("file", "left"), ("format", "left"), ("precision", "left"), ("size", "right"),
-                          ("vs fp32", "right"), ("accuracy", "right"), ("vs ref", "right"), ("agree", "right"),
+                          ("vs fp32", "right"), *((header, "right") for header, _, _ in scores),
                           ("SNR dB", "right"), ("host p50", "right")):
             table.add_column(col, justify=just)
         has_estimates = any(r.get("method") == "estimated" for a in m["artifacts"] for r in a.get("measurements") or [])
@@ -164,7 +196,6 @@ def build_tables(result) -> list:
             table.add_column(f"est. {t.device}", justify="right")
         for a in m["artifacts"]:
             lat = a["latency_ms"]
-            drop = a["accuracy_drop_pt"]
             failed = {c["budget"] for c in a.get("gates") or () if not c["passed"]}
 
             def cell(text: str, budget: str) -> Text:
@@ -172,21 +203,18 @@ def build_tables(result) -> list:
 
             table.add_row(
                 a["file"], a["format"], a["precision"], cell(human_bytes(a["size_bytes"]), "max_size_bytes"),
-                f"{a['size_vs_fp32_weights']:.2f}x", f"{a['accuracy'] * 100:.2f}%",
-                cell(f"{(-drop) + 0.0:+.2f} pt", "max_accuracy_drop_pt"),
-                cell(f"{a['agreement'] * 100:.1f}%", "min_agreement_pct"),
+                f"{a['size_vs_fp32_weights']:.2f}x", *(cell(show(a), budget) for _, show, budget in scores),
                 cell("exact" if a["snr_db"] is None else f"{a['snr_db']:.1f}", "min_snr_db"),
                 f"{lat['p50']:.3f} ms",
                 *([estimate_cell(a)] if has_estimates else []),
             )
         for f in m.get("failed_artifacts") or []:
             table.add_row(f["file"], f["format"], f["precision"], Text(f"not built ({f['stage']} failed)", style="bold red"),
-                          *[""] * (6 + has_estimates))
+                          *[""] * (3 + len(scores) + has_estimates))
         out.append(table)
-        ref = m["evaluation"]
         lat0 = m["artifacts"][0]["latency_ms"] if m["artifacts"] else {}
         out.append(Text(
-            f"reference (torch fp32): {ref['reference_accuracy'] * 100:.2f}% on {ref['samples']} samples; "
+            f"reference (torch fp32): {reference_line(m)}; "
             f"vs fp32 = size / fp32 weights ({human_bytes(m['source']['fp32_weight_bytes'])}); "
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edgepack.compress import cachekey, diagnose, snapshot
-from edgepack.compress.evaluate import measure
+from edgepack.compress.evaluate import StageMetric, measure, predict
 from edgepack.compress.recipe import ResolvedRecipe, StageSpec
 from edgepack.errors import BudgetError, ConfigError
 from edgepack.passes.base import Dataset, PassContext
@@ -96,8 +96,13 @@ def _needs_training(spec: StageSpec) -> bool:
     return any(getattr(cfg, f, 0) for f in ("fine_tune_epochs",))
 
 
-def check_training_available(stages, has_training: bool, where: str) -> None:
+def check_training_available(stages, has_training: bool, where: str, task: str = "classification") -> None:
     needing = [s for s in stages if _needs_training(s)]
+    if needing and task != "classification":
+        # Fine-tuning and distillation train on class labels (cross-entropy, softened logits).
+        names = ", ".join(f"stage {s.index} ({s.pass_name})" for s in needing)
+        raise ConfigError(f"{where}: {names} train the model on class labels, which task {task!r} does not have; "
+                          "stages that train need task = \"classification\" (set fine_tune_epochs = 0, or drop distill)")
     if needing and not has_training:
         names = ", ".join(f"stage {s.index} ({s.pass_name})" for s in needing)
         raise ConfigError(f"{where}: {names} train the model, but edgepack.toml has no data.training hook; add one ('data.py:training') or set fine_tune_epochs = 0")
@@ -116,12 +121,16 @@ def run_stages(
     evaluated_on: str,
     cache_dir: Path | None,
     progress: Callable[[str], None] = lambda m: None,
+    scorer=None,
+    gated: StageMetric | None = StageMetric("accuracy", "higher"),
 ) -> Compressed:
     """Run every model-changing stage. `source_key` identifies the source model's weights
     (or program), `factory` is the project's model.factory (None for a .pt2 program): its
     code is part of every key, since a cached stage is rebuilt on the factory's model.
     `build_fresh(base)` makes an untrained model of a base architecture ("original" or a
-    student factory) for snapshots; None disables the cache."""
+    student factory) for snapshots; None disables the cache. Each stage is scored by
+    `scorer` (verify.tasks.Scorer; None: a classifier) and gated on `gated` (None: not
+    gated, an unlabelled project without a metric to gate on)."""
     import torch
 
     from edgepack.passes import PASSES
@@ -129,13 +138,18 @@ def run_stages(
     seed = ctx.seed
     torch.manual_seed(seed)
     example = ctx.example
-    before = measure(model, evaluate_on.x, evaluate_on.y, example).as_dict()
+    before = measure(model, evaluate_on.x, evaluate_on.y, example, scorer=scorer).as_dict()
+    # Embeddings are scored against the original model's, on the same inputs.
+    first_example = example[0] if isinstance(example, tuple) else example
+    original_outputs = (predict(model, evaluate_on.x, declared_batch=first_example.shape[0], names=scorer.names)
+                        if scorer is not None else None)
     rows = [original_row(before)]
-    original_acc = before["accuracy"]
-    chance = diagnose.chance_accuracy(evaluate_on.y)
+    # The collapse diagnosis reads classification accuracy against chance; other tasks
+    # (and unlabelled data) have neither.
+    chance = diagnose.chance_accuracy(evaluate_on.y) if before["accuracy"] is not None else None
     collapses: list[str] = []  # "stage i (label): why", the first one explains a failed budget
     data_digest = _array_digest(*(a for d in (ctx.training, ctx.validation) if d is not None
-                                  for a in (*(d.x if isinstance(d.x, tuple) else (d.x,)), d.y)))
+                                  for a in (*(d.x if isinstance(d.x, tuple) else (d.x,)), d.y) if a is not None))
     tools = cachekey.tool_versions()
     key = cachekey.source_key(source_key, project_dir=project_dir, factory=factory)
     base = "original"
@@ -172,11 +186,13 @@ def run_stages(
         base = stage_base
         seconds = time.perf_counter() - started
         progress(f"stage {spec.index} {spec.label}: evaluating")
-        metrics = measure(current, evaluate_on.x, evaluate_on.y, example).as_dict()
-        drop = (rows[-1].metrics["accuracy"] - metrics["accuracy"]) * 100
-        total = (original_acc - metrics["accuracy"]) * 100
-        collapse = diagnose.explain(spec.pass_name, report, before=rows[-1].metrics["accuracy"],
-                                    after=metrics["accuracy"], chance=chance)
+        metrics = measure(current, evaluate_on.x, evaluate_on.y, example, scorer=scorer, reference=original_outputs).as_dict()
+        drop = gated.drop(rows[-1].metrics, metrics) if gated else 0.0
+        total = gated.drop(before, metrics) if gated else 0.0
+        collapse = None
+        if chance is not None:
+            collapse = diagnose.explain(spec.pass_name, report, before=rows[-1].metrics["accuracy"],
+                                        after=metrics["accuracy"], chance=chance)
         if collapse:
             # Said as soon as it happens: a later stage (distillation) may still recover it.
             notes.append(collapse)
@@ -184,32 +200,33 @@ def run_stages(
             progress(f"stage {spec.index} {spec.label}: {collapse}")
         rows.append(StageRow(spec.index, spec.label, spec.pass_name, metrics, seconds, status, drop, total, report,
                              tuple(notes)))
-        if spec.max_drop_pt is not None and drop > spec.max_drop_pt:
+        if gated and spec.max_drop_pt is not None and drop > spec.max_drop_pt:
             raise StageBudgetError(
-                f"stage {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% after vs "
-                f"{rows[-2].metrics['accuracy'] * 100:.2f}% before: drop {drop:.2f} pt exceeds the stage budget of {spec.max_drop_pt:g} pt"
-                + (f"; {collapse}" if collapse else ""),
+                f"stage {spec.index} ({spec.label}): {gated.describe(metrics)} after vs "
+                f"{gated.describe(rows[-2].metrics)} before: drop {gated.amount(drop)} exceeds the stage budget of "
+                f"{gated.budget(spec.max_drop_pt)}" + (f"; {collapse}" if collapse else ""),
                 rows, evaluated_on)
         # The total budget judges the recipe's result: intermediate stages (pruning
         # before the distillation that recovers from it) may dip below it.
-        if spec is recipe.stages[-1] and total > recipe.max_total_drop_pt:
+        if gated and spec is recipe.stages[-1] and total > recipe.max_total_drop_pt:
             raise StageBudgetError(
-                f"after the last stage, {spec.index} ({spec.label}): accuracy {metrics['accuracy'] * 100:.2f}% vs the original's "
-                f"{original_acc * 100:.2f}%: total drop {total:.2f} pt exceeds the recipe budget of {recipe.max_total_drop_pt:g} pt"
-                f"; {_where_lost(rows, collapses, chance)}",
+                f"after the last stage, {spec.index} ({spec.label}): {gated.describe(metrics)} vs the original's "
+                f"{gated.describe(before)}: total drop {gated.amount(total)} exceeds the recipe budget of "
+                f"{gated.budget(recipe.max_total_drop_pt)}; {_where_lost(rows, collapses, chance, gated)}",
                 rows, evaluated_on)
     return Compressed(current, tuple(rows), evaluated_on)
 
 
-def _where_lost(rows: list[StageRow], collapses: list[str], chance: float) -> str:
-    """Which stage lost the accuracy: the first that collapsed, with its likely cause, when
-    the result is still collapsed against the original (a later distillation may have
+def _where_lost(rows: list[StageRow], collapses: list[str], chance: float | None, gated: StageMetric) -> str:
+    """Which stage lost the gated metric: the first that collapsed, with its likely cause,
+    when the result is still collapsed against the original (a later distillation may have
     recovered most of it), else the one with the largest drop."""
-    first, last = rows[0].metrics["accuracy"], rows[-1].metrics["accuracy"]
-    if collapses and diagnose.collapsed(before=first, after=last, chance=chance):
-        return collapses[0]
+    if collapses and chance is not None:
+        first, last = rows[0].metrics["accuracy"], rows[-1].metrics["accuracy"]
+        if diagnose.collapsed(before=first, after=last, chance=chance):
+            return collapses[0]
     worst = max(rows[1:], key=lambda r: r.drop_pt)
-    return f"the largest drop was stage {worst.stage} ({worst.name}): {worst.drop_pt:.2f} pt"
+    return f"the largest drop was stage {worst.stage} ({worst.name}): {gated.amount(worst.drop_pt)}"
 
 
 def _store(folder: Path, model, fresh, meta: dict) -> str:

@@ -13,16 +13,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    accuracy: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
+    accuracy: float | None          # classification only; other tasks' scores are in `metrics`
+    precision_macro: float | None
+    recall_macro: float | None
+    f1_macro: float | None
     parameters: int           # unique parameters (tied ones counted once)
     nonzero_parameters: int
     macs: int                 # multiply-accumulates for one input of the deployed shape
     fp32_bytes: int           # the weights stored densely in fp32
     zipped_bytes: int         # the same bytes after zlib (what sparsity and sharing buy)
     notes: tuple[str, ...] = ()  # how the figures were obtained when not the usual way
+    metrics: dict | None = None  # the task's scores and the project's metric hook's (verify.tasks.Scorer)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -100,14 +101,82 @@ def cost(model, example: np.ndarray) -> dict:
             "fp32_bytes": len(raw), "zipped_bytes": len(zlib.compress(raw, 9))}
 
 
-def measure(model, x, y: np.ndarray, example, *, classification: bool = True, names=None) -> ModelMetrics:
-    """Quality on (x, y) from the first output (in `names` order when given) and cost."""
-    from sklearn.metrics import precision_recall_fscore_support
-
+def measure(model, x, y: np.ndarray | None, example, *, scorer=None, reference: tuple | None = None,
+            names=None) -> ModelMetrics:
+    """Quality and cost of `model` on (x, y): `x` one array or a tuple in declared input
+    order, outputs read in `names` order (the scorer's when given). With a `scorer`
+    (verify.tasks.Scorer) the task's metrics are scored too, on the first output (and the
+    project's metric hook on all of them), embeddings against `reference` (the original
+    model's outputs on x; None: `model` is the original). Without one: a classifier."""
     notes: list[str] = []
     first = example[0] if isinstance(example, tuple) else example
-    logits = predict(model, x, declared_batch=first.shape[0], notes=notes, names=names)[0]
-    top1 = logits.argmax(1)
+    names = scorer.names if scorer is not None else names
+    outputs = predict(model, x, declared_batch=first.shape[0], notes=notes, names=names)
+    task = scorer.task if scorer is not None else "classification"
+    scores = None
+    if scorer is not None:
+        from edgepack.verify.tasks import as_outputs
+
+        named = as_outputs(scorer.names, outputs)
+        scores = scorer.score(named, y, reference=as_outputs(scorer.names, reference) if reference is not None else named)
+    if task != "classification" or y is None:
+        return ModelMetrics(accuracy=None, precision_macro=None, recall_macro=None, f1_macro=None,
+                            **cost(model, example), notes=tuple(notes), metrics=scores)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    logits = outputs[0]
+    top1 = logits.reshape(len(logits), -1).argmax(1)
     p, r, f, _ = precision_recall_fscore_support(y, top1, average="macro", zero_division=0)
     return ModelMetrics(accuracy=float(np.mean(top1 == y)), precision_macro=float(p), recall_macro=float(r),
-                        f1_macro=float(f), **cost(model, example), notes=tuple(notes))
+                        f1_macro=float(f), **cost(model, example), notes=tuple(notes), metrics=scores)
+
+
+@dataclass(frozen=True)
+class StageMetric:
+    """What compression stages are gated on: the build's gated metric (the project's
+    `budgets.gated_metric`), else the task's headline score (classification accuracy,
+    regression MAE, the lowest embedding cosine against the original model). A stage's
+    drop is how much worse it got: in points for accuracies (x100), else in the
+    metric's own units."""
+
+    name: str
+    direction: str              # "higher" or "lower" is better
+
+    @property
+    def unit(self) -> str:
+        return "pt" if self.name.endswith("accuracy") else ""
+
+    def value(self, row_metrics: dict) -> float | None:
+        scores = row_metrics.get("metrics") or {}
+        return scores.get(self.name, row_metrics.get(self.name))
+
+    def drop(self, before: dict, after: dict) -> float:
+        a, b = self.value(before), self.value(after)
+        if a is None or b is None:
+            return 0.0
+        worse = (a - b) if self.direction == "higher" else (b - a)
+        return worse * (100.0 if self.unit == "pt" else 1.0)
+
+    def describe(self, row_metrics: dict) -> str:
+        v = self.value(row_metrics)
+        if v is None:
+            return f"{self.name} -"
+        return f"{self.name} {v * 100:.2f}%" if self.unit == "pt" else f"{self.name} {v:.4g}"
+
+    def amount(self, value: float) -> str:
+        return f"{value:.2f} pt" if self.unit == "pt" else f"{value:.4g}"
+
+    def budget(self, value: float) -> str:
+        return f"{value:g} pt" if self.unit == "pt" else f"{value:g}"
+
+
+def stage_metric(project) -> StageMetric | None:
+    """The metric stages are gated on for `project`, or None (an unlabelled project with
+    no metric hook to gate on)."""
+    from edgepack.verify.tasks import HEADLINE_METRIC, metric_direction
+
+    budgets = project.budgets
+    if budgets.gated_metric:
+        return StageMetric(budgets.gated_metric, budgets.metric_direction or metric_direction(budgets.gated_metric) or "higher")
+    name = HEADLINE_METRIC.get(project.data.task)
+    return StageMetric(name, metric_direction(name)) if name else None

@@ -211,25 +211,47 @@ class ModelSource(Strict):
         return self
 
 
+# What the model computes, which decides what its labels are and what it is scored by
+# (edgepack/verify/tasks.py): class logits scored by top-1/top-k accuracy; values scored
+# by MAE/RMSE against float labels; embeddings scored by cosine similarity to the fp32
+# model's; "none": no labels, parity with the fp32 model only.
+Task = Literal["classification", "regression", "embedding", "none"]
+TASKS: tuple[str, ...] = ("classification", "regression", "embedding", "none")
+
+
 class DataHooks(Strict):
     """Functions in the project's own Python files returning `(inputs, labels)`: the inputs
-as one numpy array (a one-input model), or a tuple in declared order or a dict keyed by
-input name (several inputs); the labels as one array (sources.data checks both).
+    as one numpy array (a one-input model), or a tuple in declared order or a dict keyed by
+    input name (several inputs); the labels as one array (sources.labels checks them for
+    the task). For tasks "embedding" and "none" the labels may be omitted: `(inputs, None)`,
+    or the inputs alone (one array, or a dict by input name; a bare tuple would read as
+    (inputs, labels)).
 
     `validation` is what compression stages are evaluated and gated on; without it the
-    evaluation split is used (and the stage table says so)."""
+    evaluation split is used (and the stage table says so). `metric` is the project's own
+    scoring function, called with (outputs by name, labels) and returning named numbers."""
 
     calibration: str
     evaluation: str
     training: str | None = None
     validation: str | None = None
-    task: Literal["classification"] = "classification"
+    task: Task = "classification"
+    # Classification only: the k of top-k accuracy. None: 5 when the model has 10 or more
+    # classes, else top-k is not measured.
+    top_k: int | None = Field(default=None, ge=2)
+    metric: str | None = None
     calibration_samples: int = Field(default=256, gt=0)
 
-    @field_validator("calibration", "evaluation", "training", "validation")
+    @field_validator("calibration", "evaluation", "training", "validation", "metric")
     @classmethod
     def _hook_form(cls, v: str | None) -> str | None:
         return None if v is None else _check_hook(v)
+
+    @model_validator(mode="after")
+    def _top_k_is_for_classes(self) -> "DataHooks":
+        if self.top_k is not None and self.task != "classification":
+            raise ValueError(f"top_k is a classification setting; task is {self.task!r}")
+        return self
 
 
 class BuildSettings(Strict):
@@ -276,6 +298,8 @@ class Recipe(Strict):
 # (docs/budgets.md has the figures) and well above what a broken conversion gives.
 DEFAULT_MIN_AGREEMENT_PCT: dict[str, float] = {"fp32": 99.0, "fp16": 99.0, "int8": 98.0, "int8-dynamic": 98.0}
 DEFAULT_MIN_SNR_DB: dict[str, float] = {"fp32": 60.0, "fp16": 30.0, "int8": 20.0, "int8-dynamic": 20.0}
+# Cosine similarity of every artifact embedding to the fp32 model's (the lowest sample's).
+DEFAULT_MIN_COSINE: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98, "int8-dynamic": 0.98}
 
 
 def _per_precision(value: Any) -> Any:
@@ -292,13 +316,58 @@ def _percent(table: dict[str, float]) -> dict[str, float]:
     return table
 
 
+def _cosine(table: dict[str, float]) -> dict[str, float]:
+    for precision, v in table.items():
+        if not -1 <= v <= 1:
+            raise ValueError(f"{precision}: {v:g} is not a cosine similarity (-1 to 1)")
+    return table
+
+
 # {precision: value}, written in TOML as one number (every precision) or a table
 # (`{ int8 = 97.0, fp32 = 99.5 }`); keys must be precisions.
 PerPrecision = Annotated[dict[Precision, float], BeforeValidator(_per_precision)]
 PerPrecisionPercent = Annotated[dict[Precision, float], BeforeValidator(_per_precision), AfterValidator(_percent)]
+PerPrecisionCosine = Annotated[dict[Precision, float], BeforeValidator(_per_precision), AfterValidator(_cosine)]
 
 
-class BudgetOverrides(Strict):
+class OutputBudget(Strict):
+    """Tolerances for one named output of the model (`[budgets.outputs.<name>]`), against
+    the fp32 model's same output: elementwise |out - ref| <= atol + rtol * |ref| for at
+    least `min_within_pct` of the elements, and/or an SNR floor (a number, or a table per
+    precision)."""
+
+    atol: float | None = Field(default=None, ge=0)
+    rtol: float | None = Field(default=None, ge=0)
+    min_within_pct: float = Field(default=100.0, ge=0, le=100)
+    min_snr_db: PerPrecision | None = None
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> "OutputBudget":
+        if self.atol is None and self.rtol is None and self.min_snr_db is None:
+            raise ValueError("give atol and/or rtol, or min_snr_db")
+        return self
+
+
+class _MetricBudget(Strict):
+    """The gate on a declared metric (a task's own, or one the data.metric hook returns):
+    each artifact's value may be at most `max_metric_drop` worse than the original
+    model's, in the metric's own units, worse meaning lower for "higher" metrics."""
+
+    gated_metric: str | None = None
+    metric_direction: Literal["higher", "lower"] | None = None
+    max_metric_drop: float | None = Field(default=None, ge=0)
+    outputs: dict[str, OutputBudget] = {}
+
+    @model_validator(mode="after")
+    def _metric_complete(self) -> "_MetricBudget":
+        if self.gated_metric is None and (self.metric_direction is not None or self.max_metric_drop is not None):
+            raise ValueError("metric_direction and max_metric_drop need gated_metric (the metric they gate)")
+        if self.gated_metric is not None and self.max_metric_drop is None:
+            raise ValueError(f"gated_metric {self.gated_metric!r} needs max_metric_drop (how much worse than the original it may be)")
+        return self
+
+
+class BudgetOverrides(_MetricBudget):
     """A project's own budgets; each given field replaces the target's. For the
     per-precision budgets, a number replaces every precision's value and a table only the
     precisions it names."""
@@ -306,12 +375,18 @@ class BudgetOverrides(Strict):
     max_accuracy_drop_pt: float | None = Field(default=None, ge=0)
     min_agreement_pct: PerPrecisionPercent | None = None
     min_snr_db: PerPrecision | None = None
+    min_cosine: PerPrecisionCosine | None = None
     max_size_bytes: int | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
 
+    def given(self) -> list[str]:
+        """The budgets this project sets itself, in the order of the fields."""
+        return [name for name in type(self).model_fields if name in self.model_fields_set
+                and getattr(self, name) not in (None, {})]
+
     def apply_to(self, budgets: "Budgets") -> "Budgets":
-        given = self.model_dump(exclude_none=True)
-        for name in ("min_agreement_pct", "min_snr_db"):
+        given = {name: getattr(self, name) for name in self.given()}
+        for name in ("min_agreement_pct", "min_snr_db", "min_cosine"):
             if name in given:
                 given[name] = {**getattr(budgets, name), **given[name]}
         return budgets.model_copy(update=given) if given else budgets
@@ -361,22 +436,26 @@ class ArtifactSpec(Strict):
         return self
 
 
-class Budgets(Strict):
+class Budgets(_MetricBudget):
     """What every artifact of a target must meet. Accuracy drop is against the original
-    model on the labelled evaluation split; agreement and SNR against the outputs of the
-    fp32 model the artifact was exported from (the conversion's own fidelity), per the
-    artifact's precision; precisions a target's table leaves out keep the defaults."""
+    model on the labelled evaluation split; agreement, SNR and cosine similarity against
+    the outputs of the fp32 model the artifact was exported from (the conversion's own
+    fidelity), per the artifact's precision; precisions a target's table leaves out keep
+    the defaults. Which of them apply depends on the project's task
+    (edgepack/verify/tasks.py)."""
 
     max_accuracy_drop_pt: float = Field(default=1.0, ge=0)
     min_agreement_pct: PerPrecisionPercent = DEFAULT_MIN_AGREEMENT_PCT
     min_snr_db: PerPrecision = DEFAULT_MIN_SNR_DB
+    min_cosine: PerPrecisionCosine = DEFAULT_MIN_COSINE
     max_size_bytes: int | None = Field(default=None, gt=0)
     max_latency_ms: float | None = Field(default=None, gt=0)
 
-    @field_validator("min_agreement_pct", "min_snr_db")
+    @field_validator("min_agreement_pct", "min_snr_db", "min_cosine")
     @classmethod
     def _defaults_for_the_rest(cls, v: dict[str, float], info) -> dict[str, float]:
-        defaults = DEFAULT_MIN_AGREEMENT_PCT if info.field_name == "min_agreement_pct" else DEFAULT_MIN_SNR_DB
+        defaults = {"min_agreement_pct": DEFAULT_MIN_AGREEMENT_PCT, "min_snr_db": DEFAULT_MIN_SNR_DB,
+                    "min_cosine": DEFAULT_MIN_COSINE}[info.field_name]
         return {p: v.get(p, defaults[p]) for p in PRECISIONS}
 
 

@@ -115,7 +115,9 @@ def export_fp32(module, example: tuple, path: Path, *, input_names, output_names
                 applied = []
     model = onnx.load_model(str(path), load_external_data=True)
     sidecars = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-    float_nodes = nodes_of_modules(model, keep_float) if keep_float else []
+    # The exported module is positional_outputs' wrapper: the model's modules sit under
+    # its `inner`, and their scopes are named so.
+    float_nodes = nodes_of_modules(model, tuple(f"inner.{m}" for m in keep_float)) if keep_float else []
     _strip_debug_metadata(model)
     onnx.save_model(model, str(path), save_as_external_data=False)  # one file (< 2 GB)
     for s in sidecars:

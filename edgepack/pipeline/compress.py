@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
-
 from edgepack.errors import ConfigError
 from edgepack.modelio import example_inputs
 from edgepack.pipeline.records import Compressed, Loaded
@@ -49,13 +47,14 @@ def _for_passes(inputs: tuple):
 def _run_stages(plan, loaded: Loaded, say):
     """compress.engine.Compressed for the recipe's stages."""
     from edgepack.compress.engine import run_stages
+    from edgepack.compress.evaluate import stage_metric
     from edgepack.passes.base import Dataset, PassContext
     from edgepack.sources.data import load_split
     from edgepack.sources.pytorch import build_untrained, load_factory_model
 
     recipe, project, pdir = plan.recipe, plan.project, plan.project_dir
     source, evaluation = loaded.source, loaded.evaluation
-    classes = loaded.original_outputs[0].shape[1]
+    classes = loaded.original_outputs[0].shape[1] if project.data.task == "classification" else None
     training = load_split(pdir, project, "training", classes=classes) if project.data.training else None
     if project.data.validation:
         validation, evaluated_on = load_split(pdir, project, "validation", classes=classes), "validation"
@@ -88,7 +87,8 @@ def _run_stages(plan, loaded: Loaded, say):
                       project_dir=pdir, factory=project.model.factory,
                       build_fresh=build_fresh if project.model.factory else None, ctx=ctx,
                       evaluate_on=Dataset(_for_passes(validation.x), validation.y), evaluated_on=evaluated_on,
-                      cache_dir=pdir / project.compress.cache_dir / "stages", progress=say)
+                      cache_dir=pdir / project.compress.cache_dir / "stages", progress=say,
+                      scorer=loaded.scorer, gated=stage_metric(project))
 
 
 def compress(plan, loaded: Loaded, say) -> Compressed:
@@ -107,8 +107,11 @@ def compress(plan, loaded: Loaded, say) -> Compressed:
         from edgepack.compress.engine import original_row
 
         model, reference, evaluated_on = loaded.source.module, loaded.original_outputs, "evaluation"
-        rows = (original_row(measure(model, evaluation.x, evaluation.y, example,
-                                     names=project.model.output_names).as_dict()),)
+        rows = (original_row(measure(model, evaluation.x, evaluation.y, example, scorer=loaded.scorer).as_dict()),)
+    from edgepack.verify.tasks import as_outputs
+
+    scorer = loaded.scorer
+    named = as_outputs(scorer.names, reference)
+    metrics = scorer.score(named, evaluation.y, reference=as_outputs(scorer.names, loaded.original_outputs))
     return Compressed(model=model, reference=reference, stage_rows=rows, evaluated_on=evaluated_on,
-                      accuracy=float(np.mean(reference[0].argmax(1) == evaluation.y)),
-                      costs=model_costs(model, example))
+                      accuracy=metrics.get("accuracy"), costs=model_costs(model, example), metrics=metrics)

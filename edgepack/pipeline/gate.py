@@ -1,5 +1,6 @@
-"""Step `gate`: a target's budgets against its artifacts' records. Accuracy, agreement,
-SNR and size are gated on the build's own verification; latency on device estimates
+"""Step `gate`: a target's budgets against its artifacts' records. The task's scores
+(accuracy and agreement, cosine similarity, a declared metric), SNR and tolerances per
+output, and size are gated on the build's own verification; latency on device estimates
 only (pipeline/latency_gate.py); a device run that diverges from the build host fails
 its artifact.
 
@@ -19,34 +20,102 @@ def _what(rec: ArtifactRecord) -> str:
 
 
 def parity_and_size(budgets, rec: ArtifactRecord) -> list[GateCheck]:
-    """Accuracy drop (against the original model), top-1 agreement and logit SNR (against
-    the fp32 model the artifact was exported from; the budget for the artifact's
-    precision) and size."""
+    """The budgets of the artifact's task (verify.tasks.TASK_BUDGETS; a target's budgets
+    for another task are not applied): accuracy drop (against the original model) and
+    top-1 agreement for a classifier, cosine similarity for embeddings; for every task
+    the SNR of each output against the fp32 model the artifact was exported from (the
+    budget for the artifact's precision), the per-output tolerances, the declared gated
+    metric, and size."""
     p, precision = rec.parity, rec.precision
-    checks = [GateCheck(
-        budget="max_accuracy_drop_pt", value=p.accuracy_drop_pt, limit=budgets.max_accuracy_drop_pt,
-        passed=p.accuracy_drop_pt <= budgets.max_accuracy_drop_pt,
-        failure=(f"{_what(rec)}: accuracy {p.accuracy * 100:.2f}% vs reference {p.reference_accuracy * 100:.2f}%: "
-                 f"drop {p.accuracy_drop_pt:.2f} pt exceeds the budget of {budgets.max_accuracy_drop_pt:g} pt"))]
-    agreement_pct, min_agreement = p.agreement * 100.0, budgets.min_agreement_pct[precision]
-    checks.append(GateCheck(
-        budget="min_agreement_pct", value=agreement_pct, limit=min_agreement, passed=agreement_pct >= min_agreement,
-        failure=(f"{_what(rec)}: top-1 agreement with the fp32 reference {agreement_pct:.2f}% "
-                 f"({round(p.agreement * p.samples)} of {p.samples} samples) is below the {precision} budget of "
-                 f"{min_agreement:g}% (min_agreement_pct)")))
+    checks = []
+    if p.task == "classification":
+        checks.append(GateCheck(
+            budget="max_accuracy_drop_pt", value=p.accuracy_drop_pt, limit=budgets.max_accuracy_drop_pt,
+            passed=p.accuracy_drop_pt <= budgets.max_accuracy_drop_pt,
+            failure=(f"{_what(rec)}: accuracy {p.accuracy * 100:.2f}% vs reference {p.reference_accuracy * 100:.2f}%: "
+                     f"drop {p.accuracy_drop_pt:.2f} pt exceeds the budget of {budgets.max_accuracy_drop_pt:g} pt")))
+        agreement_pct, min_agreement = p.agreement * 100.0, budgets.min_agreement_pct[precision]
+        checks.append(GateCheck(
+            budget="min_agreement_pct", value=agreement_pct, limit=min_agreement, passed=agreement_pct >= min_agreement,
+            failure=(f"{_what(rec)}: top-1 agreement with the fp32 reference {agreement_pct:.2f}% "
+                     f"({round(p.agreement * p.samples)} of {p.samples} samples) is below the {precision} budget of "
+                     f"{min_agreement:g}% (min_agreement_pct)")))
+    if p.task == "embedding":
+        lowest, floor = p.metrics["cosine_min"], budgets.min_cosine[precision]
+        checks.append(GateCheck(
+            budget="min_cosine", value=lowest, limit=floor, passed=lowest >= floor,
+            failure=(f"{_what(rec)}: cosine similarity to the fp32 reference's embeddings is {lowest:.4f} on its worst "
+                     f"sample (mean {p.metrics['cosine_mean']:.4f}), below the {precision} budget of {floor:g} (min_cosine)")))
     min_snr = budgets.min_snr_db[precision]
     checks.append(GateCheck(
         # Bit-identical outputs have no noise: infinite SNR, recorded as null.
         budget="min_snr_db", value=None if math.isinf(p.snr_db) and p.snr_db > 0 else p.snr_db, limit=min_snr,
         passed=p.snr_db >= min_snr,
-        failure=(f"{_what(rec)}: logit SNR against the fp32 reference {p.snr_db:.1f} dB is below the {precision} "
-                 f"budget of {min_snr:g} dB (min_snr_db)")))
+        failure=(f"{_what(rec)}: {'logit ' if p.task == 'classification' else ''}SNR against the fp32 reference "
+                 f"{p.snr_db:.1f} dB{_worst_output(p)} is below the {precision} budget of {min_snr:g} dB (min_snr_db)")))
+    checks.extend(output_checks(budgets, rec))
+    checks.extend(metric_check(budgets, rec))
     size = rec.artifact.size_bytes
     if budgets.max_size_bytes is not None:
         checks.append(GateCheck(
             budget="max_size_bytes", value=size, limit=budgets.max_size_bytes, passed=size <= budgets.max_size_bytes,
             failure=f"{rec.file}: size {size:,} bytes exceeds the budget of {budgets.max_size_bytes:,} bytes"))
     return checks
+
+
+def _worst_output(p) -> str:
+    """Which output the SNR is of, when there are several (the lowest one's)."""
+    if len(p.outputs) < 2:
+        return ""
+    name = min(p.outputs, key=lambda n: p.outputs[n].snr_db)
+    return f" (output {name!r}, the lowest of {len(p.outputs)})"
+
+
+def output_checks(budgets, rec: ArtifactRecord) -> list[GateCheck]:
+    """`[budgets.outputs.<name>]`: the share of the output's elements within atol + rtol
+    |ref| of the fp32 model's, and its own SNR floor."""
+    checks = []
+    for name, ob in budgets.outputs.items():
+        out = rec.parity.outputs.get(name)
+        if out is None:
+            continue
+        if ob.atol is not None or ob.rtol is not None:
+            share = out.within(ob.atol, ob.rtol) * 100.0
+            tolerance = " + ".join(t for t in (f"{ob.atol:g}" if ob.atol is not None else "",
+                                               f"{ob.rtol:g} x |ref|" if ob.rtol is not None else "") if t)
+            checks.append(GateCheck(
+                budget=f"outputs.{name}.within_tolerance", value=share, limit=ob.min_within_pct,
+                passed=share >= ob.min_within_pct,
+                failure=(f"{_what(rec)}: output {name!r}: {share:.2f}% of its values are within {tolerance} of the "
+                         f"fp32 reference (largest error {out.max_abs_error:.4g}), below the budget of "
+                         f"{ob.min_within_pct:g}% (budgets.outputs.{name})")))
+        if ob.min_snr_db is not None and rec.precision in ob.min_snr_db:
+            floor = ob.min_snr_db[rec.precision]
+            checks.append(GateCheck(
+                budget=f"outputs.{name}.min_snr_db", value=None if math.isinf(out.snr_db) and out.snr_db > 0 else out.snr_db,
+                limit=floor, passed=out.snr_db >= floor,
+                failure=(f"{_what(rec)}: output {name!r}: SNR against the fp32 reference {out.snr_db:.1f} dB is below "
+                         f"the {rec.precision} budget of {floor:g} dB (budgets.outputs.{name}.min_snr_db)")))
+    return checks
+
+
+def metric_check(budgets, rec: ArtifactRecord) -> list[GateCheck]:
+    """`gated_metric`: the artifact's value may be at most `max_metric_drop` worse than
+    the original model's (lower for a "higher" metric, higher for a "lower" one)."""
+    from edgepack.verify.tasks import metric_direction
+
+    name = budgets.gated_metric
+    p = rec.parity
+    if name is None or name not in p.metrics or name not in p.reference_metrics:
+        return []
+    direction = budgets.metric_direction or metric_direction(name) or "higher"
+    value, reference = p.metrics[name], p.reference_metrics[name]
+    worse = reference - value if direction == "higher" else value - reference
+    return [GateCheck(
+        budget="max_metric_drop", value=worse, limit=budgets.max_metric_drop, passed=worse <= budgets.max_metric_drop,
+        failure=(f"{_what(rec)}: {name} {value:.4g} vs reference {reference:.4g} ({direction} is better): "
+                 f"{'drop' if direction == 'higher' else 'increase'} {worse:.4g} exceeds the budget of "
+                 f"{budgets.max_metric_drop:g} (max_metric_drop)"))]
 
 
 def accuracy_and_size(budgets, rec: ArtifactRecord) -> list[str]:

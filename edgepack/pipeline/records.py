@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from edgepack.verify.metrics import Parity
 
 
@@ -19,7 +17,9 @@ class Loaded:
     calibration_x: tuple            # the calibration inputs the exporters quantize with, one array per input
     evaluation: object              # sources.data.Split
     original_outputs: tuple         # the source model's outputs on the evaluation split, one array per output
-    original_accuracy: float        # the accuracy budget is measured against this
+    original_accuracy: float | None  # the accuracy budget is measured against this (classification)
+    scorer: object = None           # verify.tasks.Scorer: the task's metrics and the project's metric hook
+    original_metrics: dict = field(default_factory=dict)   # the source model's scores by name
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class Compressed:
     reference: tuple                # `model`'s outputs on the evaluation split, one array per output
     stage_rows: tuple               # compress.engine.StageRow, the source's row first
     evaluated_on: str
-    accuracy: float                 # `model`'s accuracy on the evaluation split
+    accuracy: float | None          # `model`'s accuracy on the evaluation split (classification)
     costs: object                   # devices.costs.ModelCosts of `model`
+    metrics: dict = field(default_factory=dict)   # `model`'s scores on the evaluation split
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class Verified:
     recorded: tuple = field(repr=False, compare=False)   # outputs (one array per output) replayed by `edgepack verify --run`
     dynamic_checks: tuple[dict, ...] = ()
     delegate: dict | None = None    # manifest `delegate`: requested, used and how (verify.delegate_record)
-    outputs: tuple[dict, ...] = ()  # per declared output: name, max_abs_error, snr_db against the reference
 
 
 class _Keyed:
@@ -97,7 +97,9 @@ class ArtifactRecord(_Keyed):
         """The latency estimate for the target's device (manifest_model.Estimated), if any."""
         return next((m for m in self.measurements if m.method == "estimated"), None)
 
-    def manifest_entry(self) -> dict:
+    def manifest_entry(self, budgets=None) -> dict:
+        """The manifest's `artifacts[]` row; with the target's `budgets`, each output's
+        share within its declared tolerance too."""
         from edgepack.determinism import reproducible_across
 
         p, a = self.parity, self.artifact
@@ -111,14 +113,17 @@ class ArtifactRecord(_Keyed):
             "size_bytes": a.size_bytes,
             "size_vs_fp32_weights": round(a.size_bytes / self.fp32_reference_bytes, 4),
             "zipped_bytes": details.get("zipped_bytes"),
-            "accuracy": round(p.accuracy, 6),
-            "reference_accuracy": round(p.reference_accuracy, 6),
-            "accuracy_drop_pt": round(p.accuracy_drop_pt, 4),
-            "agreement": round(p.agreement, 6),
+            "task": p.task,
+            "accuracy": _round(p.accuracy, 6),
+            "reference_accuracy": _round(p.reference_accuracy, 6),
+            "accuracy_drop_pt": _round(p.accuracy_drop_pt, 4),
+            "agreement": _round(p.agreement, 6),
+            "metrics": {k: round(v, 6) for k, v in p.metrics.items()},
+            "reference_metrics": {k: round(v, 6) for k, v in p.reference_metrics.items()},
             "max_abs_error": round(p.max_abs_error, 6),
             "snr_db": None if math.isinf(p.snr_db) else round(p.snr_db, 2),
+            "outputs": {name: {**o.as_dict(), **_within(o, budgets, name)} for name, o in p.outputs.items()},
             "dynamic_check": list(self.verified.dynamic_checks),
-            **({"output_parity": list(self.verified.outputs)} if len(self.verified.outputs) > 1 else {}),
             "evaluated_samples": p.samples,
             "latency_ms": self.verified.latency_ms,
             "export": {k: v for k, v in details.items() if k != "zipped_bytes"},
@@ -127,6 +132,17 @@ class ArtifactRecord(_Keyed):
             "warnings": list(self.warnings),
             "timings_s": dict(self.seconds),
         }
+
+
+def _round(v, digits: int):
+    return None if v is None else round(v, digits)
+
+
+def _within(out, budgets, name: str) -> dict:
+    ob = (budgets.outputs.get(name) if budgets is not None else None)
+    if ob is None or (ob.atol is None and ob.rtol is None):
+        return {}
+    return {"atol": ob.atol, "rtol": ob.rtol, "within_tolerance": round(out.within(ob.atol, ob.rtol), 6)}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Step `verify`: an artifact in its own runtime on the evaluation split, compared with
-the fp32 model it was exported from (parity) and with the original model's accuracy
-(the budget); dynamic dims are run at two sizes each."""
+the fp32 model it was exported from (parity, per output) and with the original model's
+scores for the project's task (the budgets); dynamic dims are run at two sizes each."""
 
 from __future__ import annotations
 
@@ -25,16 +25,17 @@ def verify(runner, artifact, *, fmt: str, precision: str, loaded, compressed, di
                        output_names=interface.output_names, warmup=settings.warmup, iterations=settings.iterations,
                        threads=settings.threads, delegate=delegate)
     _check_output_shapes(fmt, artifact.path, run.outputs, compressed.reference, interface.output_names)
-    # The label metrics read the first output (a classifier's logits).
-    parity = compare(compressed.reference[0], run.outputs[0], evaluation.y).against(loaded.original_accuracy)
+    # Parity with the model the artifact was exported from, every output by its declared
+    # name; the task's scores (of the first output, and the metric hook's) against the
+    # original model's (they include what compression cost).
+    parity = compare(compressed.reference, run.outputs, evaluation.y, scorer=loaded.scorer).against(loaded.original_metrics)
     checks: tuple = ()
     if dims:
         say(f"checking {fmt} {precision} at two sizes of each dynamic dim")
         checks = tuple(check_dynamic(runner, artifact.path, fmt, dims, model, evaluation.x, interface, delegate))
     return Verified(parity=parity, latency_ms=run.latency_dict(),
                     recorded=tuple(o[:TEST_VECTOR_SAMPLES] for o in run.outputs), dynamic_checks=checks,
-                    delegate=None if delegate is None else delegate_record(fmt, delegate, artifact.details, run.delegate),
-                    outputs=output_closeness(compressed.reference, run.outputs, interface.output_names))
+                    delegate=None if delegate is None else delegate_record(fmt, delegate, artifact.details, run.delegate))
 
 
 def _check_output_shapes(fmt: str, path: Path, outputs: tuple, reference: tuple, names) -> None:
@@ -42,19 +43,6 @@ def _check_output_shapes(fmt: str, path: Path, outputs: tuple, reference: tuple,
         if got.shape != want.shape:
             raise ToolchainError(f"{fmt}: {path.name} returned output {name!r} of shape {list(got.shape)}, "
                                  f"the model {list(want.shape)}", format=fmt, stage="verify")
-
-
-def output_closeness(reference: tuple, outputs: tuple, names) -> tuple[dict, ...]:
-    """Per declared output, how far the artifact is from the model it was exported from."""
-    from edgepack.verify.metrics import snr_db
-
-    rows = []
-    for name, ref, out in zip(names, reference, outputs):
-        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
-        snr = snr_db(ref64, out64)
-        rows.append({"name": name, "max_abs_error": float(np.max(np.abs(ref64 - out64))) if ref.size else 0.0,
-                     "snr_db": None if np.isinf(snr) else round(snr, 2)})
-    return tuple(rows)
 
 
 def delegate_record(fmt: str, requested: str, export_details: dict, reported: dict | None) -> dict:

@@ -82,7 +82,8 @@ class Workshop:
             settings, evaluation = self.plan.project.build, self.loaded.evaluation
             self._emulated[ekey] = measure_step.measure_on(
                 QemuRunner(device, count_instructions=True), device, path=artifact.path, fmt=key.format,
-                precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference, labels=evaluation.y,
+                precision=key.precision, inputs=evaluation.x, reference=self.compressed.reference,
+                labels=evaluation.y if self.plan.project.data.task == "classification" else None,  # a device run's accuracy is top-1
                 input_names=[s.name for s in self.plan.project.model.input_specs],
                 output_names=self.plan.project.model.output_names,
                 recorded=verified.recorded, warmup=2, iterations=min(settings.iterations, 10), threads=1,

@@ -38,9 +38,12 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
             "outputs": [{"name": n, "shape": [specs[0].shape[0], *out.shape[1:]], "dtype": str(out.dtype)}
                         for n, out in zip(names, compressed.reference)],
         },
-        "evaluation": {"split": "evaluation", "samples": len(evaluation),
-                       "reference_accuracy": round(loaded.original_accuracy, 6),
-                       "compressed_accuracy": round(compressed.accuracy, 6)},
+        "evaluation": {"split": "evaluation", "samples": len(evaluation), "task": project.data.task,
+                       "reference_accuracy": None if loaded.original_accuracy is None else round(loaded.original_accuracy, 6),
+                       "compressed_accuracy": None if compressed.accuracy is None else round(compressed.accuracy, 6),
+                       "reference_metrics": {k: round(v, 6) for k, v in loaded.original_metrics.items()},
+                       "compressed_metrics": {k: round(v, 6) for k, v in compressed.metrics.items()},
+                       **({"metric_hook": project.data.metric} if project.data.metric else {})},
         "recipe": plan.recipe.as_dict(),
         "stages": [r.as_dict() for r in compressed.stage_rows],
         "stages_evaluated_on": compressed.evaluated_on,
@@ -50,7 +53,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "budgets": target_plan.target.budgets.model_dump(),
         "gates": {"passed": verdict.passed, "failures": list(verdict.failures), "latency": verdict.latency_note,
                   "latency_gate": verdict.latency_gate},
-        "artifacts": [{**r.manifest_entry(), "gates": [c.to_json() for c in verdict.checks.get(r.file, ())]}
+        "artifacts": [{**r.manifest_entry(target_plan.target.budgets), "gates": [c.to_json() for c in verdict.checks.get(r.file, ())]}
                       for r in records],
         **({"failed_artifacts": [f.manifest_entry() for f in failed]} if failed else {}),
         **({"timings_s": dict(timings)} if timings else {}),

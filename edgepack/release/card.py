@@ -7,6 +7,7 @@ artifact in its runtime on Android and Linux (each format's snippet, edgepack.fo
 from __future__ import annotations
 
 from edgepack.formats import FORMATS
+from edgepack.release.scores import reference_line, score_columns
 
 CARD_FILE = "README.md"
 
@@ -80,6 +81,7 @@ def render(m: dict) -> str:
     ev = m.get("evaluation") or {}
     cal = m.get("calibration") or {}
     arts = m.get("artifacts") or []
+    scores = score_columns({**m, "artifacts": arts})
     name, version, target = proj.get("name", "?"), proj.get("version", "?"), m.get("target", "?")
     lines = [f"# {name} {version} for {target}", ""]
     if proj.get("description"):
@@ -94,7 +96,8 @@ def render(m: dict) -> str:
         "",
         f"A {ev.get('task', 'classification')} model {_interface(src)}. "
         f"The source model has {src.get('parameters', '?'):,} parameters ({_bytes(src.get('fp32_weight_bytes', 0))} as fp32) "
-        f"and reaches {ev.get('reference_accuracy', 0) * 100:.2f}% top-1 accuracy on {ev.get('samples', '?')} held-out samples.",
+        + (f"and reaches {ev['reference_accuracy'] * 100:.2f}% top-1 accuracy on {ev.get('samples', '?')} held-out samples."
+           if ev.get("reference_accuracy") is not None else f"and scores {reference_line(m)} (held out)."),
         "",
         "## Preprocessing",
         "",
@@ -107,17 +110,14 @@ def render(m: dict) -> str:
         *_several_inputs_note(src),
         "## Artifacts",
         "",
-        "| file | runtime | precision | size | accuracy | vs fp32 reference | agreement with reference |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| file | runtime | precision | size | " + " | ".join(_md(h) for h, _, _ in scores) + " | SNR dB vs fp32 reference |",
+        "| --- | --- | --- | --- | " + "--- | " * len(scores) + "--- |",
     ]
     runtime = {f.name: f.runtime for f in FORMATS}
     for a in arts:
-        acc, drop, agree = a.get("accuracy"), a.get("accuracy_drop_pt"), a.get("agreement")
-        acc_s = "-" if acc is None else f"{acc * 100:.2f}%"
-        drop_s = "-" if drop is None else f"{-drop + 0.0:+.2f} pt"
-        agree_s = "-" if agree is None else f"{agree * 100:.1f}%"
         lines.append(f"| `{_md(a['file'])}` | {runtime.get(a['format'], a['format'])} | {a.get('precision', '?')} | "
-                     f"{_bytes(a['size_bytes'])} | {acc_s} | {drop_s} | {agree_s} |")
+                     f"{_bytes(a['size_bytes'])} | " + " | ".join(_md(str(show(a))) for _, show, _ in scores)
+                     + f" | {'exact' if a.get('snr_db') is None else format(a['snr_db'], '.1f')} |")
     lines += ["", "## Inputs and outputs", ""]
     for a in arts:
         sig = a.get("signature") or {}

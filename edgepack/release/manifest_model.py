@@ -64,6 +64,10 @@ NonNegative = _number(ge=0)
 Fraction = _number(ge=0, le=1)          # accuracies, agreement, shares
 Percent = _number(ge=0, le=100)
 Count = Annotated[StrictInt, Field(ge=0)]
+Task = Literal["classification", "regression", "embedding", "none"]
+# Named scores of a model: the task's own (accuracy, top5_accuracy, mae, rmse,
+# cosine_mean, cosine_min) and those the project's metric hook returned.
+Scores = dict[StrictStr, Number]
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 # Relative paths inside a dist or release folder: no leading /, no `..` part, no backslash.
 RelPath = Annotated[StrictStr, Field(pattern=r"^(?!/)(?!.*(^|/)\.\.(/|$))[^\\]+$")]
@@ -156,8 +160,12 @@ class EvaluationSection(Record):
 
     split: StrictStr
     samples: Count
-    reference_accuracy: Fraction
+    task: Task | None = None                   # absent in manifests written before tasks: classification
+    reference_accuracy: Fraction | None = None  # classification only
     compressed_accuracy: Fraction | None = None
+    reference_metrics: Scores | None = None     # the original model's scores
+    compressed_metrics: Scores | None = None    # the scores of the model the artifacts were exported from
+    metric_hook: StrictStr | None = None        # data.metric, when the project scores with its own function
     sha256: Sha256 | None = None
     labels_sha256: Sha256 | None = None
     dtype: StrictStr | None = None
@@ -232,6 +240,7 @@ class StageEntry(Record):
     precision_macro: Fraction | None = None
     recall_macro: Fraction | None = None
     f1_macro: Fraction | None = None
+    metrics: Scores | None = None             # the task's and the metric hook's scores of this stage's model
     drop_pt: Number | None = None
     total_drop_pt: Number | None = None
     seconds: NonNegative | None = None
@@ -261,11 +270,34 @@ class SnrFloors(Record):
     int8_dynamic: Number | None = Field(default=None, alias="int8-dynamic")
 
 
+class CosineFloors(Record):
+    """Per precision, the cosine similarity an embedding must keep with its fp32 model's."""
+
+    fp32: Number | None = None
+    fp16: Number | None = None
+    int8: Number | None = None
+    int8_dynamic: Number | None = Field(default=None, alias="int8-dynamic")
+
+
+class OutputBudgetSection(Record):
+    """Tolerances of one named output against the fp32 model's."""
+
+    atol: NonNegative | None = None
+    rtol: NonNegative | None = None
+    min_within_pct: Percent | None = None
+    min_snr_db: SnrFloors | None = None
+
+
 class BudgetsSection(Record):
     max_accuracy_drop_pt: NonNegative
     # Absent in manifests of builds made before these gates.
     min_agreement_pct: AgreementFloors | None = None
     min_snr_db: SnrFloors | None = None
+    min_cosine: CosineFloors | None = None
+    gated_metric: StrictStr | None = None
+    metric_direction: Literal["higher", "lower"] | None = None
+    max_metric_drop: NonNegative | None = None
+    outputs: dict[StrictStr, OutputBudgetSection] | None = None
     max_size_bytes: Annotated[StrictInt, Field(ge=1)] | None = None
     max_latency_ms: NonNegative | None = None
 
@@ -485,14 +517,6 @@ class Signature(Record):
     outputs: list[Tensor]
 
 
-class OutputParity(Record):
-    """One declared output of an artifact against the fp32 model it was exported from."""
-
-    name: StrictStr
-    max_abs_error: NonNegative
-    snr_db: Number | None               # null: bit-identical
-
-
 class DynamicCheck(Record):
     """One run of a dynamic artifact at one size, against the fp32 model."""
 
@@ -503,6 +527,17 @@ class DynamicCheck(Record):
     input_shape: list[Count]
     max_abs_error: NonNegative
     agreement: Fraction
+
+
+class OutputParityEntry(Record):
+    """One named output of an artifact against the same output of the fp32 model; the
+    share within tolerance where the target declares one for it."""
+
+    max_abs_error: NonNegative
+    snr_db: Number | None                 # null: bit-identical
+    atol: NonNegative | None = None
+    rtol: NonNegative | None = None
+    within_tolerance: Fraction | None = None
 
 
 class HostLatency(Record):
@@ -722,14 +757,17 @@ class Artifact(Record):
     size_bytes: Count
     size_vs_fp32_weights: NonNegative | None = None
     zipped_bytes: Count | None = None
-    accuracy: Fraction | None
+    task: Task | None = None                 # absent in manifests written before tasks: classification
+    accuracy: Fraction | None                # classification only (null for other tasks)
     reference_accuracy: Fraction | None = None
     accuracy_drop_pt: Number | None = None
     agreement: Fraction | None = None
+    metrics: Scores | None = None            # the task's and the metric hook's scores of this artifact
+    reference_metrics: Scores | None = None  # the same scores of the original model
     max_abs_error: NonNegative | None = None
     snr_db: Number | None = None
+    outputs: dict[StrictStr, OutputParityEntry] | None = None   # parity per declared output, by name, in order
     dynamic_check: list[DynamicCheck] = []
-    output_parity: list[OutputParity] | None = None   # per declared output, when the model has several
     evaluated_samples: Count | None = None
     latency_ms: HostLatency
     export: Export | None = None

@@ -14,6 +14,8 @@ import html
 import io
 from pathlib import Path
 
+from edgepack.release.scores import score_columns
+
 REPORT_FILE = "report.html"
 PALETTE = ("#3366cc", "#dc7633", "#2ca25f", "#8e44ad", "#c0392b", "#17a2b8", "#7f8c8d", "#b7950b")
 
@@ -203,6 +205,36 @@ def _latency_plot(rows) -> str | None:
     return _png(fig)
 
 
+def _metric_plot(m: dict, arts: list[dict], labels: list[str]) -> list[tuple[str, str]]:
+    """For a task other than classification: the gated metric (or the task's headline
+    score) of each artifact, the source model's dashed."""
+    from edgepack.verify.tasks import HEADLINE_METRIC
+
+    ev = m.get("evaluation") or {}
+    name = (m.get("budgets") or {}).get("gated_metric") or HEADLINE_METRIC.get(ev.get("task") or "")
+    values = [(a.get("metrics") or {}).get(name) for a in arts] if name else []
+    if not values or any(v is None for v in values):
+        return []
+    ref = (ev.get("reference_metrics") or {}).get(name)
+    return [(_bar(labels, values, title=f"{name} on the evaluation split", ylabel=name,
+                  ref=(ref, "fp32 reference") if ref is not None else None, fmt="{:.4g}", zoom=True),
+             f"{name} of each artifact run in its own runtime; dashed: the source model.")]
+
+
+def _per_output_table(arts: list[dict]) -> str:
+    """Parity per named output, where the model has several or a target declared a
+    tolerance for one: its largest error, SNR and share within tolerance."""
+    rows = [[a["file"], name, f"{o['max_abs_error']:.4g}", "exact" if o.get("snr_db") is None else f"{o['snr_db']:.1f}",
+             "-" if o.get("within_tolerance") is None else
+             f"{o['within_tolerance'] * 100:.2f}% within {o.get('atol') or 0:g} + {o.get('rtol') or 0:g} x |ref|"]
+            for a in arts for name, o in (a.get("outputs") or {}).items()]
+    if not any(len(a.get("outputs") or {}) > 1 or any("within_tolerance" in o for o in (a.get("outputs") or {}).values())
+               for a in arts):
+        return ""
+    return "<h3>Per output, against the fp32 reference</h3>" + _table(
+        ["file", "output", "max abs error", "SNR dB", "within tolerance"], rows, numeric={2, 3})
+
+
 def _plots(m: dict) -> list[tuple[str, str]]:
     arts = m.get("artifacts") or []
     out: list[tuple[str, str]] = []
@@ -218,6 +250,8 @@ def _plots(m: dict) -> list[tuple[str, str]]:
             out.append((_bar(labels, [v * 100 for v in accs], title="accuracy on the evaluation split", ylabel="%",
                              ref=(ref_acc * 100, "fp32 reference") if ref_acc is not None else None, fmt="{:.2f}", zoom=True),
                         "Top-1 accuracy of each artifact run in its own runtime; dashed: the source model."))
+        else:
+            out.extend(_metric_plot(m, arts, labels))
         lat = _latency_plot(_latency_rows(arts))
         if lat:
             out.append((lat, "Host latency is measured on the build machine, not the device; device rows say "
@@ -319,17 +353,17 @@ def render(m: dict) -> str:
     parts.append("<h2>Artifacts</h2>")
     if arts:
         rows = []
+        scores = score_columns(m)
         for a in arts:
             lat = a.get("latency_ms") or {}
             rows.append([a["file"], _label(a), _human_bytes(a["size_bytes"]),
                          f"{a['size_vs_fp32_weights']:.3f}x" if "size_vs_fp32_weights" in a else "-",
-                         f"{a['accuracy'] * 100:.2f}%" if a.get("accuracy") is not None else "-",
-                         f"{-a['accuracy_drop_pt'] + 0.0:+.2f} pt" if a.get("accuracy_drop_pt") is not None else "-",
-                         f"{a['agreement'] * 100:.1f}%" if a.get("agreement") is not None else "-",
+                         *(show(a) for _, show, _ in scores),
                          "exact" if a.get("snr_db") is None else f"{a['snr_db']:.1f}",
                          f"{lat['p50']:.4f}" if "p50" in lat else "-", a["sha256"][:16]])
-        parts.append(_table(["file", "format", "size", "vs fp32", "accuracy", "vs reference", "agreement", "SNR dB",
-                             "host p50 ms", "sha256 (prefix)"], rows, numeric={2, 3, 4, 5, 6, 7, 8}))
+        parts.append(_table(["file", "format", "size", "vs fp32", *(h for h, _, _ in scores), "SNR dB",
+                             "host p50 ms", "sha256 (prefix)"], rows, numeric=set(range(2, 6 + len(scores)))))
+        parts.append(_per_output_table(arts))
         parts.append("<h2>Inputs and outputs</h2>")
         parts.append(_table(["file", "inputs", "outputs"],
                             [[a["file"], _signature_text(a.get("signature"), "inputs"), _signature_text(a.get("signature"), "outputs")]
@@ -379,10 +413,16 @@ def render(m: dict) -> str:
     parts.append("<h2>Toolchain</h2>" + _table(["package", "version"], [[k, v] for k, v in sorted(tc.items())]))
     budgets = m.get("budgets") or {}
     if budgets:
-        def shown(v):   # per-precision budgets are tables: "int8 98, fp32 99"
-            return "-" if v is None else ", ".join(f"{p} {x:g}" for p, x in v.items()) if isinstance(v, dict) else v
+        def shown(v):   # per-precision budgets are tables: "int8 98, fp32 99"; per output: "boxes: atol 0.05"
+            if v is None:
+                return "-"
+            if isinstance(v, dict):
+                return ", ".join(f"{p} {x:g}" if isinstance(x, (int, float)) else f"{p}: {shown(x)}"
+                                 for p, x in v.items() if x is not None) or "-"
+            return v
 
-        parts.append("<h2>Budgets</h2>" + _table(["budget", "value"], [[k, shown(v)] for k, v in sorted(budgets.items())]))
+        parts.append("<h2>Budgets</h2>" + _table(["budget", "value"], [[k, shown(v)] for k, v in sorted(budgets.items())
+                                                                       if v not in (None, {})]))
         if gates.get("latency"):
             parts.append(f"<p class=\"note\">Latency gate: {_e(gates['latency'])}</p>")
     parts.append(f"<p class=\"note\">Generated by edgepack {_e(tc.get('edgepack', '?'))} from manifest schema {_e(m.get('schema', '?'))}.</p>")

@@ -11,13 +11,14 @@ import numpy as np
 from edgepack.config.schema import Project
 from edgepack.errors import ConfigError
 from edgepack.sources.hooks import call_hook
+from edgepack.sources.labels import check_labels, split_result
 
 
 @dataclass(frozen=True)
 class Split:
     name: str
     inputs: dict[str, np.ndarray]   # input name -> [N, ...] array, in declared order
-    y: np.ndarray
+    y: np.ndarray | None            # checked for the task (sources.labels); None: unlabelled
 
     @property
     def x(self) -> tuple[np.ndarray, ...]:
@@ -25,7 +26,7 @@ class Split:
         return tuple(self.inputs.values())
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(next(iter(self.inputs.values())))
 
 
 def _as_array(value, *, what: str, part: str) -> np.ndarray:
@@ -46,8 +47,9 @@ def _first_index(mask: np.ndarray) -> int:
 
 def load_split(project_dir: Path, project: Project, name: str, *, classes: int | None = None) -> Split:
     """The split a data hook returns, checked: each input of its declared shape and dtype
-    (float inputs finite), all with the same number of samples; one integer label per
-    sample, each a class the model outputs (0 .. classes-1, when `classes` is given).
+    (float inputs finite), all with the same number of samples; labels checked for the
+    task (sources.labels: for a classifier one class index per sample below `classes`;
+    None where the task allows unlabelled data).
     Anything else is bad input, named here before any export, not a NaN deep inside a
     quantizer or a parity of "no error" on NaN outputs.
 
@@ -58,23 +60,10 @@ def load_split(project_dir: Path, project: Project, name: str, *, classes: int |
         raise ConfigError(f"edgepack.toml: data.{name}: no hook given, and this build needs the {name} split")
     what = f"data.{name} hook {spec!r}"
     result = call_hook(project_dir, spec, what=f"data.{name} hook")
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise ConfigError(f"{what} returned {type(result).__name__}; expected a tuple (inputs, labels) of numpy arrays")
-    inputs = _inputs(result[0], project.model.input_specs, what=what)
+    inputs, labels = split_result(result, task=project.data.task, what=what)
+    inputs = _inputs(inputs, project.model.input_specs, what=what)
     n = len(next(iter(inputs.values())))
-    y = _as_array(result[1], what=what, part="labels")
-    if y.ndim != 1 or len(y) != n:
-        got = f"{len(y)} labels" if y.ndim == 1 else f"labels of shape {list(y.shape)}"
-        raise ConfigError(f"{what}: {got} for {n} inputs; expected a 1-D array with one label per input")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ConfigError(f"{what}: labels are {y.dtype}; expected integer class indices (e.g. np.int64)")
-    y = y.astype(np.int64)
-    upper = classes if classes is not None else np.iinfo(np.int64).max
-    outside = (y < 0) | (y >= upper)
-    if outside.any():
-        i = _first_index(outside)
-        valid = f"0 to {classes - 1} (the model outputs {classes} classes)" if classes is not None else "0 or more"
-        raise ConfigError(f"{what}: {int(outside.sum())} label(s) outside {valid}, first at sample {i}: {int(y[i])}")
+    y = check_labels(labels, task=project.data.task, samples=n, what=what, classes=classes)
     return Split(name, inputs, y)
 
 

@@ -95,12 +95,14 @@ def resolve_hook(project_dir: Path, spec: str, *, what: str) -> Callable[..., An
     return func
 
 
-def call_hook(project_dir: Path, spec: str, *, what: str) -> Any:
+def call_hook(project_dir: Path, spec: str, *args: Any, what: str) -> Any:
+    """`spec`'s function called with `args` (data hooks take none; a metric hook takes the
+    outputs and labels); anything it raises or exits with is one ConfigError line."""
     func = resolve_hook(project_dir, spec, what=what)
     folder = str((project_dir / spec.rsplit(":", 1)[0]).resolve().parent)
     sys.path.insert(0, folder)
     try:
-        result = func()
+        result = func(*args)
     except ConfigError:
         raise
     except BaseException as e:  # SystemExit, GeneratorExit, its own BaseException: a failure too

@@ -223,11 +223,13 @@ def _arity_problem(module, specs) -> str | None:
     return None
 
 
-def check_forward(source: SourceModel, project: Project) -> int:
+def check_forward(source: SourceModel, project: Project) -> int | None:
     """Run the model once on zero inputs of the declared shapes and dtypes: a mismatch
     between the declared inputs and what forward() accepts, or between its outputs and
-    the declared ones, fails here with a clear message before any export. Returns the
-    number of classes (the first output's width), which the labels are checked against."""
+    the declared ones, fails here with a clear message before any export. Every output
+    has the batch first; a classifier's first output is its logits [batch, classes].
+    Returns the number of classes, which the labels are checked against (None for the
+    other tasks)."""
     import torch
 
     from edgepack.modelio import example_inputs, output_tensors, to_torch
@@ -255,10 +257,14 @@ def check_forward(source: SourceModel, project: Project) -> int:
         raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape"
                           f"{'' if specs[0].dtype == 'float32' else ' and dtype ' + specs[0].dtype}: {first}") from None
     outputs = output_tensors(out, model.output_names)
+    task = project.data.task
     for spec_out, t in zip(model.output_names, outputs):
         if t.ndim == 0 or t.shape[0] != shape[0]:
-            raise ConfigError(f"model output {spec_out!r} has shape {list(t.shape)}; every output's first dim is the "
-                              f"batch ({shape[0]} as declared)")
+            raise ConfigError(f"model output {spec_out!r} has shape {list(t.shape)}; a {task} model's outputs each "
+                              f"have the batch first ([batch, ...], {shape[0]} as declared)")
+    if task != "classification":
+        # Values, embeddings or unlabelled outputs: any tensor with the batch first.
+        return None
     first_out = outputs[0]
     if first_out.ndim != 2:
         raise ConfigError(f"model output is {list(first_out.shape)}; a classification model must return logits "
