@@ -127,13 +127,13 @@ def build(model, example: np.ndarray, calibration: np.ndarray, opts) -> Switchab
     from edgepack.exporters._observers import with_activation_observer
     from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
 
-    captured, batches = capture_for_calibration(model, as_tensor(example), calibration)
+    captured, batches = capture_for_calibration(model, (as_tensor(example),), (calibration,))
     quantizer = XNNPACKQuantizer().set_global(with_activation_observer(
         get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel"), opts))
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
-        for b in batches:
-            prepared(b)
+        for b in batches:   # each a tuple holding the one input's batch
+            prepared(*b)
     converted = convert_pt2e(prepared, fold_quantize=False)
     return _switched(converted)
 

@@ -54,14 +54,15 @@ def choose(plan, model, loaded, compressed, say) -> Int8Choices:
     say("measuring each layer's int8 sensitivity")
     started = time.perf_counter()
     try:
+        # A one-input model (the plan refuses the analysis for several inputs).
         switchable = switchable_int8.build(float_model, np.zeros(plan.project.model.input_shape, np.float32),
-                                           loaded.calibration_x, first)
+                                           loaded.calibration_x[0], first)
     except Exception as e:   # the model's own code under torch.export and the PT2E quantizer: any type
         raise ToolchainError(f"int8 sensitivity: the model cannot be fake-quantized with PT2E ({type(e).__name__}: "
                              f"{str(e)[:200]}); list keep_float by hand and set sensitivity = false",
                              stage="sensitivity") from e
     built = time.perf_counter() - started
-    x, reference = loaded.evaluation.x, compressed.reference
+    x, reference = loaded.evaluation.x[0], compressed.reference[0]   # the input; the first output (the logits)
     ranked = sensitivity.analyse(switchable, x[:SENSITIVITY_SAMPLES], reference[:SENSITIVITY_SAMPLES], progress=say)
     details = {"sensitivity": {**ranked.as_dict(SENSITIVITY_TOP), "seconds": round(built + ranked.seconds, 2)}}
     if not opts.auto_keep_float:

@@ -70,11 +70,12 @@ def _fixed(v: float | None) -> str:
 
 def reference_line(m: dict) -> str:
     """What the reference model scored, as the table's scores are read against it."""
-    ev = m["evaluation"]
+    ev = m.get("evaluation") or {}   # the card renders partial manifests too
+    samples = ev.get("samples", "?")
     if ev.get("reference_accuracy") is not None:
-        return f"{ev['reference_accuracy'] * 100:.2f}% on {ev['samples']} samples"
+        return f"{ev['reference_accuracy'] * 100:.2f}% on {samples} samples"
     scores = {k: v for k, v in (ev.get("reference_metrics") or {}).items() if not k.startswith("cosine_")}
     task = ev.get("task") or "classification"
     if not scores:
-        return f"{ev['samples']} samples, {'unlabelled: parity only' if task == 'none' else task}"
-    return ", ".join(f"{k} {_score(k, v)}" for k, v in scores.items()) + f" on {ev['samples']} samples"
+        return f"{samples} samples, {'unlabelled: parity only' if task == 'none' else task}"
+    return ", ".join(f"{k} {_score(k, v)}" for k, v in scores.items()) + f" on {samples} samples"
