@@ -49,9 +49,9 @@ def export(out: Path, models: list[str], precisions: list[str]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
             try:
-                art = run_export("tflite", ExportRequest(module=build(model), example=example, calibration=calibration,
-                                                         precision=precision, out_path=path, input_name="input",
-                                                         output_name="logits", parent_sha256=""))
+                art = run_export("tflite", ExportRequest(module=build(model), example=(example,), calibration=(calibration,),
+                                                         precision=precision, out_path=path, input_names=("input",),
+                                                         output_names=("logits",), parent_sha256=""))
             except Exception as e:  # reported, not fatal: one model failing must not stop the others
                 print(f"{model} {precision}: export failed: {e}", flush=True)
                 path.unlink(missing_ok=True)

@@ -87,7 +87,7 @@ def bench_model(name: str, iterations: int, console: Console) -> dict:
         source = load_source(plan.project_dir, plan.project)
         example = np.zeros(plan.project.model.input_shape, np.float32)
         costs = model_costs(source.module, example)
-        x = load_split(plan.project_dir, plan.project, "evaluation").x[:1]
+        x = load_split(plan.project_dir, plan.project, "evaluation").x[0][:1]   # the samples take one input
         arts = {(a["format"], a["precision"]): a for a in manifest["artifacts"]}
         jobs = []
         for (fmt, prec), a in arts.items():

@@ -82,7 +82,7 @@ def measure_sample(sample: str, formats: list[str], rewrites: list[str], say) ->
                                               loaded=loaded, dims=(), workspace=workspace, say=say, rewritten=rewritten)
                 verified = verify_step.verify(HostRunner(), artifact, fmt=fmt, precision="int8", loaded=loaded,
                                               compressed=compressed, dims=(), model=compressed.model,
-                                              input_shape=plan.project.model.input_shape, settings=settings, say=say)
+                                              interface=plan.project.model, settings=settings, say=say)
                 p = verified.parity
                 rows.append({"sample": sample, "format": fmt, "variant": name, "agreement": p.agreement,
                              "snr_db": None if p.snr_db == float("inf") else round(p.snr_db, 2),

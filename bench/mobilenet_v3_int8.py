@@ -109,8 +109,8 @@ def measure(name: str, fmt: str, *, size: int, n_calibration: int, out: Path) ->
     model = _normalized(build(name, seed=0), size)
     calibration = np.random.default_rng(0).normal(size=(n_calibration, 3, size, size)).astype(np.float32)
     evaluation = np.random.default_rng(1).normal(size=(16, 3, size, size)).astype(np.float32)
-    request = ExportRequest(module=model, example=calibration[:1], calibration=calibration, precision="int8",
-                            out_path=out / f"{name}.{fmt}", input_name="x", output_name="logits", parent_sha256="")
+    request = ExportRequest(module=model, example=(calibration[:1],), calibration=(calibration,), precision="int8",
+                            out_path=out / f"{name}.{fmt}", input_names=("x",), output_names=("logits",), parent_sha256="")
     row = {"model": name, "format": fmt}
     start = time.perf_counter()
     try:

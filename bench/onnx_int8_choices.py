@@ -95,13 +95,14 @@ def scores(reference: np.ndarray, out: np.ndarray) -> dict:
 def run_sample(sample: str, work: Path, say) -> list[dict]:
     plan = make_plan(REPO / "samples" / sample, targets=["android"], output_dir=work / "dist")
     loaded = load(plan, say)
-    x = np.ascontiguousarray(loaded.evaluation.x, dtype=np.float32)
-    reference = np.asarray(loaded.original_outputs, dtype=np.float32)
-    calibration = np.ascontiguousarray(loaded.calibration_x, dtype=np.float32)
+    # The samples are one-input classifiers: their input and their logits.
+    x = np.ascontiguousarray(loaded.evaluation.x[0], dtype=np.float32)
+    reference = np.asarray(loaded.original_outputs[0], dtype=np.float32)
+    calibration = np.ascontiguousarray(loaded.calibration_x[0], dtype=np.float32)
     fp32 = work / f"{sample}.fp32.onnx"
     from edgepack.exporters.onnx import export_fp32
 
-    export_fp32(loaded.source.module.eval(), x[:1], fp32, input_name="input", output_name="output")
+    export_fp32(loaded.source.module.eval(), (x[:1],), fp32, input_names=("input",), output_names=("output",))
     np.save(work / "inputs.npy", x, allow_pickle=False)
     rows = []
     for label, (activation, reduce_range, symmetric) in CHOICES.items():

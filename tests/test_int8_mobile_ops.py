@@ -72,8 +72,8 @@ def test_litert_int8_is_full_integer_on_the_mobile_ops_and_agrees_with_torch(tmp
     model = _mobile_ops_model()
     rng = np.random.default_rng(0)
     calibration = rng.normal(size=(64, 3, 32, 32)).astype(np.float32)
-    request = ExportRequest(module=model, example=calibration[:1], calibration=calibration, precision="int8",
-                            out_path=tmp_path / "m.tflite", input_name="x", output_name="y", parent_sha256="")
+    request = ExportRequest(module=model, example=(calibration[:1],), calibration=(calibration,), precision="int8",
+                            out_path=tmp_path / "m.tflite", input_names=("x",), output_names=("y",), parent_sha256="")
     details = export("tflite", request).details
     assert details["float_ops"] == {}
     assert set(details["tensors_by_dtype"]) == {"int8", "int32"}, details["tensors_by_dtype"]
