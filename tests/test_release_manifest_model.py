@@ -63,6 +63,27 @@ def test_manifest_schema_file_is_generated_from_the_model():
     assert SCHEMA_FILE.read_text() == schema_text()
 
 
+def _nodes(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _nodes(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _nodes(v)
+
+
+def test_every_nullable_enum_of_the_schema_admits_null():
+    # A field typed `Literal[...] | None` is written as null when unset: its enum must
+    # list null too, or every validator refuses the manifests the build writes.
+    nullable_enums = [n for n in _nodes(json_schema()) if "enum" in n and "null" in (n.get("type") or [])]
+    assert nullable_enums, "the schema has nullable enums (budgets.metric_direction at least)"
+    assert all(None in n["enum"] for n in nullable_enums), [n["enum"] for n in nullable_enums]
+    direction = json_schema()["$defs"]["BudgetsSection"]["properties"]["metric_direction"]
+    assert validate(None, direction, json_schema()) == []
+    assert validate("sideways", direction, json_schema()) != []
+
+
 def test_manifest_model_writes_a_document_back_to_the_same_json():
     doc = _full_manifest()
     out = Manifest.model_validate(doc).to_json()

@@ -897,6 +897,8 @@ def _tidy(node, names: bool = False):
         if isinstance(other.get("type"), str) and "$ref" not in other:
             out.pop("anyOf")
             out.update({**other, "type": [other["type"], "null"]})
+            if "enum" in other:     # an enum lists every allowed value, null included
+                out["enum"] = [*other["enum"], None]
     return out
 
 
