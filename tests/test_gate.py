@@ -123,3 +123,35 @@ def test_build_over_the_snr_budget_exits_1_into_rejected_with_checks_in_the_mani
     # The table says it too, as it says every other gate failure.
     table = cli("build", "-p", tiny_project.root)
     assert table.code == 1 and "logit SNR against the fp32 reference" in table.stdout and "FAILED the onnx-only budget" in table.stdout
+
+
+def test_target_snr_floor_judges_only_outputs_without_a_budget_of_their_own():
+    # A detector: class logits at ~30 dB, box corrections at ~14 dB. The target's 20 dB
+    # floor fails the boxes until the project gives them a budget of their own; then it
+    # judges the logits alone and the boxes are judged by their tolerance.
+    from edgepack.config.schema import OutputBudget
+    from edgepack.verify.tasks import Scorer
+
+    reference, output, labels = _outputs(flipped=0, noise=0.03)
+    rng = np.random.default_rng(1)
+    boxes = rng.normal(0, 0.1, (len(labels), 4)).astype(np.float32)
+    noisy_boxes = boxes + rng.normal(0, 0.02, boxes.shape).astype(np.float32)
+    scorer = Scorer(task="classification", names=("logits", "box"))
+    parity = compare((reference, boxes), (output, noisy_boxes), labels, scorer=scorer)
+    rec = ArtifactRecord(file="det.onnx", key=ExportKey("onnx", "int8"), artifact=SimpleNamespace(size_bytes=10),
+                         verified=Verified(parity=parity, latency_ms={}, recorded=None), fp32_reference_bytes=40)
+    box_snr, logit_snr = parity.outputs["box"].snr_db, parity.outputs["logits"].snr_db
+    assert 10 < box_snr < 18 and logit_snr > 25
+
+    plain = _by_budget(parity_and_size(Budgets(), rec))["min_snr_db"]
+    assert not plain.passed and plain.value == pytest.approx(box_snr)
+    assert f"{box_snr:.1f} dB (output 'box', the lowest of 2) is below the int8 budget of 20 dB" in plain.failure
+
+    within = float(np.mean(np.abs(noisy_boxes - boxes) <= 0.05))
+    own = _by_budget(parity_and_size(Budgets(outputs={"box": OutputBudget(atol=0.05, min_within_pct=95)}), rec))
+    assert own["min_snr_db"].passed and own["min_snr_db"].value == pytest.approx(logit_snr)
+    assert own["outputs.box.within_tolerance"].value == pytest.approx(within * 100) and within > 0.95
+    assert own["outputs.box.within_tolerance"].passed
+
+    every = {"box": OutputBudget(atol=0.05, min_within_pct=95), "logits": OutputBudget(min_snr_db=20)}
+    assert "min_snr_db" not in _by_budget(parity_and_size(Budgets(outputs=every), rec))

@@ -16,6 +16,7 @@ propagation gives the clamp its input's parameters: ADD (ReLU6 fused) and MUL in
 
 from __future__ import annotations
 
+import functools
 import operator
 
 
@@ -27,7 +28,16 @@ def quantizer():
     class _Quantizer(PT2EQuantizer):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             decompose_hardsigmoid(model)
+            decompose_prelu(model)
+            softmax_as_annotated_op(model)
             return super().transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            config = self.global_config
+            if config is not None and config.input_activation is not None:
+                annotate_decomposed_prelu(model, config)
+            return model
 
     return _Quantizer()
 
@@ -61,3 +71,90 @@ def decompose_hardsigmoid(gm) -> int:
         gm.graph.lint()
         gm.recompile()
     return count
+
+
+PRELU_PART = "edgepack_prelu"
+
+
+def decompose_prelu(gm) -> int:
+    """Replace every `aten.prelu` by mul, relu, mul and add nodes computing the same,
+    prelu(x) = x + (1 - w) * relu(-x), tagged for `annotate_decomposed_prelu`.
+
+    litert-torch lowers PReLU as RELU, MUL and SUB of its own (a form the GPU delegate
+    takes), after quantization: those ops get no quantization parameters and run in
+    float32 (MTCNN's nets: a float MUL, RELU and SUB per PReLU). Decomposed before
+    annotation, each op is annotated and lowered as an int8 kernel. The ReLU reads -x,
+    never x itself: a ReLU right after a convolution is fused with it by litert-torch's
+    conv + ReLU annotator, which would leave the convolution's own output unquantized."""
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != aten.prelu.default:
+            continue
+        x, weight = node.args
+        if weight.op != "get_attr" or "val" not in x.meta:
+            continue
+        w = functools.reduce(getattr, weight.target.split("."), gm).detach()
+        rank = x.meta["val"].dim()
+        # the slope broadcast over the channel dim (dim 1), as PReLU applies it
+        shape = [1, w.numel()] + [1] * (rank - 2) if w.numel() > 1 and rank >= 2 else [w.numel()]
+        name = f"_edgepack_prelu_complement_{count}"
+        gm.register_buffer(name, (1.0 - w).reshape(shape).contiguous())
+        with gm.graph.inserting_before(node):
+            complement = gm.graph.get_attr(name)
+            negated = gm.graph.call_function(aten.mul.Tensor, (x, -1.0))
+            clipped = gm.graph.call_function(aten.relu.default, (negated,))
+            scaled = gm.graph.call_function(aten.mul.Tensor, (clipped, complement))
+            out = gm.graph.call_function(aten.add.Tensor, (x, scaled))
+        complement.meta["val"] = getattr(gm, name)
+        for new in (negated, clipped, scaled, out):
+            new.meta.update({k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace", "val")})
+            new.meta[PRELU_PART] = True
+        node.replace_all_uses_with(out)
+        gm.graph.erase_node(node)
+        count += 1
+    if count:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return count
+
+
+def softmax_as_annotated_op(gm) -> int:
+    """`aten.softmax.int` as `aten._softmax`: litert-torch's fixed-parameter annotator
+    (int8 SOFTMAX, output scale 1/256) matches only the latter, which a capture that
+    keeps `F.softmax` whole does not write."""
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target == aten.softmax.int and len(node.args) >= 2 \
+                and node.kwargs.get("dtype", node.args[2] if len(node.args) > 2 else None) is None:
+            node.target, node.args, node.kwargs = aten._softmax.default, (node.args[0], node.args[1], False), {}
+            count += 1
+    if count:
+        gm.recompile()
+    return count
+
+
+def annotate_decomposed_prelu(gm, config) -> None:
+    """Quantization annotations for the nodes `decompose_prelu` wrote: every input and
+    output int8 with the configuration's activation spec (the slope too: a static int8
+    MUL takes two int8 tensors), unless an annotator already took them."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    act = config.input_activation
+    out_act = config.output_activation or act
+    for node in gm.graph.nodes:
+        if not node.meta.get(PRELU_PART):
+            continue
+        existing = node.meta.get("quantization_annotation")
+        if existing is not None and existing._annotated:
+            continue
+        inputs = {a: act for a in node.args if hasattr(a, "op")}
+        node.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs, output_qspec=out_act,
+                                                                      _annotated=True)
+

@@ -27,6 +27,32 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+def _prelu_on_rank4():
+    """An edge pass giving every PReLU a 4-d input.
+
+    XNNPACK's channels-last pass tags PReLU as an NHWC op and refuses one on a rank-2 or
+    rank-3 tensor ("Attempting to convert non-NHWC compatible node to NHWC"), so a PReLU
+    after a Linear (MTCNN's O-Net, many face and speech nets) fails the whole lowering.
+    ExecuTorch 1.5 has no option for it: trailing unit dims are added before the PReLU
+    and removed after it, which computes the same (channels stay dim 1)."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import ExportPass
+
+    edge = exir_ops.edge.aten
+
+    class PReLUOnRank4(ExportPass):
+        def call_operator(self, op, args, kwargs, meta):
+            if op != edge.prelu.default or args[0].to_tensor().dim() >= 4:
+                return super().call_operator(op, args, kwargs, meta)
+            x, rank = args[0], args[0].to_tensor().dim()
+            for _ in range(4 - rank):
+                x = super().call_operator(edge.unsqueeze_copy.default, (x, -1), {}, meta)
+            y = super().call_operator(op, (x, *args[1:]), kwargs, meta)
+            return super().call_operator(edge.squeeze_copy.dims, (y, list(range(rank, 4))), {}, meta)
+
+    return PReLUOnRank4()
+
+
 def _lower(program, path, dims=(), delegate: str = "xnnpack", dims_record=None) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
@@ -38,7 +64,8 @@ def _lower(program, path, dims=(), delegate: str = "xnnpack", dims_record=None) 
         # XNNPACK delegate otherwise absorbs; without them to_executorch cannot emit them.
         import executorch.kernels.quantized  # noqa: F401
     with converting("executorch", "lower", "lowering to XNNPACK failed" if partitioners else "lowering to ExecuTorch's own kernels failed"):
-        edge = to_edge_transform_and_lower(program, partitioner=partitioners)
+        edge = to_edge_transform_and_lower(program, partitioner=partitioners,
+                                           transform_passes=[_prelu_on_rank4()] if partitioners else [])
     lowered = edge.exported_program()
     info = get_delegation_info(lowered.graph_module)
     int8 = 0

@@ -46,13 +46,15 @@ def parity_and_size(budgets, rec: ArtifactRecord) -> list[GateCheck]:
             budget="min_cosine", value=lowest, limit=floor, passed=lowest >= floor,
             failure=(f"{_what(rec)}: cosine similarity to the fp32 reference's embeddings is {lowest:.4f} on its worst "
                      f"sample (mean {p.metrics['cosine_mean']:.4f}), below the {precision} budget of {floor:g} (min_cosine)")))
-    min_snr = budgets.min_snr_db[precision]
-    checks.append(GateCheck(
-        # Bit-identical outputs have no noise: infinite SNR, recorded as null.
-        budget="min_snr_db", value=None if math.isinf(p.snr_db) and p.snr_db > 0 else p.snr_db, limit=min_snr,
-        passed=p.snr_db >= min_snr,
-        failure=(f"{_what(rec)}: {'logit ' if p.task == 'classification' else ''}SNR against the fp32 reference "
-                 f"{p.snr_db:.1f} dB{_worst_output(p)} is below the {precision} budget of {min_snr:g} dB (min_snr_db)")))
+    snr, worst = _snr_of_outputs_without_own_budget(p, budgets)
+    if snr is not None:
+        min_snr = budgets.min_snr_db[precision]
+        checks.append(GateCheck(
+            # Bit-identical outputs have no noise: infinite SNR, recorded as null.
+            budget="min_snr_db", value=None if math.isinf(snr) and snr > 0 else snr, limit=min_snr,
+            passed=snr >= min_snr,
+            failure=(f"{_what(rec)}: {'logit ' if p.task == 'classification' else ''}SNR against the fp32 reference "
+                     f"{snr:.1f} dB{worst} is below the {precision} budget of {min_snr:g} dB (min_snr_db)")))
     checks.extend(output_checks(budgets, rec))
     checks.extend(metric_check(budgets, rec))
     size = rec.artifact.size_bytes
@@ -63,12 +65,22 @@ def parity_and_size(budgets, rec: ArtifactRecord) -> list[GateCheck]:
     return checks
 
 
-def _worst_output(p) -> str:
-    """Which output the SNR is of, when there are several (the lowest one's)."""
+def _snr_of_outputs_without_own_budget(p, budgets) -> tuple[float | None, str]:
+    """The SNR the target's `min_snr_db` judges, and which output it is of when there are
+    several: the lowest over the outputs that have no `[budgets.outputs.<name>]` of their
+    own. An output with its own budget is judged by that instead (a detector's box
+    corrections are judged in crop widths, not by an SNR dominated by non-face crops);
+    None when every output has one."""
+    if not p.outputs:
+        return p.snr_db, ""
+    judged = [n for n in p.outputs if n not in budgets.outputs]
+    if not judged:
+        return None, ""
+    name = min(judged, key=lambda n: p.outputs[n].snr_db)
     if len(p.outputs) < 2:
-        return ""
-    name = min(p.outputs, key=lambda n: p.outputs[n].snr_db)
-    return f" (output {name!r}, the lowest of {len(p.outputs)})"
+        return p.outputs[name].snr_db, ""
+    others = "" if len(judged) == len(p.outputs) else " without a budget of its own"
+    return p.outputs[name].snr_db, f" (output {name!r}, the lowest of {len(judged)}{others})"
 
 
 def output_checks(budgets, rec: ArtifactRecord) -> list[GateCheck]:
