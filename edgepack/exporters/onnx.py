@@ -71,6 +71,52 @@ def nodes_of_modules(model, modules: tuple[str, ...]) -> list[str]:
     return names
 
 
+def name_graph_io(graph, input_names, output_names) -> None:
+    """Give the graph's inputs and outputs the declared names, in order. An inner value
+    that already holds one of those names is renamed first (`<name>__inner`, made
+    unique), so every value keeps a single definition."""
+    inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    wanted = {old: new for old, new in [*zip(inputs, input_names), *zip([o.name for o in graph.output], output_names)]
+              if old != new}
+    if not wanted:
+        return
+    taken = _value_names(graph)
+    renames = {}
+    for new in wanted.values():
+        if new in taken and new not in wanted:
+            k, spare = 0, f"{new}__inner"
+            while spare in taken:
+                k, spare = k + 1, f"{new}__inner{k + 1}"
+            renames[new] = spare
+            taken.add(spare)
+    renames.update(wanted)
+    _rename_values(graph, renames)
+
+
+def _value_names(graph) -> set[str]:
+    names = {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for attr in node.attribute:
+            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                names |= _value_names(sub)
+    return names - {""}
+
+
+def _rename_values(graph, renames: dict[str, str]) -> None:
+    """Rename values everywhere they are defined or read, subgraphs (If, Loop) included,
+    since a subgraph may read an outer value by name."""
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        for attr in node.attribute:
+            for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                _rename_values(sub, renames)
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = renames.get(value.name, value.name)
+
+
 def export_fp32(module, example: tuple, path: Path, *, input_names, output_names,
                 keep_float: tuple[str, ...] = (), dims: tuple = (), fallbacks: list | None = None) -> tuple[list[dict], list[str]]:
     """Write one self-contained .onnx whose graph inputs and outputs carry the declared
@@ -87,8 +133,10 @@ def export_fp32(module, example: tuple, path: Path, *, input_names, output_names
     from edgepack.exporters import converting, dynamic_shapes_spec, example_for, positional_outputs
 
     several = len(input_names) > 1
-    common = dict(dynamo=True, external_data=False, optimize=True, verbose=False,
-                  input_names=list(input_names), output_names=list(output_names))
+    # Outputs are named after the export (name_graph_io): torch.onnx renames an output to
+    # a declared name even when an inner value already has it (a module named like the
+    # output: MiniLM's "embedding"), and the graph fails ONNX's single-assignment check.
+    common = dict(dynamo=True, external_data=False, optimize=True, verbose=False, input_names=list(input_names))
     module = positional_outputs(module, input_names, output_names)
     with _quiet(), torch.no_grad():
         if dims:
@@ -119,6 +167,7 @@ def export_fp32(module, example: tuple, path: Path, *, input_names, output_names
     # its `inner`, and their scopes are named so.
     float_nodes = nodes_of_modules(model, tuple(f"inner.{m}" for m in keep_float)) if keep_float else []
     _strip_debug_metadata(model)
+    name_graph_io(model.graph, input_names, output_names)
     onnx.save_model(model, str(path), save_as_external_data=False)  # one file (< 2 GB)
     for s in sidecars:
         (path.parent / s).unlink(missing_ok=True)
