@@ -175,9 +175,24 @@ def export_fp32(module, example: tuple, path: Path, *, input_names, output_names
     return applied, float_nodes
 
 
+def _pre_process(quant_pre_process, src: Path, dst: Path, fallbacks: list | None) -> None:
+    """onnxruntime's pre-processing (shape inference, basic graph optimisation). Its
+    symbolic shape inference raises on some graphs ONNX's own inference handles (an
+    Expand whose target shape it cannot follow: MiniLM's attention mask); then it is
+    skipped, as quant_pre_process documents, and the fallback is recorded."""
+    try:
+        quant_pre_process(str(src), str(dst))
+    except Exception as e:  # noqa: BLE001 - any failure of the symbolic pass; ONNX's own is tried next
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        if fallbacks is not None:
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            fallbacks.append({"step": "symbolic shape inference", "taken": "ONNX shape inference only",
+                              "reason": f"{type(e).__name__}: {first}"})
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_channel: bool = True,
                   symmetric_activations: bool = False, exclude: list[str] = (), method: str = "minmax",
-                  percentile: float = 99.99) -> None:
+                  percentile: float = 99.99, fallbacks: list | None = None) -> None:
     """onnxruntime's static QDQ int8. Activation ranges come from quantize_static's own
     MinMax calibration, or for the other methods from exporters._onnx_calibration, handed
     over through quantize_static's calibration cache. Only float tensors are calibrated
@@ -193,7 +208,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_ch
     # onnxruntime's histogram calibrators print progress on stdout, which carries --json.
     with tempfile.TemporaryDirectory() as tmp, _quiet(), contextlib.redirect_stdout(io.StringIO()):
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre))  # shape inference + basic graph opts
+        _pre_process(quant_pre_process, fp32_path, pre, fallbacks)
         graph_inputs = list(onnx.load_model(str(pre), load_external_data=False).graph.input)
         size, stop = calibration_batches(graph_inputs[0], len(calibration[0]))
         batches = [{g.name: np.ascontiguousarray(a[i : i + size]) for g, a in zip(graph_inputs, calibration)}
@@ -287,18 +302,18 @@ def convert_fp16(fp32_path: Path, out_path: Path, *, exclude: list[str]) -> None
     onnx.save_model(model, str(out_path), save_as_external_data=False)
 
 
-def _int8(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+def _int8(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> None:
     opts = req.options
     quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
                   symmetric_activations=opts.activations == "symmetric", exclude=exclude, method=opts.calibration,
-                  percentile=opts.percentile)
+                  percentile=opts.percentile, fallbacks=fallbacks)
 
 
-def _int8_dynamic(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+def _int8_dynamic(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> None:
     quantize_dynamic_int8(fp32, out, per_channel=req.options.weights == "per_channel", exclude=exclude)
 
 
-def _fp16(fp32: Path, out: Path, req, exclude: list[str]) -> None:
+def _fp16(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> None:
     convert_fp16(fp32, out, exclude=exclude)
 
 
@@ -323,7 +338,7 @@ def export(req) -> dict:
         nodes_before = len(onnx_nodes(fp32))
         if conversion is not None:
             with converting("onnx", "quantize", f"{req.precision} conversion (onnxruntime) failed"):
-                conversion(fp32, out, req, float_nodes)
+                conversion(fp32, out, req, float_nodes, fallbacks)
         simplified = simplify(out)
     info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
             "nodes_exported": nodes_before, "simplify": simplified, **({"fallbacks": fallbacks} if fallbacks else {})}
