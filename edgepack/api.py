@@ -80,13 +80,14 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     each target's dist folder. Raises EdgepackError subclasses for bad input (exit 2) and
     toolchain failures (exit 3); budget failures are reported in the result (exit 1).
 
-    The steps (edgepack.pipeline): load -> compress -> [per target, per artifact:
+    The steps (edgepack.pipeline): load -> capture -> compress -> [per target, per artifact:
     export -> verify -> measure] -> gate -> write. An artifact whose toolchain fails is
     recorded as failed; the target's others are still built (exit 3, dist set aside)."""
     from edgepack._quiet import quiet_toolchains
     from edgepack.devices.host import HostRunner
     from edgepack.interrupts import check_interrupted
     from edgepack.pipeline import gate, write
+    from edgepack.pipeline.capture import capture
     from edgepack.pipeline.compress import compress
     from edgepack.pipeline.load import load
     from edgepack.pipeline.workshop import Workshop
@@ -101,15 +102,20 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     loaded = load(plan, say)
     check_interrupted()
     loaded_at = time.perf_counter()
+    uncapturable, capture_seconds = capture(plan, loaded, say)
+    check_interrupted()
+    captured_at = time.perf_counter()
     compressed = compress(plan, loaded, say)
     check_interrupted()
-    timings = {"load": round(loaded_at - started, 2), "compress": round(time.perf_counter() - loaded_at, 2)}
+    timings = {"load": round(loaded_at - started, 2), "capture": round(capture_seconds, 2),
+               "compress": round(time.perf_counter() - captured_at, 2)}
     if plan.runner == "qemu":
         _provision_emulation(say)
     toolchain = toolchain_versions()
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepack-build-") as workspace:
-        workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say)
+        workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say,
+                            uncapturable=uncapturable)
         for tp in plan.targets:
             made = [workshop.record(tp, spec) for spec in tp.target.artifacts]
             check_interrupted()

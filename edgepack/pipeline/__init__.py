@@ -1,11 +1,13 @@
 """The build and profile spine: explicit steps, each taking and returning typed records.
 
-    plan -> load -> compress -> export -> verify -> measure -> gate -> write
+    plan -> load -> capture -> compress -> export -> verify -> measure -> gate -> write
 
 `edgepack.api.build` composes all of them; `edgepack.profile.profile` composes measure
 (and the parity inside it) on artifacts that already exist. Each step is one module:
 
 - load:     the source model, the data splits and the reference outputs (`Loaded`)
+- capture:  the graph captured by torch.export once for every format (and translated to
+            ONNX when a target lists it), before any compression or calibration
 - compress: the recipe's model stages, gated and cached (`Compressed`)
 - export:   one export per (format, precision, dynamic dims), shared by targets (`Exported`)
 - verify:   the artifact in its own runtime on the evaluation split: parity, host

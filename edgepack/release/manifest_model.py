@@ -743,6 +743,7 @@ class BuildTimings(Record):
     """Wall seconds of the steps every target of a build shares."""
 
     load: NonNegative
+    capture: NonNegative | None = None    # the graph captured for every format (absent before that step existed)
     compress: NonNegative
 
 

@@ -1,0 +1,87 @@
+"""Step `capture`: the source model's graph, captured once for every format the plan
+lists, before compression, calibration or verification spend any time on it.
+
+All three exporters start from `torch.export`; a model it cannot capture (data-dependent
+control flow, an unsupported Python construct, an op with no meta kernel) fails every
+format, and used to do so per artifact, each after its own compression and calibration
+work. Here it fails in seconds, with one line for the whole build. ONNX then translates
+that same program to ONNX, which fails on aten ops its translator lacks: a format that
+fails only here is recorded as failed for every target that lists it, and the others
+are built (the target is incomplete, exit 3).
+
+LiteRT's and ExecuTorch's own lowering are not tried here: they are the slow part of
+their export (a LiteRT conversion of a MobileNet takes minutes), so their failures still
+come from the export step."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from pathlib import Path
+
+from edgepack.errors import ToolchainError
+
+HINT = ("; every format exports through torch.export: make forward() capturable (no Python branching on "
+        "tensor values, no TorchScript), or set model.program to a program saved with torch.export.save")
+
+
+def formats_of(plan) -> list[str]:
+    """The formats the plan's targets list, in first-listed order."""
+    seen: list[str] = []
+    for tp in plan.targets:
+        for spec in tp.target.artifacts:
+            if spec.format not in seen:
+                seen.append(spec.format)
+    return seen
+
+
+def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
+    """{format: the error that stops it} for the formats that cannot be captured, and the
+    seconds taken. Raises when the model cannot be captured at all."""
+    import torch
+
+    from edgepack._quiet import quiet_torch_loggers
+    from edgepack.exporters import first_line, positional_outputs
+    from edgepack.modelio import example_inputs
+
+    formats = formats_of(plan)
+    if not formats:
+        return {}, 0.0
+    started = time.perf_counter()
+    project = plan.project
+    say(f"capturing the model's graph for {', '.join(formats)}")
+    quiet_torch_loggers()
+    names = tuple(s.name for s in project.model.input_specs)
+    module = positional_outputs(loaded.source.module, names, project.model.output_names)
+    example = tuple(torch.from_numpy(a) for a in example_inputs(project.model.input_specs))
+    try:
+        # A failed capture prints the traced graph's code on stderr, a page a user cannot act on.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            program = torch.export.export(module, example, strict=False)
+    except Exception as e:  # noqa: BLE001 - any capture failure is the model's, reported as one line
+        raise ToolchainError(f"torch.export could not capture the model: {type(e).__name__}: {first_line(e)}{HINT}",
+                             stage="capture") from e
+    failures: dict[str, ToolchainError] = {}
+    if "onnx" in formats:
+        from edgepack.exporters.onnx import _quiet as quiet_export
+
+        with tempfile.TemporaryDirectory(prefix="edgepack-capture-") as tmp:
+            try:
+                with quiet_export():
+                    torch.onnx.export(program, (), str(Path(tmp) / "capture.onnx"), dynamo=True, optimize=False,
+                                      external_data=False, verbose=False)
+            except Exception as e:  # noqa: BLE001 - the translator's failure stops ONNX only
+                root = _innermost(e)   # the exporter's own message is a page of next steps; its cause names the op
+                failures["onnx"] = ToolchainError(f"onnx: translating the captured graph failed: {type(root).__name__}: "
+                                                  f"{first_line(root)}", format="onnx", stage="capture")
+    for fmt, e in failures.items():
+        say(f"{fmt} cannot be built: {e}")
+    return failures, time.perf_counter() - started
+
+
+def _innermost(e: BaseException) -> BaseException:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e

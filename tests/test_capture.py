@@ -1,0 +1,107 @@
+"""The capture step: the model's graph is captured once for every format before any
+compression or calibration. A model torch.export cannot capture stops the build in one
+line; a graph ONNX cannot translate stops the ONNX artifacts only, the others are built."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import assert_one_line_error, cli
+
+# The tiny model's parameters, with a forward() that branches on a tensor's value:
+# eager PyTorch runs it, torch.export cannot capture it.
+BRANCHING_MODEL = '''
+import torch
+from torch import nn
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        if h.sum() > 1000.0:   # data-dependent Python control flow
+            h = h * 0.5
+        return self.head(h.flatten(1))
+
+
+def build():
+    return Branching()
+'''
+
+# ... and one with a pairwise distance (cdist) that torch.export captures, ExecuTorch
+# runs and ONNX's translator has no function for.
+CDIST_MODEL = '''
+import torch
+from torch import nn
+
+
+class Distances(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        rows = h.flatten(2)                                   # B x 8 channels x 16 positions
+        spread = torch.cdist(rows, rows).mean((1, 2))         # B
+        return self.head(h.flatten(1)) + 0.01 * spread[:, None]
+
+
+def build():
+    return Distances()
+'''
+
+TWO_FORMATS = '''
+name = "two-formats"
+device = "pixel-7"
+[[artifacts]]
+format = "executorch"
+precision = "fp32"
+[[artifacts]]
+format = "onnx"
+precision = "fp32"
+[budgets]
+max_accuracy_drop_pt = 100.0
+'''
+
+
+def _two_formats(tiny_project, model: str):
+    root = tiny_project.root
+    (root / "model.py").write_text(model)   # same parameter names as the tiny model's weights
+    (root / "targets" / "two-formats.toml").write_text(TWO_FORMATS)
+    tiny_project.write_toml((root / "edgepack.toml").read_text().replace('targets = ["onnx-only"]', 'targets = ["two-formats"]'))
+    return root
+
+
+def test_a_model_torch_export_cannot_capture_stops_the_build_in_one_line_before_compressing(tiny_project):
+    root = _two_formats(tiny_project, BRANCHING_MODEL)
+    started = time.perf_counter()
+    run = cli("build", "-p", root, "-o", root / "dist")
+    assert_one_line_error(run, 3, "torch.export could not capture the model", "model.program")
+    assert time.perf_counter() - started < 300   # not after exporting and verifying each format
+    assert "exporting" not in run.stderr and "compress" not in run.stderr.lower().split("error:")[0]
+    assert not (root / "dist").exists() or not any((root / "dist").iterdir())   # nothing half-written
+
+
+def test_a_graph_onnx_cannot_translate_fails_onnx_only_and_the_other_format_is_built(tiny_project):
+    root = _two_formats(tiny_project, CDIST_MODEL)
+    run = cli("build", "-p", root, "-o", root / "dist")
+    assert run.code == 3, run.stderr
+    assert "onnx cannot be built: onnx: translating the captured graph failed" in run.stderr
+    assert "aten._cdist_forward" in run.stderr
+    assert "exporting onnx" not in run.stderr   # stopped at capture, never exported
+    folder = root / "dist" / "two-formats.incomplete"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["executorch"]
+    (failed,) = manifest["failed_artifacts"]
+    assert failed["format"] == "onnx" and failed["stage"] == "capture" and "aten._cdist_forward" in failed["error"]
+    assert manifest["timings_s"]["capture"] > 0
+    assert (folder / "tiny.pte").is_file() and not (folder / "tiny.onnx").exists()
