@@ -105,3 +105,23 @@ def test_a_graph_onnx_cannot_translate_fails_onnx_only_and_the_other_format_is_b
     assert failed["format"] == "onnx" and failed["stage"] == "capture" and "aten._cdist_forward" in failed["error"]
     assert manifest["timings_s"]["capture"] > 0
     assert (folder / "tiny.pte").is_file() and not (folder / "tiny.onnx").exists()
+
+
+def test_an_unchanged_model_is_captured_once_and_fresh_captures_again(tiny_project):
+    root = tiny_project.root
+    first = cli("build", "-p", root, "-o", root / "dist")
+    assert first.code == 0, first.stderr
+    assert "capturing the model's graph for onnx\n" in first.stderr
+    again = cli("build", "-p", root, "-o", root / "dist")
+    assert again.code == 0, again.stderr
+    assert "capturing the model's graph for onnx: captured before, unchanged" in again.stderr
+    fresh = cli("build", "-p", root, "-o", root / "dist", "--fresh")
+    assert fresh.code == 0 and "capturing the model's graph for onnx\n" in fresh.stderr, fresh.stderr
+    # new weights are a new model: captured again
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(root / "weights.safetensors"))
+    state["head.bias"] = state["head.bias"] + 0.01
+    save_file(state, str(root / "weights.safetensors"))
+    changed = cli("build", "-p", root, "-o", root / "dist")
+    assert changed.code == 0 and "capturing the model's graph for onnx\n" in changed.stderr, changed.stderr

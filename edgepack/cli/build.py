@@ -20,7 +20,7 @@ def build(
     profile_dir: Optional[list[Path]] = typer.Option(None, "--profile-dir", help="Extra folder of device profile TOML files (repeatable)."),
     calibration: Optional[Path] = typer.Option(None, "--latency-calibration", "--calibration", help="Latency calibration file from `edgepack profile --runner ssh|adb --latency-calibration FILE`, applied to estimates of the same format, precision and threads (overrides [build] latency_calibration)."),
     no_latency_gate: bool = typer.Option(False, "--no-latency-gate", help="Waive the targets' max_latency_ms (a host build cannot judge it); the manifest records the waiver."),
-    fresh: bool = typer.Option(False, "--fresh", help="Export every artifact again instead of reusing identical exports of earlier builds."),
+    fresh: bool = typer.Option(False, "--fresh", help="Capture the model and export every artifact again instead of reusing those of earlier builds."),
     json_out: bool = typer.Option(False, "--json", help="Print the build result as one JSON document."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and do nothing else."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),

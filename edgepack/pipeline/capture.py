@@ -16,7 +16,9 @@ come from the export step."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +53,10 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
         return {}, 0.0
     started = time.perf_counter()
     project = plan.project
+    marker = _marker(plan, loaded, translate_onnx="onnx" in formats)
+    if plan.reuse_exports and marker is not None and marker.is_file():
+        say(f"capturing the model's graph for {', '.join(formats)}: captured before, unchanged ({marker.parent})")
+        return {}, time.perf_counter() - started
     say(f"capturing the model's graph for {', '.join(formats)}")
     quiet_torch_loggers()
     names = tuple(s.name for s in project.model.input_specs)
@@ -78,7 +84,39 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
                                                   f"{first_line(root)}", format="onnx", stage="capture")
     for fmt, e in failures.items():
         say(f"{fmt} cannot be built: {e}")
+    if not failures and marker is not None:
+        _remember(marker)
     return failures, time.perf_counter() - started
+
+
+def _marker(plan, loaded, *, translate_onnx: bool) -> Path | None:
+    """The file that records a successful capture of this model with this toolchain
+    (a second build of an unchanged model skips the step), or None when the model's
+    state cannot be hashed. Failures are never recorded: they are tried again."""
+    from edgepack.compress import cachekey
+    from edgepack.pipeline.export_cache import _edgepack_code, _model_digest
+    from edgepack.release.toolchain import toolchain_versions
+
+    try:
+        model_digest = _model_digest(loaded.source.module)
+    except (RuntimeError, TypeError, ValueError, AttributeError):
+        return None
+    project = plan.project
+    doc = {"schema": "edgepack.capture-cache/1",
+           "source": cachekey.source_key(loaded.source.sha256, project_dir=plan.project_dir, factory=project.model.factory),
+           "model": model_digest, "translate_onnx": translate_onnx,
+           "input": [[s.name, list(s.shape), s.dtype] for s in project.model.input_specs],
+           "output": list(project.model.output_names), "tools": toolchain_versions(), "edgepack_code": _edgepack_code()}
+    key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    return plan.project_dir / project.compress.cache_dir / "captures" / key[:40]
+
+
+def _remember(marker: Path) -> None:
+    try:   # a cache that cannot be written costs a capture next time, nothing else
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("captured\n")
+    except OSError:
+        pass
 
 
 def _innermost(e: BaseException) -> BaseException:
