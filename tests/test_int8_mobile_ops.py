@@ -284,3 +284,57 @@ def test_executorch_lowers_a_prelu_after_a_linear_to_xnnpack(tmp_path, precision
             np.testing.assert_allclose(out, want[i], rtol=1e-4, atol=1e-5)
         else:   # measured 56.1 dB (probabilities) and 37.3 dB (box)
             assert snr_db(want[i], out) >= 30.0
+
+
+# --------------------------------------------------------------------------- F.relu6, SAME padding
+
+class SamePadRelu6(nn.Module):
+    """EfficientNet-Lite's pattern: TensorFlow "SAME" padding written as an explicit
+    asymmetric pad before stride-2 convolutions (one depthwise), F.relu6, a global mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2)
+        self.dw = nn.Conv2d(8, 8, 3, 2, groups=8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = nn.functional.relu6(self.stem(nn.functional.pad(x, [0, 1, 0, 1])))
+        h = nn.functional.relu6(self.dw(nn.functional.pad(h, [0, 1, 0, 1])))
+        return self.head(h.mean((2, 3)))
+
+
+def test_relu6_as_hardtanh_computes_the_same():
+    from edgepack.exporters._litert_quantizer import relu6_as_hardtanh
+
+    torch.manual_seed(0)
+    model = SamePadRelu6().eval()
+    x = torch.randn(4, 3, 16, 16) * 3
+    gm = torch.export.export(model, (x,), strict=True).module()
+    assert relu6_as_hardtanh(gm) == 2
+    assert torch.ops.aten.relu6.default not in [n.target for n in gm.graph.nodes]
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_litert_int8_f_relu6_before_a_mean_is_full_integer(tmp_path):
+    # F.relu6 captured as aten.relu6 stayed float with the mean after it (RELU6, MEAN,
+    # TRANSPOSE: EfficientNet-Lite0's LiteRT int8 was refused for them).
+    from edgepack.exporters import ExportRequest, export
+    from edgepack.verify.metrics import snr_db
+
+    torch.manual_seed(0)
+    model = SamePadRelu6().eval()
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(32, 3, 16, 16)).astype(np.float32)
+    request = ExportRequest(module=model, example=(calibration[:1],), calibration=(calibration,), precision="int8",
+                            out_path=tmp_path / "m.tflite", input_names=("x",), output_names=("y",), parent_sha256="")
+    details = export("tflite", request).details
+    assert details["float_ops"] == {} and "float32" not in details["tensors_by_dtype"], details["tensors_by_dtype"]
+    assert details["ops"]["PAD"] == 2 and details["ops"]["DEPTHWISE_CONV_2D"] == 1
+    x = rng.normal(size=(16, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    (got,) = _litert_outputs(request.out_path, x)
+    assert snr_db(want, got) >= 35.0   # measured 48.6 dB

@@ -28,6 +28,7 @@ def quantizer():
     class _Quantizer(PT2EQuantizer):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             decompose_hardsigmoid(model)
+            relu6_as_hardtanh(model)
             decompose_prelu(model)
             softmax_as_annotated_op(model)
             return super().transform_for_annotation(model)
@@ -118,6 +119,25 @@ def decompose_prelu(gm) -> int:
     if count:
         gm.graph.eliminate_dead_code()
         gm.graph.lint()
+        gm.recompile()
+    return count
+
+
+def relu6_as_hardtanh(gm) -> int:
+    """`aten.relu6` (what `F.relu6` captures as) as `aten.hardtanh(x, 0, 6)` (what
+    `nn.ReLU6`, a Hardtanh, captures as): the same function, but only hardtanh is among
+    the ops litert-torch's annotation propagation gives its input's parameters. Left as
+    relu6 after a convolution it stays float, and so does what reads it (EfficientNet-Lite's
+    head: a float RELU6, MEAN and TRANSPOSE before the classifier)."""
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in (aten.relu6.default, aten.relu6_.default):
+            node.target, node.args = aten.hardtanh.default, (node.args[0], 0.0, 6.0)
+            count += 1
+    if count:
         gm.recompile()
     return count
 
