@@ -392,8 +392,9 @@ def test_zoo_minilm_onnx_int8_names_its_output_and_survives_ort_shape_inference(
     quantize_int8(tmp_path / "m.onnx", tmp_path / "m8.onnx", (ids, mask), fallbacks=fallbacks)
     assert [f["step"] for f in fallbacks] == ["symbolic shape inference"]
     options = ort.SessionOptions()
-    # exact int8 kernels: an x86 CPU without VNNI saturates otherwise (test_host_int8_kernels.py)
-    options.add_session_config_entry("session.x64quantprecision", "1")
+    # Q/DQ run as written (no fusion into x86 int8 kernels, which saturate on a CPU
+    # without VNNI): the figure is the quantization's, the same on every host.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(tmp_path / "m8.onnx"), options, providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["embedding"]
     got = np.concatenate([session.run(None, dict(zip(names, (ids[i:i + 1], mask[i:i + 1]))))[0] for i in range(len(ids))])
