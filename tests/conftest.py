@@ -30,6 +30,30 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = f"skipped under EDGEPACK_STRICT_SKIPS=1: {reason}"
 
+def tiny_model_with_forward(forward: str) -> str:
+    """The text of a model.py with the tiny model's layers, so its trained weights load,
+    and another forward(x) (`forward`: the method's body, indented 8 spaces)."""
+    return f'''
+import torch
+from torch import nn
+
+
+class TinyVariant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+{forward}
+
+
+def build():
+    return TinyVariant()
+'''
+
+
 TINY_MODEL = '''
 import torch
 from torch import nn

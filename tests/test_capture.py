@@ -7,57 +7,21 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli, tiny_model_with_forward
 
 # The tiny model's parameters, with a forward() that branches on a tensor's value:
 # eager PyTorch runs it, torch.export cannot capture it.
-BRANCHING_MODEL = '''
-import torch
-from torch import nn
-
-
-class Branching(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv(x)))
+BRANCHING_MODEL = tiny_model_with_forward('''        h = torch.relu(self.bn(self.conv(x)))
         if h.sum() > 1000.0:   # data-dependent Python control flow
             h = h * 0.5
-        return self.head(h.flatten(1))
-
-
-def build():
-    return Branching()
-'''
+        return self.head(h.flatten(1))''')
 
 # ... and one with a pairwise distance (cdist) that torch.export captures, ExecuTorch
 # runs and ONNX's translator has no function for.
-CDIST_MODEL = '''
-import torch
-from torch import nn
-
-
-class Distances(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv(x)))
+CDIST_MODEL = tiny_model_with_forward('''        h = torch.relu(self.bn(self.conv(x)))
         rows = h.flatten(2)                                   # B x 8 channels x 16 positions
         spread = torch.cdist(rows, rows).mean((1, 2))         # B
-        return self.head(h.flatten(1)) + 0.01 * spread[:, None]
-
-
-def build():
-    return Distances()
-'''
+        return self.head(h.flatten(1)) + 0.01 * spread[:, None]''')
 
 TWO_FORMATS = '''
 name = "two-formats"

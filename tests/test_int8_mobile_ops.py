@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_one_line_error, cli
+from conftest import assert_one_line_error, cli, tiny_model_with_forward
 from edgepack.devices.reference_models import HS, InvertedResidualV3
 
 # The tiny net's int8 logits against torch's on 16 random inputs: measured 37.7 dB.
@@ -105,26 +105,8 @@ def test_build_table_names_the_float_ops_of_an_int8_artifact():
 # DEQUANTIZE and a QUANTIZE, and the division after it (which litert-torch's quantizer
 # does not annotate) with it, as a float MUL by 1/256. Flooring at 1/256 barely changes
 # the function.
-FLOOR_MODEL = '''
-import torch
-from torch import nn
-
-
-class Floored(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv(x)))
-        return self.head((torch.floor(h * 256.0) / 256.0).flatten(1))
-
-
-def build():
-    return Floored()
-'''
+FLOOR_MODEL = tiny_model_with_forward('''        h = torch.relu(self.bn(self.conv(x)))
+        return self.head((torch.floor(h * 256.0) / 256.0).flatten(1))''')
 
 TFLITE_TARGET = '''
 name = "tflite-only"
