@@ -51,6 +51,7 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
     formats = formats_of(plan)
     if not formats:
         return {}, 0.0
+    quiet_torch_loggers()   # here, not only before a capture: the exporters log through them too
     started = time.perf_counter()
     project = plan.project
     marker = _marker(plan, loaded, translate_onnx="onnx" in formats)
@@ -58,7 +59,6 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
         say(f"capturing the model's graph for {', '.join(formats)}: captured before, unchanged ({marker.parent})")
         return {}, time.perf_counter() - started
     say(f"capturing the model's graph for {', '.join(formats)}")
-    quiet_torch_loggers()
     names = tuple(s.name for s in project.model.input_specs)
     module = positional_outputs(loaded.source.module, names, project.model.output_names)
     example = tuple(torch.from_numpy(a) for a in example_inputs(project.model.input_specs))
