@@ -1,4 +1,7 @@
-"""litert-torch's PT2E quantizer, with hard-sigmoid made quantizable.
+"""litert-torch's PT2E quantizer, with the mobile ops it leaves float made quantizable:
+hard-sigmoid, PReLU, F.relu6 and softmax. Each is rewritten in the quantizer's own hook
+for graph rewrites (`transform_for_annotation`), into ops litert-torch annotates (or,
+for PReLU, that this quantizer annotates itself); each function below says why.
 
 litert-torch lowers `aten.hardswish` to LiteRT's HARD_SWISH, which has an int8 kernel,
 so the quantize/dequantize pair the neighbouring ops put around it makes it int8. LiteRT
