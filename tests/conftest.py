@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 
-class TinyVariant(nn.Module):
+class Tiny(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 8, 3, padding=1)
@@ -50,29 +50,12 @@ class TinyVariant(nn.Module):
 
 
 def build():
-    return TinyVariant()
+    return Tiny()
 '''
 
 
-TINY_MODEL = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
-
-
-def build():
-    return Tiny()
-
+# The tiny model itself, plus factories that fail (bad-input tests).
+TINY_MODEL = tiny_model_with_forward("        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))") + '''
 
 def raises():
     raise RuntimeError("factory exploded")
