@@ -21,6 +21,7 @@ class TargetPlan:
     target: Target
     device: DeviceProfile
     files: dict[tuple[str, str], str]   # (format, precision) -> file name in dist
+    skipped: tuple = ()                 # unreachable.Unreachable: artifacts left out by [build] skip_unreachable
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class BuildPlan:
                         for a in tp.target.artifacts
                     ],
                     "budgets": tp.target.budgets.model_dump(),
+                    **({"skipped_artifacts": [u.manifest_entry() for u in tp.skipped]} if tp.skipped else {}),
                 }
                 for tp in self.targets
             ],
@@ -178,6 +180,8 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
                                     f"(target {tp.target.name}); its quantizer uses asymmetric int8 activations. Valid for onnx only")
     if resolved is not None and len(project.model.input_specs) > 1:
         problems.extend(_single_input_only(resolved))
+    if resolved is not None:
+        plans = _leave_out_unreachable(plans, resolved, project, tcat, problems)
     calibration, calibration_problems = _latency_calibration(project_dir, project, latency_calibration, plans)
     problems.extend(calibration_problems)
     if problems:
@@ -186,6 +190,29 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
     out = output_dir if output_dir is not None else project_dir / project.build.output_dir
     return BuildPlan(project_dir, project, tuple(plans), out.resolve(), runner, resolved, calibration, reuse_exports,
                      latency_gate)
+
+
+def _leave_out_unreachable(plans: list[TargetPlan], resolved, project: Project, tcat, problems: list[str]):
+    """Each target without the artifacts this project cannot reach (with skip_unreachable),
+    or a plan problem per such artifact (without)."""
+    from edgepack.unreachable import plan_problem, unreachable_artifacts
+
+    out = []
+    for tp in plans:
+        found = unreachable_artifacts(tp.target.artifacts, resolved.quantize)
+        if not found:
+            out.append(tp)
+        elif not project.build.skip_unreachable:
+            problems.extend(plan_problem(str(tcat.path(tp.target.name)), tp.target.name, u) for u in found)
+        elif len(found) == len(tp.target.artifacts):
+            problems.append(f"{tcat.path(tp.target.name)}: target {tp.target.name}: every artifact it lists is unreachable "
+                            f"from this project ({found[0].reason}); nothing would be built")
+        else:
+            left_out = {(u.format, u.precision) for u in found}
+            target = tp.target.model_copy(update={"artifacts": tuple(a for a in tp.target.artifacts
+                                                                     if (a.format, a.precision) not in left_out)})
+            out.append(TargetPlan(target, tp.device, tp.files, tuple(found)))
+    return out
 
 
 def _latency_calibration(project_dir: Path, project: Project, flag: Path | None,

@@ -89,3 +89,41 @@ def test_an_unchanged_model_is_captured_once_and_fresh_captures_again(tiny_proje
     save_file(state, str(root / "weights.safetensors"))
     changed = cli("build", "-p", root, "-o", root / "dist")
     assert changed.code == 0 and "capturing the model's graph for onnx\n" in changed.stderr, changed.stderr
+
+
+# ... and one with an LSTM over its feature map's positions (fixed weights made in
+# forward(), so the tiny model's trained weights still load): LiteRT keeps it float.
+LSTM_MODEL = tiny_model_with_forward('''        h = torch.relu(self.bn(self.conv(x)))
+        seq = h.flatten(2).transpose(1, 2)                    # B x 16 positions x 8 channels
+        zeros = seq.new_zeros(1, seq.shape[0], 8)
+        weights = [seq.new_full((32, 8), 0.05), seq.new_full((32, 8), 0.05), seq.new_zeros(32), seq.new_zeros(32)]
+        out, _, _ = torch.lstm(seq, (zeros, zeros), weights, True, 1, 0.0, False, False, True)
+        return self.head(h.flatten(1)) + 0.01 * out.mean((1, 2))[:, None]''')
+
+TFLITE_INT8_AND_ONNX = '''
+name = "two-formats"
+device = "pixel-7"
+[[artifacts]]
+format = "tflite"
+precision = "int8"
+[[artifacts]]
+format = "onnx"
+precision = "fp32"
+[budgets]
+max_accuracy_drop_pt = 100.0
+'''
+
+
+def test_a_recurrent_layer_refuses_the_full_integer_tflite_at_capture_and_the_rest_is_built(tiny_project):
+    root = _two_formats(tiny_project, LSTM_MODEL)
+    (root / "targets" / "two-formats.toml").write_text(TFLITE_INT8_AND_ONNX)
+    run = cli("build", "-p", root, "-o", root / "dist", "--no-latency-gate")
+    assert run.code == 3, run.stderr
+    assert "tflite int8 cannot be built: tflite int8: the model has LSTM layers" in run.stderr
+    assert "exporting tflite" not in run.stderr   # refused from the graph, never calibrated or converted
+    folder = root / "dist" / "two-formats.incomplete"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["onnx"]
+    (failed,) = manifest["failed_artifacts"]
+    assert (failed["format"], failed["stage"]) == ("tflite", "capture")
+    assert "set strict_int8 = false" in failed["error"]

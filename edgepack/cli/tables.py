@@ -39,6 +39,9 @@ def plan_table(plan) -> Table:
             parity = ", ".join(floors)
             table.add_row(t["name"], t["device"], a["format"], a["precision"], a["delegate"], a["file"],
                           f"{budget}; {parity}" if i == 0 else parity)
+        for u in t.get("skipped_artifacts") or []:
+            table.add_row(t["name"], t["device"], u["format"], u["precision"], "-", Text("skipped", style="yellow"),
+                          Text(f"unreachable ([build] skip_unreachable): {u['reason']}", style="yellow"))
     return table
 
 
@@ -221,6 +224,8 @@ def build_tables(result) -> list:
         out.append(Text(f"latency: {m['gates'].get('latency', '')}", style="dim"))
         if line := timings_line(m):
             out.append(Text(line, style="dim"))
+        out.extend(Text(f"skipped: {u['format']} {u['precision']} (unreachable, [build] skip_unreachable): {u['reason']}",
+                        style="yellow") for u in m.get("skipped_artifacts") or [])
         out.extend(Text(f"fallback: {line}", style="yellow") for line in fallback_notes(m))
         out.extend(Text(f"float ops in int8: {line}", style="yellow") for line in float_op_notes(m))
         out.extend(Text(line, style="dim") for line in int8_notes(m))

@@ -264,6 +264,9 @@ class BuildSettings(Strict):
     # (relative to the project): the only way a build's latency estimates are calibrated,
     # per format, precision and thread count (devices/estimate.py).
     latency_calibration: str | None = None
+    # A target's artifact the project cannot reach (edgepack/unreachable.py) fails the plan;
+    # true builds the target's other artifacts and lists it under skipped_artifacts.
+    skip_unreachable: bool = False
 
 
 class CompressSettings(Strict):

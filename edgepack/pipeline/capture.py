@@ -11,7 +11,10 @@ are built (the target is incomplete, exit 3).
 
 LiteRT's and ExecuTorch's own lowering are not tried here: they are the slow part of
 their export (a LiteRT conversion of a MobileNet takes minutes), so their failures still
-come from the export step."""
+come from the export step. One of them is known from the captured graph alone: a
+recurrent layer (LSTM, GRU, RNN) has no int8 kernels in litert-torch's lowering, so a
+full-integer .tflite (`strict_int8`, the default) of such a model is refused here, in
+seconds, rather than after its calibration and conversion."""
 
 from __future__ import annotations
 
@@ -39,9 +42,15 @@ def formats_of(plan) -> list[str]:
     return seen
 
 
-def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
-    """{format: the error that stops it} for the formats that cannot be captured, and the
-    seconds taken. Raises when the model cannot be captured at all."""
+# aten ops of torch's recurrent layers, as torch.export captures nn.LSTM, nn.GRU and nn.RNN
+RECURRENT_OPS = {"aten.lstm.input": "LSTM", "aten.gru.input": "GRU", "aten.rnn_tanh.input": "RNN",
+                 "aten.rnn_relu.input": "RNN"}
+
+
+def capture(plan, loaded, say) -> tuple[dict, float]:
+    """{format, or (format, precision): the error that stops it} for what cannot be
+    built from the captured graph, and the seconds taken. Raises when the model cannot
+    be captured at all."""
     import torch
 
     from edgepack._quiet import quiet_torch_loggers
@@ -69,7 +78,10 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
     except Exception as e:  # noqa: BLE001 - any capture failure is the model's, reported as one line
         raise ToolchainError(f"torch.export could not capture the model: {type(e).__name__}: {first_line(e)}{HINT}",
                              stage="capture") from e
-    failures: dict[str, ToolchainError] = {}
+    failures: dict = {}
+    refused = _strict_int8_tflite_refusal(plan, program)
+    if refused is not None:
+        failures[("tflite", "int8")] = refused
     if "onnx" in formats:
         from edgepack.exporters.onnx import _quiet as quiet_export
 
@@ -82,11 +94,32 @@ def capture(plan, loaded, say) -> tuple[dict[str, ToolchainError], float]:
                 root = _innermost(e)   # the exporter's own message is a page of next steps; its cause names the op
                 failures["onnx"] = ToolchainError(f"onnx: translating the captured graph failed: {type(root).__name__}: "
                                                   f"{first_line(root)}", format="onnx", stage="capture")
-    for fmt, e in failures.items():
-        say(f"{fmt} cannot be built: {e}")
+    for what, e in failures.items():
+        say(f"{what if isinstance(what, str) else ' '.join(what)} cannot be built: {e}")
     if not failures and marker is not None:
         _remember(marker)
     return failures, time.perf_counter() - started
+
+
+def _asks_strict_int8_tflite(plan) -> bool:
+    quantize = plan.recipe.quantize
+    wanted = any(spec.format == "tflite" and spec.precision == "int8" for tp in plan.targets for spec in tp.target.artifacts)
+    return wanted and quantize is not None and quantize.strict_int8 and not quantize.keep_float
+
+
+def _strict_int8_tflite_refusal(plan, program) -> ToolchainError | None:
+    """Why a full-integer .tflite of this graph cannot be built, when the plan asks for one
+    and the graph holds a recurrent layer; None otherwise."""
+    if not _asks_strict_int8_tflite(plan):
+        return None
+    layers = sorted({RECURRENT_OPS[str(n.target)] for n in program.graph.nodes
+                     if n.op == "call_function" and str(n.target) in RECURRENT_OPS})
+    if not layers:
+        return None
+    return ToolchainError(f"tflite int8: the model has {' and '.join(layers)} layers, which LiteRT's int8 lowering "
+                          "(litert-torch) keeps in float, so the .tflite cannot be full-integer; set strict_int8 = false "
+                          "in the quantize stage to build it with those layers in float, or build tflite at fp32/fp16",
+                          format="tflite", stage="capture")
 
 
 def _marker(plan, loaded, *, translate_onnx: bool) -> Path | None:
@@ -105,6 +138,7 @@ def _marker(plan, loaded, *, translate_onnx: bool) -> Path | None:
     doc = {"schema": "edgepack.capture-cache/1",
            "source": cachekey.source_key(loaded.source.sha256, project_dir=plan.project_dir, factory=project.model.factory),
            "model": model_digest, "translate_onnx": translate_onnx,
+           "strict_int8_tflite": _asks_strict_int8_tflite(plan),
            "input": [[s.name, list(s.shape), s.dtype] for s in project.model.input_specs],
            "output": list(project.model.output_names), "tools": toolchain_versions(), "edgepack_code": _edgepack_code()}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -17,7 +17,7 @@ from edgepack.pipeline.records import ArtifactRecord, Compressed, ExportKey, Fai
 
 class Workshop:
     def __init__(self, plan, loaded: Loaded, compressed: Compressed, *, workspace: Path, host_runner, say,
-                 uncapturable: dict[str, ToolchainError] | None = None):
+                 uncapturable: dict | None = None):
         self.plan, self.loaded, self.compressed = plan, loaded, compressed
         self.workspace, self.host, self.say = workspace, host_runner, say
         self._exported: dict[ExportKey, tuple] = {}      # key -> (ModelArtifact, Verified)
@@ -25,7 +25,7 @@ class Workshop:
         self._emulated: dict[tuple[ExportKey, str], measure_step.DeviceRun] = {}
         self._seconds: dict = {}        # export key (and emulated CPU) -> wall seconds of each step
         self._int8_failure: ToolchainError | None = None
-        self._uncapturable = uncapturable or {}   # format -> why the capture step stopped it
+        self._uncapturable = uncapturable or {}   # format or (format, precision) -> why the capture step stopped it
         self._int8: list = []   # [int8_choices.Int8Choices] once made: one rewrite and keep_float serve every int8 format
 
     def _int8_choices(self, precision: str):
@@ -105,8 +105,9 @@ class Workshop:
         key = export_step.export_key(project, target_plan.target, spec, quantize)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
-        if key not in self._failed and spec.format in self._uncapturable:
-            self._failed[key] = self._uncapturable[spec.format]
+        stopped = self._uncapturable.get(spec.format) or self._uncapturable.get((spec.format, spec.precision))
+        if key not in self._failed and stopped is not None:
+            self._failed[key] = stopped
         if key not in self._failed and spec.precision.startswith("int8") and self._int8_failure:
             self._failed[key] = self._int8_failure
         if key not in self._failed:

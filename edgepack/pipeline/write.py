@@ -56,6 +56,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "artifacts": [{**r.manifest_entry(target_plan.target.budgets), "gates": [c.to_json() for c in verdict.checks.get(r.file, ())]}
                       for r in records],
         **({"failed_artifacts": [f.manifest_entry() for f in failed]} if failed else {}),
+        **({"skipped_artifacts": [u.manifest_entry() for u in target_plan.skipped]} if target_plan.skipped else {}),
         **({"timings_s": dict(timings)} if timings else {}),
     }
 

@@ -834,6 +834,15 @@ class FailedArtifactEntry(Record):
     error: StrictStr
 
 
+class SkippedArtifactEntry(Record):
+    """An artifact the target lists that the project cannot reach (edgepack/unreachable.py),
+    left out at plan time because the project sets `[build] skip_unreachable = true`."""
+
+    format: Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    precision: Precision
+    reason: StrictStr
+
+
 class Manifest(Record):
     """manifest.json of an edgepack build (dist/<target>/) or release archive. See
     docs/manifest.md for every field."""
@@ -855,6 +864,7 @@ class Manifest(Record):
     gates: Gates
     artifacts: list[Artifact]
     failed_artifacts: list[FailedArtifactEntry] | None = None   # only in a dist set aside as incomplete
+    skipped_artifacts: list[SkippedArtifactEntry] | None = None  # unreachable, left out by [build] skip_unreachable
     timings_s: BuildTimings | None = None     # absent in a release packaged with --reproducible
     git: Git | None = None
     test_vectors: TestVectors | None = None

@@ -30,11 +30,23 @@ N_FFT = 256
 HOP = 128
 
 
+class Magnitude(nn.Module):
+    """|STFT| from the real and imaginary halves of the filter bank's output."""
+
+    def __init__(self, cutoff: int):
+        super().__init__()
+        self.cutoff = cutoff
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x[:, : self.cutoff] ** 2 + x[:, self.cutoff:] ** 2)
+
+
 class SileroVAD(nn.Module):
     def __init__(self):
         super().__init__()
         self.cutoff = N_FFT // 2 + 1
         self.stft_conv = nn.Conv1d(1, 2 * self.cutoff, N_FFT, stride=HOP, bias=False)
+        self.magnitude = Magnitude(self.cutoff)
         self.conv1 = nn.Conv1d(self.cutoff, 128, 3, padding=1)
         self.conv2 = nn.Conv1d(128, 64, 3, stride=2, padding=1)
         self.conv3 = nn.Conv1d(64, 64, 3, stride=2, padding=1)
@@ -50,7 +62,7 @@ class SileroVAD(nn.Module):
         Returns the speech probability (B x 1) and the next state (B x 2 x 128)."""
         x = F.pad(audio.unsqueeze(1), (0, CONTEXT), mode="reflect")
         x = self.stft_conv(x)
-        x = torch.sqrt(x[:, : self.cutoff] ** 2 + x[:, self.cutoff:] ** 2)
+        x = self.magnitude(x)
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
