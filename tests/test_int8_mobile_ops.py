@@ -258,6 +258,49 @@ def test_executorch_lowers_a_prelu_after_a_linear_to_xnnpack(tmp_path, precision
             assert snr_db(want[i], out) >= 30.0
 
 
+class FloatFrontEnd(nn.Module):
+    """An audio net's shape: a Conv1d + ReLU kept float (keep_float) feeding int8 ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.front = nn.Conv1d(4, 16, 3, padding=1)
+        self.body = nn.Conv1d(16, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.body(torch.relu(self.front(x))))
+        return self.head(h.mean(2))
+
+
+@pytest.mark.slow
+def test_executorch_runs_a_float_conv1d_relu_that_feeds_an_int8_one(tmp_path):
+    # XNNPACK fused the ReLU into the float Conv1d and then took it for an int8 one: the
+    # runtime refused the program ("Failed to create convolution node"). edgepack writes
+    # that ReLU as a clamp (exporters/executorch.py), and the .pte computes what torch does.
+    from executorch.runtime import Runtime
+
+    from edgepack.compress.quantize_stage import QuantizeConfig
+    from edgepack.exporters import ExportRequest, export
+    from edgepack.verify.metrics import snr_db
+
+    torch.manual_seed(0)
+    model = FloatFrontEnd().eval()
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(64, 4, 32)).astype(np.float32)
+    request = ExportRequest(module=model, example=(calibration[:1],), calibration=(calibration,), precision="int8",
+                            out_path=tmp_path / "m.pte", input_names=("x",), output_names=("y",), parent_sha256="",
+                            quantize=QuantizeConfig(keep_float=("front",)))
+    details = export("executorch", request).details
+    assert details["int8_delegate_tensors"] >= 2 and details["delegated_subgraphs"] >= 1
+    program = Runtime.get().load_program((tmp_path / "m.pte").read_bytes())   # must outlive its method
+    method = program.load_method("forward")
+    x = rng.normal(size=(16, 4, 32)).astype(np.float32)
+    got = np.concatenate([method.execute([torch.from_numpy(s[None])])[0].numpy() for s in x])
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert snr_db(want, got) >= 30.0
+
+
 # --------------------------------------------------------------------------- F.relu6, SAME padding
 
 class SamePadRelu6(nn.Module):

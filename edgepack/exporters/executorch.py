@@ -53,6 +53,58 @@ def _prelu_on_rank4():
     return PReLUOnRank4()
 
 
+def _float_conv1d_activation_unfused():
+    """An edge pass that keeps XNNPACK from fusing a ReLU (or hardtanh) into a float
+    1-d convolution, by writing the activation as the same clamp.
+
+    A float Conv1d (one kept float by keep_float) whose activation feeds an int8 layer
+    fails at run time ("Failed to create convolution node ... invalid_parameter"):
+    XNNPACK's FuseActivationPass folds the ReLU into the convolution, whose only user is
+    then the next layer's quantize op, and its Conv1dUnsqueezePass takes that for a
+    quantized convolution and puts a quantize/dequantize pair on the float convolution's
+    output. A clamp is not fused, so the convolution stays float in and out and the clamp
+    runs in the delegate; int8 convolutions (dequantized weights) are left alone."""
+    import torch
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import PassBase, PassResult
+
+    edge = exir_ops.edge.aten
+
+    def float_conv1d(node) -> bool:
+        if not isinstance(node, torch.fx.Node) or node.target != edge.convolution.default:
+            return False
+        weight = node.args[1]
+        value = weight.meta.get("val") if isinstance(weight, torch.fx.Node) else None
+        return (value is not None and value.dim() == 3 and value.dtype == torch.float32
+                and "dequantize" not in str(weight.target))
+
+    class Unfused(PassBase):
+        def call(self, graph_module):
+            changed = False
+            for node in list(graph_module.graph.nodes):
+                if node.op != "call_function" or not float_conv1d(node.args[0] if node.args else None):
+                    continue
+                if node.target == edge.relu.default:
+                    low, high = 0.0, None
+                elif node.target == edge.hardtanh.default:
+                    # hardtanh's defaults are (-1, 1); ReLU6 is captured as hardtanh(x, 0, 6)
+                    low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+                    high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+                else:
+                    continue
+                with graph_module.graph.inserting_after(node):
+                    clamp = graph_module.graph.call_function(edge.clamp.default, (node.args[0], low, high))
+                clamp.meta = dict(node.meta)
+                node.replace_all_uses_with(clamp)
+                graph_module.graph.erase_node(node)
+                changed = True
+            if changed:
+                graph_module.recompile()
+            return PassResult(graph_module, changed)
+
+    return Unfused()
+
+
 def _lower(program, path, dims=(), delegate: str = "xnnpack", dims_record=None) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
@@ -65,7 +117,8 @@ def _lower(program, path, dims=(), delegate: str = "xnnpack", dims_record=None) 
         import executorch.kernels.quantized  # noqa: F401
     with converting("executorch", "lower", "lowering to XNNPACK failed" if partitioners else "lowering to ExecuTorch's own kernels failed"):
         edge = to_edge_transform_and_lower(program, partitioner=partitioners,
-                                           transform_passes=[_prelu_on_rank4()] if partitioners else [])
+                                           transform_passes=[_prelu_on_rank4(), _float_conv1d_activation_unfused()]
+                                           if partitioners else [])
     lowered = edge.exported_program()
     info = get_delegation_info(lowered.graph_module)
     int8 = 0
