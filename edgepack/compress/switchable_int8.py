@@ -120,15 +120,15 @@ def build(model, example: np.ndarray, calibration: np.ndarray, opts) -> Switchab
     symmetric weights as `opts.weights` says, the stage's activation observer), calibrate
     on `calibration` and convert; then replace each quantize/dequantize pair by a switch."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgepack.exporters._observers import with_activation_observer
     from edgepack.exporters._pt2e import as_tensor, capture_for_calibration
+    from edgepack.exporters._xnnpack_quantizer import quantizer as xnnpack_quantizer
 
     captured, batches = capture_for_calibration(model, (as_tensor(example),), (calibration,))
-    quantizer = XNNPACKQuantizer().set_global(with_activation_observer(
+    quantizer = xnnpack_quantizer().set_global(with_activation_observer(
         get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel"), opts))
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():

@@ -26,7 +26,10 @@ import operator
 def quantizer():
     """A `PT2EQuantizer` whose graphs have hard-sigmoid spelt in ops it annotates."""
     import torch
+    from litert_torch.quantize import pt2e_quantizer_utils as utils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    from edgepack.exporters._clamp_fusion import annotate_conv_clamp
 
     class _Quantizer(PT2EQuantizer):
         def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -37,6 +40,7 @@ def quantizer():
             return super().transform_for_annotation(model)
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            annotate_conv_clamp(model, self.global_config, utils)
             model = super().annotate(model)
             config = self.global_config
             if config is not None and config.input_activation is not None:

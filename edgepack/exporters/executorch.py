@@ -222,7 +222,9 @@ def export_int8_dynamic(req) -> dict:
 def _export_int8(req, *, dynamic: bool) -> dict:
     p, export_program = _prepare(req)
     opts, dims = p.opts, p.dims
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    from edgepack.exporters._xnnpack_quantizer import quantizer as xnnpack_quantizer
 
     with converting("executorch", "quantize", f"PT2E {req.precision} quantization failed"):
         # Capture, calibrate, convert, then re-export at the deployed (static) input shape.
@@ -231,7 +233,7 @@ def _export_int8(req, *, dynamic: bool) -> dict:
                                                         fallbacks=fallbacks)
         from edgepack.exporters._observers import with_activation_observer
 
-        quantizer = XNNPACKQuantizer().set_global(with_activation_observer(
+        quantizer = xnnpack_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fmt="executorch")
         program = export_program(converted)
