@@ -67,78 +67,49 @@ def machine() -> str:
 
 # ------------------------------------------------------------------------------ runtimes
 
-def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    """Outputs of a one-input, one-output .tflite, float or int8 I/O (quantized here)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    got = []
-    for sample in x:
-        value = sample[None]
-        if inp["dtype"] != np.float32:
-            s, z = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            value = np.clip(np.round(value / s) + z, info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], value)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            s, z = out["quantization"]
-            y = (y.astype(np.float32) - z) * s
-        got.append(y)
-    return np.concatenate(got)
+FORMATS = {".tflite": "tflite", ".pte": "executorch", ".onnx": "onnx"}
 
 
-def run_pte(path: Path, x: np.ndarray) -> np.ndarray:
-    import torch
-    from executorch.runtime import Runtime
+def run(path: Path, x: np.ndarray) -> np.ndarray:
+    """The first output of a one-input artifact on each sample, through the loaders the
+    build's own runner uses (devices/runner_script.py: int8 I/O quantized from float,
+    ONNX Runtime's exact x86 int8 kernels), one thread."""
+    from edgepack.devices.runner_script import LOADERS
 
-    program = Runtime.get().load_program(path.read_bytes())   # must outlive its method
-    method = program.load_method("forward")
-    return np.concatenate([method.execute([torch.from_numpy(np.ascontiguousarray(s[None]))])[0].numpy() for s in x])
-
-
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # exact x86 int8 kernels, as the build's verification uses (without VNNI the default
-    # ones saturate; devices/runner_script.py)
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: s[None]})[0] for s in x])
-
-
-RUNNERS = {".tflite": run_tflite, ".pte": run_pte, ".onnx": run_onnx}
+    infer = LOADERS[FORMATS[path.suffix]](str(path), 1)[0]
+    return np.concatenate([infer([("input", np.ascontiguousarray(s[None]))])[0][1] for s in x])
 
 
 def score(path: Path, x: np.ndarray, reference: np.ndarray) -> dict:
     from edgepack.verify.metrics import snr_db
 
-    got = RUNNERS[path.suffix](path, x).reshape(reference.shape)
+    got = run(path, x).reshape(reference.shape)
     return {"agreement": float((got.argmax(1) == reference.argmax(1)).mean()), "snr_db": round(float(snr_db(reference, got)), 2)}
 
 
 # ------------------------------------------------------------------------------ peers
 
-def litert_default(model, calibration: np.ndarray, out: Path) -> None:
-    import litert_torch
+def _calibrated(model, calibration: np.ndarray, quantizer, *, fold_quantize: bool):
+    """The documented PT2E steps: capture at batch 1, prepare, one sample at a time
+    through the observers, convert. Returns the converted module and the example."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     example = (torch.from_numpy(calibration[:1]),)
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
     with torch.no_grad():
         for s in calibration:
             prepared(torch.from_numpy(s[None]))
-    converted = convert_pt2e(prepared, fold_quantize=False)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize), example
+
+
+def litert_default(model, calibration: np.ndarray, out: Path) -> None:
+    import litert_torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    converted, example = _calibrated(model, calibration, quantizer, fold_quantize=False)
     litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
 
 
@@ -147,15 +118,10 @@ def executorch_default(model, calibration: np.ndarray, out: Path) -> None:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    example = (torch.from_numpy(calibration[:1]),)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-    with torch.no_grad():
-        for s in calibration:
-            prepared(torch.from_numpy(s[None]))
-    program = torch.export.export(convert_pt2e(prepared), example)
+    converted, example = _calibrated(model, calibration, quantizer, fold_quantize=True)
+    program = torch.export.export(converted, example)
     out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
 
 
