@@ -385,8 +385,11 @@ def int8_slower_warnings(
             f"{profile.name} has {', '.join(sorted(fast_int8))}, but the int8 artifact executed no SDOT/UDOT or "
             f"SMMLA/UMMLA instructions on {profile.qemu_cpu}: its kernels do not use them")
     if delegated_share is not None and delegated_share < 1.0:
+        # whole percents, but never "100%" for a share short of it (0.997 reads 99.7%)
+        share = (f"{delegated_share * 100:.0f}" if round(delegated_share * 100) < 100
+                 else f"{math.floor(delegated_share * 1000) / 10:.1f}")
         warnings.append(
-            f"only {delegated_share * 100:.0f}% of the int8 ops are delegated to XNNPACK: the rest run in the "
+            f"only {share}% of the int8 ops are delegated to XNNPACK: the rest run in the "
             f"runtime's reference kernels with quantize/dequantize around them")
     if fp32_instructions is not None and int8_instructions is not None and int8_instructions >= fp32_instructions:
         warnings.append(
