@@ -43,7 +43,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _wheel(spec: PackagedFile, wheels: Path) -> Path:
+def _wheel(spec: PackagedFile | PackagedWheel, wheels: Path) -> Path:
     found = sorted(p for p in wheels.glob(f"{spec.wheel_prefix}*.whl"))
     if found:
         return found[0]
@@ -108,7 +108,7 @@ def wheel(spec: PackagedWheel, *, download: bool = True) -> Path:
         if not download:
             raise FileNotFoundError(f"{spec.package}=={spec.version} is not in the zoo cache ({wheels}); "
                                     "run the project's prepare.py once")
-        found = [_wheel(PackagedFile(spec.package, spec.version, "", ""), wheels)]
+        found = [_wheel(spec, wheels)]   # uses only package, version and wheel_prefix
     digest = sha256_of(found[0])
     if digest != spec.sha256:
         raise SystemExit(f"error: {found[0]} has sha256 {digest}, expected {spec.sha256}")

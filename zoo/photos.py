@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packages import PackagedWheel, wheel_members
+from packages import PackagedWheel, wheel, wheel_members
 
 AI_BENCHMARK = PackagedWheel("ai-benchmark", "0.1.2", "e97fd54be8e62227a10bf4fad48ba3bf7d116604e11767f0c6307680760dff98")
 FOOLBOX = PackagedWheel("foolbox", "3.3.4", "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb")
@@ -50,8 +50,8 @@ CALIBRATION_PHOTOS = ("hubble_deep_field", "camera", "coins", "moon", "brick", "
 
 def ensure_packaged() -> None:
     """Download and check the photo wheels (once, into the zoo cache)."""
-    for spec, prefix in PACKAGED:
-        wheel_members(spec, prefix, (".jpg",), download=True)
+    for spec, _ in PACKAGED:
+        wheel(spec, download=True)
 
 
 @lru_cache(maxsize=1)
