@@ -43,7 +43,8 @@ class BuildPlan:
             "project": self.project.project.name,
             "project_dir": str(self.project_dir),
             "task": self.project.data.task,
-            "source": {"factory": src.factory, "weights": src.weights, "program": src.program,
+            "source": {"kind": src.kind, "factory": src.factory, "weights": src.weights, "program": src.program,
+                       "keras": src.keras, "onnx": src.onnx,
                        "input_shape": list(src.input_specs[0].shape),
                        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in src.input_specs],
                        "outputs": list(src.output_names)},
@@ -87,10 +88,11 @@ def _project_file_problems(project_dir: Path, project: Project) -> list[str]:
     problems = []
     where = project_dir / "edgepack.toml"
     m = project.model
-    for field, value in (("model.weights", m.weights), ("model.program", m.program)):
-        if value and not (project_dir / value).is_file():
+    for field, value in (("model.weights", m.weights), ("model.program", m.program), ("model.keras", m.keras),
+                         ("model.onnx", m.onnx)):
+        if value and not (project_dir / value).exists():
             problems.append(f"{where}: {field}: {project_dir / value} not found")
-    hooks = [("model.factory", m.factory)] + [(f"data.{k}", getattr(project.data, k)) for k in ("calibration", "evaluation", "training")]
+    hooks = [("model.factory", m.factory), ("model.custom_objects", m.custom_objects)] + [(f"data.{k}", getattr(project.data, k)) for k in ("calibration", "evaluation", "training")]
     for field, spec in hooks:
         if spec and not (project_dir / spec.rsplit(":", 1)[0]).is_file():
             problems.append(f"{where}: {field}: {project_dir / spec.rsplit(':', 1)[0]} not found")
@@ -178,8 +180,11 @@ def make_plan(project_dir: Path, *, targets: list[str] | None = None, output_dir
                 if a.format in ("tflite", "executorch") and a.precision == "int8":
                     problems.append(f"{resolved.source}: quantize.activations: 'symmetric' is not available for {a.format} "
                                     f"(target {tp.target.name}); its quantizer uses asymmetric int8 activations. Valid for onnx only")
-    if resolved is not None and len(project.model.input_specs) > 1:
+    if resolved is not None and len(project.model.input_specs) > 1 and project.model.kind == "pytorch":
         problems.extend(_single_input_only(resolved))
+    from edgepack.sources.foreign import plan_problems as foreign_source_problems
+
+    problems.extend(foreign_source_problems(project, resolved, str(project_dir / "edgepack.toml")))
     if resolved is not None:
         plans = _leave_out_unreachable(plans, resolved, project, tcat, problems)
     calibration, calibration_problems = _latency_calibration(project_dir, project, latency_calibration, plans)
@@ -199,7 +204,7 @@ def _leave_out_unreachable(plans: list[TargetPlan], resolved, project: Project, 
 
     out = []
     for tp in plans:
-        found = unreachable_artifacts(tp.target.artifacts, resolved.quantize)
+        found = unreachable_artifacts(tp.target.artifacts, resolved.quantize, project.model.kind)
         if not found:
             out.append(tp)
         elif not project.build.skip_unreachable:

@@ -24,13 +24,32 @@ class Unreachable:
         return {"format": self.format, "precision": self.precision, "reason": self.reason}
 
 
-def unreachable_artifacts(artifacts, quantize) -> list[Unreachable]:
+def unreachable_artifacts(artifacts, quantize, kind: str = "pytorch") -> list[Unreachable]:
     """The artifacts of a target (its `[[artifacts]]`) that `quantize` (the recipe's
-    quantize options) makes unreachable, each with the reason."""
+    quantize options) or the source's kind (config.schema.ModelSource.kind) makes
+    unreachable, each with the reason."""
+    from edgepack.formats import get_format
+    from edgepack.sources.foreign import KIND_NAMES
+
     found = []
     kept = () if quantize is None or quantize.auto_keep_float else tuple(quantize.keep_float or ())
     for a in artifacts:
-        if a.format == "tflite" and a.precision == "int8" and kept:
+        steps = get_format(a.format).steps_for(kind)
+        if steps is None:
+            reachable = [f.name for f in _formats() if f.steps_for(kind) is not None]
+            found.append(Unreachable(a.format, a.precision,
+                                     f"{a.format} cannot be built from {KIND_NAMES[kind]} (model.{kind}); from it edgepack "
+                                     f"builds {', '.join(reachable)}"))
+        elif a.precision not in steps:
+            found.append(Unreachable(a.format, a.precision,
+                                     f"{a.format} {a.precision} cannot be built from {KIND_NAMES[kind]}; valid: "
+                                     f"{', '.join(steps)}"))
+        elif (kind == "keras" and a.format == "tflite" and a.precision == "int8" and quantize is not None
+              and "calibration" in quantize.model_fields_set and quantize.calibration != "minmax"):
+            found.append(Unreachable(a.format, a.precision,
+                                     f"quantize.calibration {quantize.calibration!r}: TensorFlow's converter, which "
+                                     "writes LiteRT int8 from a Keras model, calibrates min-max only"))
+        elif a.format == "tflite" and a.precision == "int8" and kept:
             # exporters/_keep_float.py: litert-torch 0.10's quantizer refuses to leave a
             # module unannotated, and its converter quantizes every layer regardless.
             found.append(Unreachable(a.format, a.precision,
@@ -38,6 +57,12 @@ def unreachable_artifacts(artifacts, quantize) -> list[Unreachable]:
                                      "float (litert-torch refuses set_module_name(name, None) and its converter "
                                      "quantizes every layer)"))
     return found
+
+
+def _formats():
+    from edgepack.formats import FORMATS
+
+    return list(FORMATS)
 
 
 def plan_problem(where: str, target_name: str, item: Unreachable) -> str:

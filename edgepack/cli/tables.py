@@ -217,7 +217,7 @@ def build_tables(result) -> list:
         out.append(table)
         lat0 = m["artifacts"][0]["latency_ms"] if m["artifacts"] else {}
         out.append(Text(
-            f"reference (torch fp32): {reference_line(m)}; "
+            f"reference ({m['source'].get('kind') or 'pytorch'} fp32): {reference_line(m)}; "
             f"vs fp32 = size / fp32 weights ({human_bytes(m['source']['fp32_weight_bytes'])}); "
             f"host latency: batch 1, {lat0.get('threads', '?')} thread(s), p50 of {lat0.get('iterations', '?')} runs "
             f"(not device latency)", style="dim"))

@@ -40,11 +40,15 @@ def predict(model, x, *, declared_batch: int = 1, batch: int = 256, names=None,
     the last chunk. Models arrive in eval mode (an exported program's module cannot be
     switched). Both ways give the same outputs; when the first one is refused, why is
     appended to `notes`."""
+    from edgepack.sources.foreign import is_foreign
+
+    inputs = x if isinstance(x, tuple) else (x,)
+    if is_foreign(model):
+        return model.predict(inputs, batch=batch, declared_batch=declared_batch, notes=notes)
     import torch
 
     from edgepack.modelio import concat, count, output_tensors, rows, to_torch
 
-    inputs = x if isinstance(x, tuple) else (x,)
     n = count(inputs)
 
     def run(part) -> tuple:
@@ -83,6 +87,10 @@ def _unique_tensors(model):
 
 
 def cost(model, example: np.ndarray) -> dict:
+    from edgepack.sources.foreign import is_foreign
+
+    if is_foreign(model):
+        return model.cost_summary(example)
     import torch
 
     from edgepack.devices.costs import count_macs

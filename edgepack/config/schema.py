@@ -131,8 +131,10 @@ class OutputSpec(Strict):
 
 
 class ModelSource(Strict):
-    """Where the trained model comes from: a factory plus safetensors weights, or a
-    `torch.export` program (.pt2). Exactly one of the two.
+    """Where the trained model comes from, exactly one of: a factory plus safetensors
+    weights, a `torch.export` program (.pt2), a Keras model (`.keras`, loaded in Keras'
+    safe mode; `custom_objects` names a project hook returning the classes of its custom
+    layers), or an ONNX model (`.onnx`). `kind` says which.
 
     Its interface is written either as the one-input shorthand (`input_shape`,
     `input_dtype`, `input_name`, `output_name`, `dynamic_dims`) or as `[[model.inputs]]`
@@ -142,6 +144,9 @@ class ModelSource(Strict):
     factory: str | None = None
     weights: str | None = None
     program: str | None = None
+    keras: str | None = None
+    custom_objects: str | None = None
+    onnx: str | None = None
     input_shape: Annotated[tuple[int, ...], AfterValidator(_positive_shape)] | None = None
     input_dtype: InputDtype = "float32"
     input_name: Identifier = "input"
@@ -150,7 +155,7 @@ class ModelSource(Strict):
     inputs: tuple[InputSpec, ...] = ()
     outputs: tuple[OutputSpec, ...] = ()
 
-    @field_validator("factory")
+    @field_validator("factory", "custom_objects")
     @classmethod
     def _factory_form(cls, v: str | None) -> str | None:
         return None if v is None else _check_hook(v)
@@ -201,13 +206,30 @@ class ModelSource(Strict):
     def declared_batch(self) -> int:
         return self.input_specs[0].shape[0]
 
+    @property
+    def kind(self) -> str:
+        """"pytorch" (a factory or a .pt2 program), "keras" or "onnx"."""
+        return "keras" if self.keras else "onnx" if self.onnx else "pytorch"
+
+    @property
+    def file(self) -> str:
+        """The source's model file, relative to the project."""
+        return self.keras or self.onnx or self.program or self.weights
+
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSource":
-        if self.program is not None:
-            if self.factory or self.weights:
-                raise ValueError("give either 'program' (a .pt2 file) or 'factory' + 'weights', not both")
-        elif not (self.factory and self.weights):
+        given = [name for name, v in (("factory + weights", self.factory or self.weights), ("program", self.program),
+                                      ("keras", self.keras), ("onnx", self.onnx)) if v]
+        if len(given) > 1:
+            raise ValueError(f"give one model source, not {' and '.join(given)}: 'factory' + 'weights' "
+                             "(.safetensors), 'program' (.pt2), 'keras' (.keras) or 'onnx' (.onnx)")
+        if not given:
+            raise ValueError("give 'factory' (file.py:function) and 'weights' (.safetensors), 'program' (.pt2), "
+                             "'keras' (.keras) or 'onnx' (.onnx)")
+        if given == ["factory + weights"] and not (self.factory and self.weights):
             raise ValueError("give 'factory' (file.py:function) and 'weights' (.safetensors), or 'program' (.pt2)")
+        if self.custom_objects and not self.keras:
+            raise ValueError("custom_objects is for a Keras source (model.keras)")
         return self
 
 

@@ -35,7 +35,12 @@ def model_costs(module, example: np.ndarray) -> ModelCosts:
     activations at every leaf module. Activations are counted where a deployed graph
     materialises them: after convolutions, linear layers and pooling. BatchNorm and
     activations fold or fuse into the convolution before them in every exporter, so
-    counting their outputs would count one tensor three times."""
+    counting their outputs would count one tensor three times. A Keras or ONNX source
+    (sources.foreign) counts the same from its own layers."""
+    from edgepack.sources.foreign import is_foreign
+
+    if is_foreign(module):
+        return module.costs(example)
     import torch
     from torch import nn
 

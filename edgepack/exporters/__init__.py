@@ -46,6 +46,7 @@ class ExportRequest:
     # Per input, the config.schema.DynamicDim exported as dynamic; () when none is.
     dynamic_dims: tuple = ()
     delegate: str = "xnnpack"      # formats whose delegate lives in the file lower to it ("none": not at all)
+    source_kind: str = "pytorch"   # "keras" or "onnx": `module` is then a sources.foreign.ForeignModel
 
     @property
     def options(self):
@@ -89,7 +90,9 @@ def converting(fmt: str, stage: str, what: str, *, hint: str = ""):
 def export(fmt: str, request: ExportRequest) -> ModelArtifact:
     from edgepack.formats import get_format
 
-    steps = get_format(fmt).precisions
+    steps = get_format(fmt).steps_for(request.source_kind)
+    if steps is None:
+        raise ToolchainError(f"{fmt}: cannot be built from a {request.source_kind} source", format=fmt)
     step = steps.get(request.precision)
     if step is None:
         raise ToolchainError(f"{fmt}: precision {request.precision!r} is not supported; valid: {', '.join(steps)}", format=fmt)

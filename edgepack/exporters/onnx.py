@@ -1,5 +1,6 @@
-"""ONNX: `torch.onnx.export(dynamo=True)` to one self-contained file, then
-onnxruntime.quantization's static QDQ int8 (per-channel weights, calibrated activations)."""
+"""ONNX: `torch.onnx.export(dynamo=True)` to one self-contained file (or, from a Keras or
+ONNX source, exporters.onnx_sources), then onnxruntime.quantization's static QDQ int8
+(per-channel weights, calibrated activations)."""
 
 from __future__ import annotations
 
@@ -329,9 +330,14 @@ def export(req) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if req.precision == "fp32" else Path(tmp) / "fp32.onnx"
         fallbacks: list[dict] = []
-        applied, float_nodes = export_fp32(req.module, req.example, fp32, input_names=req.input_names,
-                                           output_names=req.output_names, keep_float=opts.keep_float, dims=tuple(req.dynamic_dims),
-                                           fallbacks=fallbacks)
+        if req.source_kind == "pytorch":
+            applied, float_nodes = export_fp32(req.module, req.example, fp32, input_names=req.input_names,
+                                               output_names=req.output_names, keep_float=opts.keep_float,
+                                               dims=tuple(req.dynamic_dims), fallbacks=fallbacks)
+        else:
+            from edgepack.exporters.onnx_sources import write_fp32
+
+            applied, float_nodes = write_fp32(req, fp32), []
         if opts.keep_float and req.precision != "fp32" and not float_nodes:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
                                  "name modules as model.named_modules() does", format="onnx", stage="quantize")

@@ -105,6 +105,10 @@ class Format:
     delegate_in_file: the delegate is chosen at export and lives in the file (ExecuTorch's
                     lowering); otherwise the runtime applies it when loading, and runners
                     pass it to the loader (`--delegate`).
+    sources:        the non-PyTorch source kinds the format is built from ("keras",
+                    "onnx"; config.schema.ModelSource.kind) -> their precisions' steps, as
+                    `precisions` is for a PyTorch model. A kind not listed cannot reach
+                    the format (edgepack.unreachable says so at plan time).
     """
 
     name: str
@@ -123,6 +127,11 @@ class Format:
     toolchain: tuple[str, ...] = ()
     delegates: tuple[str, ...] = ("none",)
     delegate_in_file: bool = False
+    sources: Mapping[str, Mapping[str, Callable[[Any], dict]]] = field(default_factory=dict)
+
+    def steps_for(self, kind: str) -> Mapping[str, Callable[[Any], dict]] | None:
+        """The precision -> step map for a source of `kind`, or None when it cannot reach the format."""
+        return self.precisions if kind == "pytorch" else self.sources.get(kind)
 
     def __post_init__(self):
         if not _NAME.match(self.name):

@@ -50,7 +50,10 @@ RECURRENT_OPS = {"aten.lstm.input": "LSTM", "aten.gru.input": "GRU", "aten.rnn_t
 def capture(plan, loaded, say) -> tuple[dict, float]:
     """{format, or (format, precision): the error that stops it} for what cannot be
     built from the captured graph, and the seconds taken. Raises when the model cannot
-    be captured at all."""
+    be captured at all. A Keras or ONNX source is not captured: its formats are written
+    by its own framework's converters."""
+    if plan.project.model.kind != "pytorch":
+        return {}, 0.0
     import torch
 
     from edgepack._quiet import quiet_torch_loggers

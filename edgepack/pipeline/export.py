@@ -139,6 +139,7 @@ def export(plan, key: ExportKey, *, file_name: str, model, loaded, dims: tuple, 
         calibration=loaded.calibration_x, precision=key.precision, out_path=out,
         input_names=tuple(s.name for s in project.model.input_specs), output_names=project.model.output_names,
         parent_sha256=loaded.source.sha256, quantize=quantize or plan.recipe.quantize, dynamic_dims=dims, delegate=key.delegate,
+        source_kind=project.model.kind,
     ))
     if rewrite:
         artifact = dataclasses.replace(artifact, details={**artifact.details, **rewrite.details})

@@ -29,7 +29,12 @@ ENTRY_SCHEMA = "edgepack.export-cache/1"
 
 
 def _model_digest(model) -> str:
-    """Weights, buffers and module structure of a torch module (or a program's module)."""
+    """Weights, buffers and module structure of a torch module (or a program's module);
+    a Keras or ONNX source's own digest (its file's bytes)."""
+    from edgepack.sources.foreign import is_foreign
+
+    if is_foreign(model):
+        return model.digest()
     import torch
 
     h = hashlib.sha256(repr(model).encode())
@@ -71,7 +76,8 @@ def export_cache_key(plan, loaded, key, *, model, file_name: str, dims: tuple) -
     project = plan.project
     doc = {
         "schema": ENTRY_SCHEMA,
-        "source": cachekey.source_key(loaded.source.sha256, project_dir=plan.project_dir, factory=project.model.factory),
+        "source": cachekey.source_key(loaded.source.sha256, project_dir=plan.project_dir,
+                                      factory=project.model.factory or project.model.custom_objects),
         "model": model_digest,
         "format": key.format,
         "precision": key.precision,

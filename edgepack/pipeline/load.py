@@ -11,13 +11,23 @@ def load(plan, say) -> Loaded:
     from edgepack.modelio import rows
     from edgepack.sources.data import load_split
     from edgepack.sources.labels import check_regression_shape
-    from edgepack.sources.pytorch import check_forward, load_source
+    from edgepack.sources.pytorch import check_forward, load_foreign_source, load_source
     from edgepack.verify.tasks import as_outputs, check_gated_metric, make_scorer
 
     project, pdir = plan.project, plan.project_dir
     say("loading the source model and data")
-    source = load_source(pdir, project)
-    classes = check_forward(source, project)
+    if project.model.kind == "pytorch":
+        source = load_source(pdir, project)
+        classes = check_forward(source, project)
+    else:
+        source, classes = load_foreign_source(pdir, project)
+        # ONNX int8 calibration uses torchao's observers, which log through torch's own
+        # loggers (the capture step quiets them for a PyTorch source).
+        import torch  # noqa: F401
+
+        from edgepack._quiet import quiet_torch_loggers
+
+        quiet_torch_loggers()
     scorer = make_scorer(pdir, project, classes=classes)
     calibration = load_split(pdir, project, "calibration", classes=classes)
     evaluation = load_split(pdir, project, "evaluation", classes=classes)

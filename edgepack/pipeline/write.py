@@ -26,6 +26,7 @@ def manifest(plan, target_plan, loaded: Loaded, compressed: Compressed, records:
         "device_profile": target_plan.device.name,
         "source": {
             "sha256": source.sha256,
+            "kind": source.kind,
             "file": source.path.name,
             "parameters": source.parameters,
             "fp32_weight_bytes": source.fp32_bytes,

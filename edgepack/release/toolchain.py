@@ -10,6 +10,8 @@ import edgepack
 # What every build runs, whatever the formats: the source model, PT2E quantization,
 # compression passes, arrays. Each format adds its own (edgepack.formats).
 COMMON_PACKAGES = ("torch", "torchao", "torch-pruning", "numpy")
+# The `keras` extra: what converts a Keras source; recorded where installed.
+OPTIONAL_PACKAGES = ("tensorflow-cpu", "keras", "tf2onnx")
 
 
 def packages() -> tuple[str, ...]:
@@ -28,6 +30,11 @@ def toolchain_versions() -> dict[str, str]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "not installed"
+    for name in OPTIONAL_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
     from edgepack.determinism import float_kernels
 
     versions["float_kernels"] = float_kernels()

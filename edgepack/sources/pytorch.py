@@ -25,11 +25,12 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 @dataclass(frozen=True)
 class SourceModel:
-    module: "torch.nn.Module"  # noqa: F821  (torch is imported lazily)
+    module: "torch.nn.Module"  # noqa: F821  (torch is imported lazily; a sources.foreign.ForeignModel otherwise)
     sha256: str
     path: Path
     parameters: int
     fp32_bytes: int
+    kind: str = "pytorch"      # config.schema.ModelSource.kind
 
 
 def sha256_file(path: Path) -> str:
@@ -256,7 +257,15 @@ def check_forward(source: SourceModel, project: Project) -> int | None:
                               f"({described}): {first}") from None
         raise ConfigError(f"model.input_shape {list(shape)}: the model fails on an input of that shape"
                           f"{'' if specs[0].dtype == 'float32' else ' and dtype ' + specs[0].dtype}: {first}") from None
-    outputs = output_tensors(out, model.output_names)
+    return check_outputs(output_tensors(out, model.output_names), project)
+
+
+def check_outputs(outputs, project: Project) -> int | None:
+    """The model's outputs on the declared example (tensors or arrays, in declared order):
+    every output has the batch first; a classifier's first output is its logits [batch,
+    classes]. Returns the number of classes (None for the other tasks)."""
+    model = project.model
+    shape = model.input_specs[0].shape
     task = project.data.task
     for spec_out, t in zip(model.output_names, outputs):
         if t.ndim == 0 or t.shape[0] != shape[0]:
@@ -272,3 +281,31 @@ def check_forward(source: SourceModel, project: Project) -> int | None:
     if first_out.shape[1] < 1:
         raise ConfigError("model output is [batch, 0]; a classification model must return at least one class")
     return int(first_out.shape[1])
+
+
+def load_foreign_source(project_dir: Path, project: Project) -> tuple[SourceModel, int | None]:
+    """A Keras or ONNX source (sources.keras_model, sources.onnx_model), run once on zero
+    inputs of the declared shapes, and the number of classes as check_forward gives it."""
+    from edgepack.modelio import example_inputs
+
+    kind = project.model.kind
+    if kind == "keras":
+        from edgepack.sources.keras_model import load_keras as load
+    else:
+        from edgepack.sources.onnx_model import load_onnx as load
+    model, path = load(project_dir, project)
+    example = example_inputs(project.model.input_specs)
+    try:
+        outputs = model.run(example)
+    except ConfigError:
+        raise
+    except Exception as e:  # the framework's own refusal of the declared inputs, any type
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        described = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in project.model.input_specs)
+        raise ConfigError(f"model.inputs: the {kind} model fails on inputs of the declared shapes and dtypes "
+                          f"({described}): {type(e).__name__}: {first}") from None
+    classes = check_outputs(outputs, project)
+    weights = model.weights()
+    source = SourceModel(model, model.sha256, path, int(sum(w.size for w in weights)),
+                         int(sum(w.size * 4 for w in weights)), kind=kind)
+    return source, classes
