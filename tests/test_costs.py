@@ -8,7 +8,9 @@ from torch.nn import functional as F
 
 from edgepack.compress.evaluate import cost
 from edgepack.devices.costs import count_macs, model_costs
-from edgepack.devices.reference_models import mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+from edgepack.devices.reference_models import (mobilenet_v1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_large_075,
+                                               mobilenet_v3_large_minimalistic, mobilenet_v3_small, mobilenet_v3_small_075,
+                                               mobilenet_v3_small_minimalistic)
 from standard_nets import efficientnet_b0, mobilenet_v2_sample, resnet18
 
 # Published MAC figures are rounded to two or three digits: 3 % covers the rounding and
@@ -45,6 +47,28 @@ def test_model_costs_match_published_figures_of_nested_standard_nets(build, publ
     assert _close(costs.parameters, published_params), costs
     table = cost(model, example)
     assert table["macs"] == costs.macs and table["parameters"] == costs.parameters
+
+
+# TensorFlow's slim MobileNetV3 checkpoints (tensorflow/models at 0ba83cf0,
+# research/slim/nets/mobilenet/README.md, "Mobilenet V3 Imagenet Checkpoints": MACs (M),
+# Params (M)), the architectures whose TF-Lite timings the latency fit is validated on.
+# Two of the Small figures are not reproduced by slim's own definition (mobilenet_v3.py):
+# Small dm=0.75's 2.4 M parameters (2.04 M counted) and Small minimalistic's 65 M MACs
+# (52.3 M counted); those are None here. The same README's Small dm=1 figures (66 M,
+# 2.9 M) disagree with the paper's Table 3 (56 M) and torchvision's 2,542,856
+# parameters that the test above checks Small against; every Large figure agrees.
+@pytest.mark.parametrize("build, published_macs, published_params", [
+    (mobilenet_v3_large_075, 155e6, 4.0e6),
+    (mobilenet_v3_small_075, 44e6, None),
+    (mobilenet_v3_large_minimalistic, 209e6, 3.9e6),
+    (mobilenet_v3_small_minimalistic, None, 2.0e6),
+])
+def test_model_costs_match_the_slim_mobilenet_v3_checkpoint_table(build, published_macs, published_params):
+    torch.manual_seed(0)
+    example = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    costs = model_costs(build().eval(), example)
+    assert published_macs is None or _close(costs.macs, published_macs), costs
+    assert published_params is None or _close(costs.parameters, published_params), costs
 
 
 class _SamePadConv(nn.Conv2d):

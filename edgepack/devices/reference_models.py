@@ -1,21 +1,27 @@
-"""The MobileNets of XNNPACK's published latency tables (v1, v2, v3-Large, v3-Small at
-224x224, 1000 classes), written in plain torch so their instruction counts can be
-measured with edgepack's own exporters and runners, and so that the standard mobile ops
-(hard-swish, squeeze-excite with a hard-sigmoid gate, residual adds) are exported at
-full size (bench/mobilenet_v3_int8.py).
+"""The MobileNets of the published latency tables (XNNPACK's v1, v2, v3-Large and
+v3-Small; the slim MobileNetV3 checkpoints' v3-Large and v3-Small, also at width 0.75,
+and the minimalistic v3-Large and v3-Small; all at 224x224, 1000 classes), written in
+plain torch so their instruction counts can be measured with edgepack's own exporters
+and runners, and so that the standard mobile ops (hard-swish, squeeze-excite with a
+hard-sigmoid gate, residual adds) are exported at full size (bench/mobilenet_v3_int8.py).
 
-Weights are random: the published figures were measured with randomized weights too
-(XNNPACK README, "Performance"), and a dense kernel's work does not depend on values.
-The layer tables follow the papers (Howard et al. 2017; Sandler et al. 2018; Howard et
-al. 2019, Tables 1 and 2) as torchvision arranges them; torchvision itself is not a
-dependency (its wheels pin another torch).
+Weights are random: XNNPACK's figures were measured with randomized weights too (XNNPACK
+README, "Performance"; the slim table times the trained checkpoints), and a dense
+kernel's work does not depend on values. The layer tables follow the papers (Howard et
+al. 2017; Sandler et al. 2018; Howard et al. 2019, Tables 1 and 2) as torchvision
+arranges them; torchvision itself is not a dependency (its wheels pin another torch).
+The width-0.75 and minimalistic v3 follow TensorFlow's slim mobilenet_v3.py (V3_LARGE,
+V3_SMALL at depth_multiplier 0.75; V3_LARGE_MINIMALISTIC, V3_SMALL_MINIMALISTIC), with
+1000 classes where slim has 1001.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+          "mobilenet_v3_large_075", "mobilenet_v3_small_075",
+          "mobilenet_v3_large_minimalistic", "mobilenet_v3_small_minimalistic")
 INPUT_SHAPE = (1, 3, 224, 224)
 
 
@@ -150,16 +156,40 @@ V3_SMALL = (
 )
 
 
+def scaled(setting, multiplier: float):
+    """A v3 layer table at a width multiplier, as TensorFlow's slim mobilenet_v3.py builds
+    it (the definition of the published dm=0.75 checkpoints): every block's output
+    channels times `multiplier`, rounded to a multiple of 8 (_divisible); its expansion
+    the block's expansion factor (expanded / input of the full-width table) times the
+    already rounded input, rounded again (slim's expand_input_by_factor)."""
+    out, c = [], _divisible(setting[0][0] * multiplier)
+    for inp, k, hidden, oup, se, act, stride in setting:
+        o = _divisible(oup * multiplier)
+        out.append((c, k, _divisible(c * hidden / inp), o, se, act, stride))
+        c = o
+    return tuple(out)
+
+
+def minimalistic(setting):
+    """slim's minimalistic v3 (V3_LARGE_MINIMALISTIC, V3_SMALL_MINIMALISTIC): the same
+    channels and strides, no squeeze-excite, ReLU for hard-swish, 3x3 for 5x5 depthwise."""
+    return tuple((inp, 3, hidden, oup, False, RE, stride) for inp, _, hidden, oup, _, _, stride in setting)
+
+
 class MobileNetV3(nn.Module):
-    def __init__(self, setting, last_channel: int, num_classes: int = 1000, dropout: float = 0.2, stem: int = 16):
+    def __init__(self, setting, last_channel: int, num_classes: int = 1000, dropout: float = 0.2, stem: int = 16,
+                 act: type[nn.Module] = HS):
+        """`act`: the stem's, last convolution's and classifier's activation (hard-swish;
+        ReLU in the minimalistic models). The last convolution has 6x the last block's
+        output channels (960 = 6 x 160, 576 = 6 x 96; scaled with the table)."""
         super().__init__()
-        layers = [_conv_v3(3, stem, 3, 2)]
+        layers = [_conv_v3(3, stem, 3, 2, act=act)]
         layers += [InvertedResidualV3(*row) for row in setting]
         c = setting[-1][3]
-        layers.append(_conv_v3(c, 6 * c, 1))
+        layers.append(_conv_v3(c, 6 * c, 1, act=act))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(6 * c, last_channel), nn.Hardswish(), nn.Dropout(dropout),
+        self.classifier = nn.Sequential(nn.Linear(6 * c, last_channel), act(), nn.Dropout(dropout),
                                         nn.Linear(last_channel, num_classes))
         for m in self.modules():   # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
@@ -183,6 +213,28 @@ def mobilenet_v3_large() -> nn.Module:
 
 def mobilenet_v3_small() -> nn.Module:
     return MobileNetV3(V3_SMALL, 1024)
+
+
+# At width 0.75 the last convolution is scaled with the table (6 x 120 = 720, 6 x 72 =
+# 432) and the classifier's hidden layer kept at 1280 and 1024: slim's
+# finegrain_classification_mode, as tf.keras' MobileNetV3 does for alpha <= 1. The
+# published 4.0 M parameters of Large dm=0.75 are reached only this way (3.99 M; with the
+# hidden layer scaled to 960, 3.44 M).
+
+def mobilenet_v3_large_075() -> nn.Module:
+    return MobileNetV3(scaled(V3_LARGE, 0.75), 1280, stem=_divisible(16 * 0.75))
+
+
+def mobilenet_v3_small_075() -> nn.Module:
+    return MobileNetV3(scaled(V3_SMALL, 0.75), 1024, stem=_divisible(16 * 0.75))
+
+
+def mobilenet_v3_large_minimalistic() -> nn.Module:
+    return MobileNetV3(minimalistic(V3_LARGE), 1280, act=RE)
+
+
+def mobilenet_v3_small_minimalistic() -> nn.Module:
+    return MobileNetV3(minimalistic(V3_SMALL), 1024, act=RE)
 
 
 def build(name: str, *, seed: int = 0) -> nn.Module:
