@@ -6,6 +6,12 @@ Two data files hold the evidence:
 - data/instruction_counts.toml: edgepack's measured guest instructions per inference of
   the same architectures, counted under qemu on a CPU model (bench/count_published_models.py).
 
+Every published row names its runtime (its source's `runtime`): XNNPACK's own
+benchmark, whose kernels the counts run, or another one (TF-Lite's 2019 built-in
+kernels in the MobileNetV3 checkpoints' table). Rows are fitted per device, runtime and
+precision, so another runtime's rows get rates of their own and never move the
+XNNPACK-fitted rates the profiles ship (SHIPPED_RUNTIME).
+
 The model (devices/estimate.py) is
 
     ms = instructions / (rate * clock * threads * efficiency)
@@ -13,15 +19,16 @@ The model (devices/estimate.py) is
 `rate` is instructions retired per cycle per core on NN kernels; `efficiency` the
 per-thread scaling of `threads` cores (1 for one thread), which grows with the model's
 instructions per inference (`scaling`: published speed-ups on 4 threads run from 2.3x for
-MobileNet v3-Small to 3.2x for v1). Fitted per device and precision in log space (errors
-are ratios): `rate` is the geometric mean over the device's single-threaded rows; the
+MobileNet v3-Small to 3.2x for v1). Fitted per device, runtime and precision in log
+space (errors are ratios): `rate` is the geometric mean over the single-threaded rows; the
 scaling curve a least-squares line of log(speed-up per thread) over log(instructions),
 where a device has both. A device published only multi-threaded (the Raspberry Pi
 boards) takes the Pixel 2's curve (the one 4-big-core phone), which fixes its rate at the
 published thread count and leaves other thread counts unvalidated.
 
-`leave_one_model_out` fits each device on all models but one and estimates the held-out
-model's rows: the error an estimate of an unseen model can expect.
+`leave_one_model_out` fits each device (and runtime, precision) on all models but one
+and estimates the held-out model's rows: the error an estimate of an unseen model can
+expect.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ COUNT_RUNTIME = "litert+xnnpack"
 # delegate, the kernels the published end2end_bench figures time. Other formats' counts
 # (ONNX Runtime's MLAS kernels, ExecuTorch's own XNNPACK build) are other programs.
 COUNT_FORMAT = "tflite"
+# The published runtime whose rows the shipped rates are fitted on: the kernels the counts
+# run. Rows of other runtimes validate how well these counts rank models elsewhere.
+SHIPPED_RUNTIME = "xnnpack end2end_bench"
 # The 4-thread efficiency of the only 4-big-core phone in the published tables (Pixel 2),
 # used to split a board's multi-thread-only fit into a per-core rate and a scaling.
 ASSUMED_EFFICIENCY_DEVICE = "pixel-2"
@@ -70,6 +80,7 @@ class Row:
     threads: int
     ms: float
     source: str
+    runtime: str                # the source's runtime
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class Fit:
     efficiency_measured: bool   # False: assumed_efficiency() (no single-threaded rows)
     models: tuple[str, ...]
     rows: int
+    runtime: str = SHIPPED_RUNTIME
 
 
 @dataclass(frozen=True)
@@ -103,11 +115,15 @@ def published() -> tuple[dict[str, Device], tuple[Row, ...], dict]:
     doc = tomllib.loads(PUBLISHED_FILE.read_text())
     devices = {d["id"]: Device(d["id"], d["core"], d["big_cores"], d["clock_ghz"], d["isa"], d["counted_on"],
                                d["counted_on_why"]) for d in doc["device"]}
-    rows = tuple(Row(r["model"], r["device"], r["precision"], r["threads"], float(r["ms"]), r["source"]) for r in doc["row"])
-    for r in rows:
-        if r.device not in devices:
-            raise ValueError(f"{PUBLISHED_FILE.name}: row for unknown device {r.device!r}")
-    return devices, rows, doc["source"]
+    sources = doc["source"]
+    for r in doc["row"]:
+        if r["device"] not in devices:
+            raise ValueError(f"{PUBLISHED_FILE.name}: row for unknown device {r['device']!r}")
+        if r["source"] not in sources:
+            raise ValueError(f"{PUBLISHED_FILE.name}: row from unknown source {r['source']!r}")
+    rows = tuple(Row(r["model"], r["device"], r["precision"], r["threads"], float(r["ms"]), r["source"],
+                     sources[r["source"]]["runtime"]) for r in doc["row"])
+    return devices, rows, sources
 
 
 @lru_cache(maxsize=1)
@@ -154,14 +170,15 @@ def _efficiency_curve(data: list[tuple[Row, float]], threads: int) -> tuple[floa
     return math.exp(my - slope * mx), slope
 
 
-def counted_rows(device: str, precision: str, *, counted_on: str | None = None, exclude_model: str | None = None) -> list[tuple[Row, float]]:
-    """The device's published rows of `precision` that have a count on `counted_on` (the
-    device's own counted_on by default), with that count."""
+def counted_rows(device: str, precision: str, *, runtime: str = SHIPPED_RUNTIME, counted_on: str | None = None,
+                 exclude_model: str | None = None) -> list[tuple[Row, float]]:
+    """The device's published rows of `precision` timed on `runtime` that have a count on
+    `counted_on` (the device's own counted_on by default), with that count."""
     devices, rows, _ = published()
     cpu = counted_on or devices[device].counted_on
     table = counts()
     return [(r, table[(r.model, r.precision, cpu)]) for r in rows
-            if r.device == device and r.precision == precision and r.model != exclude_model
+            if r.device == device and r.precision == precision and r.runtime == runtime and r.model != exclude_model
             and (r.model, r.precision, cpu) in table]
 
 
@@ -176,13 +193,14 @@ def assumed_efficiency(exclude_model: str | None = None) -> tuple[float, float]:
     return curve
 
 
-def fit(device: str, precision: str, *, counted_on: str | None = None, exclude_model: str | None = None) -> Fit | None:
-    """The device's rate (and scaling) from its published rows of `precision` that have a
-    count on `counted_on`; None when there are none."""
+def fit(device: str, precision: str, *, runtime: str = SHIPPED_RUNTIME, counted_on: str | None = None,
+        exclude_model: str | None = None) -> Fit | None:
+    """The device's rate (and scaling) from its published rows of `precision` timed on
+    `runtime` that have a count on `counted_on`; None when there are none."""
     devices, _, _ = published()
     dev = devices[device]
     cpu = counted_on or dev.counted_on
-    data = counted_rows(device, precision, counted_on=cpu, exclude_model=exclude_model)
+    data = counted_rows(device, precision, runtime=runtime, counted_on=cpu, exclude_model=exclude_model)
     if not data:
         return None
     multi = dev.big_cores
@@ -198,7 +216,7 @@ def fit(device: str, precision: str, *, counted_on: str | None = None, exclude_m
         scale = 1.0 if r.threads == 1 else r.threads * scaling(efficiency, slope, n)
         per_row.append(n / (r.ms * 1e-3 * dev.clock_ghz * 1e9 * scale))
     return Fit(device, precision, cpu, _geomean(per_row), efficiency, slope, measured,
-               tuple(sorted({r.model for r, _ in data})), len(data))
+               tuple(sorted({r.model for r, _ in data})), len(data), runtime)
 
 
 def estimate_ms(f: Fit, instructions: float, threads: int) -> float:
@@ -207,23 +225,28 @@ def estimate_ms(f: Fit, instructions: float, threads: int) -> float:
     return instructions / (f.rate * devices[f.device].clock_ghz * 1e9 * scale) * 1e3
 
 
-def leave_one_model_out(device: str, precision: str, *, counted_on: str | None = None) -> list[Held]:
-    """Every counted row of the device, estimated by a fit on the device's other models
-    (rows whose model is the only one of its precision have no held-out fit and are left out)."""
+def leave_one_model_out(device: str, precision: str, *, runtime: str = SHIPPED_RUNTIME,
+                        counted_on: str | None = None) -> list[Held]:
+    """Every counted row of the device on `runtime`, estimated by a fit on the device's
+    other models of that runtime and precision (rows whose model is the only one of its
+    runtime and precision have no held-out fit and are left out)."""
     out = []
-    for row, n in counted_rows(device, precision, counted_on=counted_on):
-        f = fit(device, precision, counted_on=counted_on, exclude_model=row.model)
+    for row, n in counted_rows(device, precision, runtime=runtime, counted_on=counted_on):
+        f = fit(device, precision, runtime=runtime, counted_on=counted_on, exclude_model=row.model)
         if f is not None:
             out.append(Held(row, n, estimate_ms(f, n, row.threads)))
     return out
 
 
 def all_held_out() -> list[Held]:
+    """Every published row held out, per device, runtime (shipped runtime first) and precision."""
     devices, rows, _ = published()
     out = []
     for device in devices:
-        for precision in sorted({r.precision for r in rows if r.device == device}):
-            out += leave_one_model_out(device, precision)
+        mine = [r for r in rows if r.device == device]
+        for runtime in sorted({r.runtime for r in mine}, key=lambda rt: (rt != SHIPPED_RUNTIME, rt)):
+            for precision in sorted({r.precision for r in mine if r.runtime == runtime}):
+                out += leave_one_model_out(device, precision, runtime=runtime)
     return out
 
 
