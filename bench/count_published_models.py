@@ -1,15 +1,18 @@
 """Measure the instruction counts the latency fit divides by published timings.
 
-Each architecture of XNNPACK's published tables (edgepack.devices.reference_models) is
-exported to LiteRT .tflite with edgepack's own exporter (fp32, and static int8 where a
-published int8 row exists), then run under qemu on an emulated CPU model with the
-instruction counter: guest instructions per inference, one runtime thread.
+Each architecture of the published tables (XNNPACK's and the slim MobileNetV3
+checkpoints'; edgepack.devices.reference_models) is exported to LiteRT .tflite with
+edgepack's own exporter (fp32, and static int8 where a published int8 row exists), then
+run under qemu on an emulated CPU model with the instruction counter: guest
+instructions per inference, one runtime thread. The counts are LiteRT+XNNPACK's for
+every row, whatever runtime the row was published on.
 
     python bench/count_published_models.py export --out DIR
     python bench/count_published_models.py count MODEL PRECISION CPU --out DIR   # one count, DIR/counts/*.json
     python bench/count_published_models.py collect --out DIR                     # writes the data file
 
-`collect` writes edgepack/devices/data/instruction_counts.toml from every count in DIR.
+`collect` writes edgepack/devices/data/instruction_counts.toml from every count in DIR
+(it replaces the file: DIR/counts must hold the rows to keep as well as the new ones).
 Counting a MobileNet takes minutes under emulation: run counts in the background.
 """
 
