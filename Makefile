@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch goes first, pinned exactly, so pip takes the CPU build and never a CUDA one.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,keras]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,keras,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -83,32 +83,15 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
     The steps (edgepack.pipeline): load -> capture -> compress -> [per target, per artifact:
     export -> verify -> measure] -> gate -> write. An artifact whose toolchain fails is
     recorded as failed; the target's others are still built (exit 3, dist set aside)."""
-    from edgepack._quiet import quiet_toolchains
     from edgepack.devices.host import HostRunner
     from edgepack.interrupts import check_interrupted
     from edgepack.pipeline import gate, write
-    from edgepack.pipeline.capture import capture
-    from edgepack.pipeline.compress import compress
-    from edgepack.pipeline.load import load
     from edgepack.pipeline.workshop import Workshop
     from edgepack.release.toolchain import toolchain_versions
 
-    from edgepack.determinism import pin_float_kernels
-
-    pin_float_kernels()   # before the first torch convolution of this process
-    quiet_toolchains()
     say = progress or (lambda msg: None)
     started = time.perf_counter()
-    loaded = load(plan, say)
-    check_interrupted()
-    loaded_at = time.perf_counter()
-    uncapturable, capture_seconds = capture(plan, loaded, say)
-    check_interrupted()
-    captured_at = time.perf_counter()
-    compressed = compress(plan, loaded, say)
-    check_interrupted()
-    timings = {"load": round(loaded_at - started, 2), "capture": round(capture_seconds, 2),
-               "compress": round(time.perf_counter() - captured_at, 2)}
+    loaded, uncapturable, compressed, timings = prepare(plan, say)
     if plan.runner == "qemu":
         _provision_emulation(say)
     toolchain = toolchain_versions()
@@ -131,6 +114,32 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
                 failed_artifacts=tuple(failed),
             ))
     return BuildResult(plan.project.project.name, tuple(results), time.perf_counter() - started)
+
+
+def prepare(plan: BuildPlan, say: Progress):
+    """The steps every artifact of a build starts from: load -> capture -> compress.
+    Returns (Loaded, what the capture stopped, Compressed, seconds per step)."""
+    from edgepack._quiet import quiet_toolchains
+    from edgepack.determinism import pin_float_kernels
+    from edgepack.interrupts import check_interrupted
+    from edgepack.pipeline.capture import capture
+    from edgepack.pipeline.compress import compress
+    from edgepack.pipeline.load import load
+
+    pin_float_kernels()   # before the first torch convolution of this process
+    quiet_toolchains()
+    started = time.perf_counter()
+    loaded = load(plan, say)
+    check_interrupted()
+    loaded_at = time.perf_counter()
+    uncapturable, capture_seconds = capture(plan, loaded, say)
+    check_interrupted()
+    captured_at = time.perf_counter()
+    compressed = compress(plan, loaded, say)
+    check_interrupted()
+    timings = {"load": round(loaded_at - started, 2), "capture": round(capture_seconds, 2),
+               "compress": round(time.perf_counter() - captured_at, 2)}
+    return loaded, uncapturable, compressed, timings
 
 
 def _provision_emulation(say: Progress) -> None:

@@ -13,6 +13,7 @@ from edgepack.cli import devices as devices_cmd
 from edgepack.cli import profile as profile_cmd
 from edgepack.cli import diff as diff_cmd
 from edgepack.cli import keygen as keygen_cmd
+from edgepack.cli import matrix as matrix_cmd
 from edgepack.cli import package as package_cmd
 from edgepack.cli import targets as targets_cmd
 from edgepack.cli import verify as verify_cmd
@@ -41,6 +42,7 @@ def _root(
 
 
 app.command("build")(build_cmd.build)
+app.command("matrix")(matrix_cmd.matrix)
 app.add_typer(targets_cmd.app, name="targets")
 app.command("profile")(profile_cmd.profile)
 app.add_typer(devices_cmd.app, name="devices")

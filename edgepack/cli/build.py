@@ -12,6 +12,7 @@ from edgepack.cli.output import print_json, stderr, stdout
 
 def build(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help="Target to build (repeatable); default: the project's [build] targets."),
+    all_targets: bool = typer.Option(False, "--all-targets", help="Build every target the project can see (built-in, the project's targets/, --target-dir)."),
     project: Path = typer.Option(Path("."), "--project", "-p", help="Project folder holding edgepack.toml."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (default: the project's build.output_dir, 'dist')."),
     runner: str = typer.Option("host", "--runner", help="Where artifacts also run: host only, or qemu (emulated aarch64 of the target's device: parity and instruction counts)."),
@@ -32,6 +33,13 @@ def build(
         from edgepack.errors import ConfigError
 
         raise ConfigError(f"--runner {runner!r} is not a build runner; valid: host, qemu (ssh and adb: edgepack profile)")
+    if all_targets:
+        from edgepack.config.loader import targets_catalog
+        from edgepack.errors import ConfigError
+
+        if target:
+            raise ConfigError("give --target or --all-targets, not both")
+        target = targets_catalog(project.resolve(), [Path(d) for d in target_dir or []]).names()
     plan = api.make_plan(project, targets=target, output_dir=output, runner=runner,
                          target_dirs=target_dir or [], profile_dirs=profile_dir or [], recipe=recipe,
                          latency_calibration=calibration, reuse_exports=not fresh,

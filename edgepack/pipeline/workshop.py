@@ -94,6 +94,18 @@ class Workshop:
             self._seconds[ekey] = round(time.perf_counter() - started, 2)
         return self._emulated[ekey]
 
+    def export_only(self, target_plan, spec):
+        """Export one artifact into the export cache, without verifying or measuring it: a
+        build matrix's export step (edgepack.matrix), whose build step then reuses it."""
+        project = self.plan.project
+        key = export_step.export_key(project, target_plan.target, spec, self._quantize(spec.precision))
+        choices = self._int8_choices(spec.precision)
+        return export_step.export(self.plan, key, file_name=target_plan.files[(spec.format, spec.precision)],
+                                  model=self.compressed.model, loaded=self.loaded,
+                                  dims=export_step.dynamic_dims(project, target_plan.target, spec),
+                                  workspace=self.workspace, say=self.say,
+                                  rewritten=choices.rewritten if choices else None, quantize=self._quantize(spec.precision))
+
     def record(self, target_plan, spec) -> ArtifactRecord | FailedArtifact:
         """The record of one artifact of one target; a converter, quantizer or runtime
         failure is that artifact's record, so the target's other formats still build."""
