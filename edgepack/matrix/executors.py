@@ -138,7 +138,9 @@ class RayExecutor:
         self._running: dict = {}   # ObjectRef -> step id
 
     def submit(self, step: Step) -> None:
-        ref = self._remote.options(num_cpus=step.cpus, memory=int(step.memory_gb * 1024**3 // 4),
+        # Ray places the step where its memory and CPU hints fit (a node with less memory
+        # than a step's hint never runs it: graph.STEP_MEMORY_GB).
+        ref = self._remote.options(num_cpus=step.cpus, memory=int(step.memory_gb * 1024**3),
                                    name=step.label[:100]).remote(step.kind, {**step.doc, "label": step.label})
         self._running[ref] = step.id
 
