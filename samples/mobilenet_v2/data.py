@@ -234,7 +234,8 @@ def _fp32_model():
 def fp32_top1(x: np.ndarray) -> np.ndarray:
     import torch
 
-    model = _fp32_model()
+    # Channels-last weights: oneDNN's depthwise convolutions run far faster so on x86.
+    model = _fp32_model().to(memory_format=torch.channels_last)
     with torch.no_grad():
         # In slices: the whole evaluation split at once would hold gigabytes of activations.
         return np.concatenate([model(torch.from_numpy(x[i: i + 32])).argmax(1).numpy()
