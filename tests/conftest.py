@@ -274,3 +274,22 @@ def digits_evaluation_inputs():
 
     x, _ = load_sample_module(DIGITS, "data").evaluation()
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def snr_db(reference, output) -> float:
+    """Signal-to-noise ratio of `output` against `reference`, dB, computed in float64."""
+    import numpy as np
+
+    noise = np.sum((reference.astype(np.float64) - output) ** 2)
+    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
+
+
+def exact_onnx_session(path):
+    """An ONNX Runtime CPU session with its exact int8 kernels on x86: without VNNI its
+    default ones saturate (u8*s8 pairs summed in 16 bits), and the device's ARM kernels do
+    not; the build verifies with the same option."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

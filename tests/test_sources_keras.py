@@ -12,16 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, cli, load_sample_module
+from conftest import REPO, assert_one_line_error, cli, exact_onnx_session, load_sample_module, snr_db
 
 pytest.importorskip("tensorflow", reason="the keras extra (pip install 'edgepack[keras]') is not installed")
 
 SAMPLE = REPO / "samples" / "keras_digits"
-
-
-def snr_db(reference: np.ndarray, output: np.ndarray) -> float:
-    noise = np.sum((reference.astype(np.float64) - output) ** 2)
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
 
 
 def keras_outputs(path, x: np.ndarray) -> np.ndarray:
@@ -53,13 +48,7 @@ def run_tflite(path, x: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def run_onnx(path, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # ONNX Runtime's exact int8 kernels on x86: without VNNI its default ones saturate
-    # (u8*s8 pairs summed in 16 bits), and the device's ARM kernels do not.
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = exact_onnx_session(path)
     name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     return session.run(None, {name: x})[0], {"input": name, "output": out}
 

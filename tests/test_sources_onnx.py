@@ -11,26 +11,16 @@ import shutil
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import REPO, assert_one_line_error, cli, load_sample_module
+from conftest import REPO, assert_one_line_error, cli, exact_onnx_session, load_sample_module, snr_db
 
 SAMPLE = REPO / "samples" / "onnx_digits"
 
 
-def snr_db(reference: np.ndarray, output: np.ndarray) -> float:
-    noise = np.sum((reference.astype(np.float64) - output) ** 2)
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
-
-
 def run(path, x: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
-    options = ort.SessionOptions()
-    # ONNX Runtime's exact int8 kernels on x86: without VNNI its default ones saturate
-    # (u8*s8 pairs summed in 16 bits), and the device's ARM kernels do not.
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = exact_onnx_session(path)
     feeds = [i.name for i in session.get_inputs()]
     return (session.run(None, {feeds[0]: x})[0], feeds, [o.name for o in session.get_outputs()])
 

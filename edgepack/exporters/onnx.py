@@ -35,20 +35,21 @@ def _quiet():
             lg.setLevel(level)
 
 
+def graphs(g):
+    """`g` and every subgraph of its nodes' attributes (If, Loop, Scan bodies), depth first."""
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("g"):
+                yield from graphs(a.g)
+            for sub in a.graphs:
+                yield from graphs(sub)
+
+
 def _strip_debug_metadata(model) -> None:
     """The dynamo exporter tags every node with its Python stack trace (absolute paths of
     the build machine): 13-22% of a small model's bytes, and it makes the artifact depend
     on where it was built. Nothing at run time reads it."""
-
-    def graphs(g):
-        yield g
-        for n in g.node:
-            for a in n.attribute:
-                if a.HasField("g"):
-                    yield from graphs(a.g)
-                for sub in a.graphs:
-                    yield from graphs(sub)
-
     for g in graphs(model.graph):
         for n in g.node:
             del n.metadata_props[:]

@@ -45,14 +45,7 @@ def _external_problems(model, folder: Path) -> tuple[list[str], int]:
 
 
 def _initializers(model):
-    def graphs(g):
-        yield g
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    yield from graphs(attr.g)
-                for sub in attr.graphs:
-                    yield from graphs(sub)
+    from edgepack.exporters.onnx import graphs
 
     for g in graphs(model.graph):
         yield from g.initializer
