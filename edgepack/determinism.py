@@ -47,8 +47,13 @@ def float_kernels() -> str:
 
 def reproducible_across() -> str:
     """Which build machines are expected to produce byte-identical artifacts from the
-    same inputs and toolchain versions."""
+    same inputs and toolchain versions. torch sums large tensors in per-thread partials
+    (the calibration observers' sums among them), so the intra-op thread count is one of
+    the conditions: MobileNetV2's LiteRT and ExecuTorch int8 bytes differ at 1 and 2."""
+    import torch
+
+    threads = f"the same toolchain and torch intra-op thread count ({torch.get_num_threads()})"
     cap = os.environ.get(ONEDNN_ISA_VARIABLE)
     if _is_x86_64() and cap:
-        return f"x86-64 build hosts with oneDNN capped at {cap} (any CPU with {cap} or wider) and the same toolchain"
-    return f"{platform.machine().lower() or 'this'} build hosts of the same CPU family and the same toolchain"
+        return f"x86-64 build hosts with oneDNN capped at {cap} (any CPU with {cap} or wider), {threads}"
+    return f"{platform.machine().lower() or 'this'} build hosts of the same CPU family, {threads}"

@@ -57,11 +57,24 @@ def default_workers(memory_gb_per_step: float = 3.0) -> int:
     return max(1, min(cores, int(memory_gb // memory_gb_per_step)))
 
 
+def step_environment() -> dict[str, str]:
+    """What every step's process gets, wherever it runs: torch's intra-op thread count of
+    this (the driving) process. torch sums large tensors in per-thread partials, so the
+    calibration observers' sums, hence the int8 scales and bytes, depend on the thread
+    count (MobileNetV2: different .tflite/.pte bytes at 1 and 2 threads); Ray starts its
+    workers with OMP_NUM_THREADS=1. With this, every executor builds what `edgepack build`
+    builds on this machine."""
+    import torch
+
+    return {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 class LocalExecutor:
     name = "local"
 
     def __init__(self, workers: int):
         self.capacity = workers
+        self._env = {**os.environ, **step_environment()}
         self._running: dict[str, tuple[subprocess.Popen, Path]] = {}
         self._folder = Path(tempfile.mkdtemp(prefix="edgepack-matrix-"))
 
@@ -70,7 +83,7 @@ class LocalExecutor:
         result.unlink(missing_ok=True)
         log = open(self._folder / f"{step.id}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "edgepack.matrix.worker", str(result)], stdin=subprocess.PIPE,
-                                stdout=log, stderr=log, start_new_session=True)
+                                stdout=log, stderr=log, start_new_session=True, env=self._env)
         proc.stdin.write(json.dumps({"kind": step.kind, "doc": {**step.doc, "label": step.label}}).encode())
         proc.stdin.close()
         log.close()
@@ -130,7 +143,7 @@ class RayExecutor:
 
         self.ray = ray
         if not ray.is_initialized():
-            env_vars = {k: v for k, v in (env or {}).items()}
+            env_vars = {**(env or {}), **step_environment()}
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      runtime_env={"env_vars": env_vars} if env_vars else None)
         self._remote = ray.remote(max_calls=1, max_retries=0)(_ray_step)

@@ -33,7 +33,18 @@ def _announce(doc: dict) -> None:
 
 
 def run_step(kind: str, doc: dict) -> dict:
-    """Run one step; returns what the result records of it. Raises what the build raises."""
+    """Run one step; returns what the result records of it (with the torch intra-op thread
+    count it ran with: executors.step_environment). Raises what the build raises."""
+    from edgepack.determinism import pin_float_kernels
+
+    pin_float_kernels()   # before torch loads oneDNN, as every build does
+    import torch
+
+    threads = torch.get_num_threads()
+    return {**_run_step(kind, doc), "intra_op_threads": threads}
+
+
+def _run_step(kind: str, doc: dict) -> dict:
     from edgepack import api
 
     _announce(doc)
