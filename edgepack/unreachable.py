@@ -28,7 +28,7 @@ def unreachable_artifacts(artifacts, quantize, kind: str = "pytorch") -> list[Un
     """The artifacts of a target (its `[[artifacts]]`) that `quantize` (the recipe's
     quantize options) or the source's kind (config.schema.ModelSource.kind) makes
     unreachable, each with the reason."""
-    from edgepack.formats import get_format
+    from edgepack.formats import FORMATS, get_format
     from edgepack.sources.foreign import KIND_NAMES
 
     found = []
@@ -36,7 +36,7 @@ def unreachable_artifacts(artifacts, quantize, kind: str = "pytorch") -> list[Un
     for a in artifacts:
         steps = get_format(a.format).steps_for(kind)
         if steps is None:
-            reachable = [f.name for f in _formats() if f.steps_for(kind) is not None]
+            reachable = [f.name for f in FORMATS if f.steps_for(kind) is not None]
             found.append(Unreachable(a.format, a.precision,
                                      f"{a.format} cannot be built from {KIND_NAMES[kind]} (model.{kind}); from it edgepack "
                                      f"builds {', '.join(reachable)}"))
@@ -57,12 +57,6 @@ def unreachable_artifacts(artifacts, quantize, kind: str = "pytorch") -> list[Un
                                      "float (litert-torch refuses set_module_name(name, None) and its converter "
                                      "quantizes every layer)"))
     return found
-
-
-def _formats():
-    from edgepack.formats import FORMATS
-
-    return list(FORMATS)
 
 
 def plan_problem(where: str, target_name: str, item: Unreachable) -> str:
