@@ -12,7 +12,7 @@ from edgepack.cli.output import print_json, stderr, stdout
 
 
 def matrix(
-    matrix_file: Path = typer.Argument(..., help="The matrix TOML ([matrix] settings, [[entries]] of project, targets, recipes)."),
+    matrix_file: Path = typer.Argument(..., help="The matrix TOML: a matrix table of settings and entries of project, targets and recipes."),
     executor: str = typer.Option("local", "--executor", "-e", help="serial, local (a process pool) or ray."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local pool size (default: the cores, fewer when memory would not hold that many converters)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (auto, ray://host:10001); default: start a local Ray instance."),
