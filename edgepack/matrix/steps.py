@@ -53,7 +53,7 @@ def _run_step(kind: str, doc: dict) -> dict:
     lines: list[str] = []
     say = lines.append
     if kind == "prepare":
-        _, _, compressed, timings = api.prepare(plan, say)
+        timings = api.prepare(plan, say)[3]
         return {"seconds": time.perf_counter() - started, "timings": timings}
     if kind == "export":
         from edgepack.devices.host import HostRunner
@@ -63,11 +63,12 @@ def _run_step(kind: str, doc: dict) -> dict:
         wanted = doc["export"]
         (tp,) = [t for t in plan.targets if t.target.name == wanted["target"]]
         (spec,) = [a for a in tp.target.artifacts if (a.format, a.precision) == (wanted["format"], wanted["precision"])]
-        stopped = uncapturable.get(spec.format) or uncapturable.get((spec.format, spec.precision))
-        if stopped is not None:   # the build step records this artifact as failed, with the reason
-            return {"seconds": time.perf_counter() - started, "skipped": str(stopped)}
         with tempfile.TemporaryDirectory(prefix="edgepack-matrix-") as workspace:
-            workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say)
+            workshop = Workshop(plan, loaded, compressed, workspace=Path(workspace), host_runner=HostRunner(), say=say,
+                                uncapturable=uncapturable)
+            stopped = workshop.stopped_by_capture(spec)
+            if stopped is not None:   # the build step records this artifact as failed, with the reason
+                return {"seconds": time.perf_counter() - started, "skipped": str(stopped)}
             artifact = workshop.export_only(tp, spec)
         return {"seconds": time.perf_counter() - started, "sha256": artifact.sha256, "reused": artifact.reused}
     if kind == "build":

@@ -94,6 +94,10 @@ class Workshop:
             self._seconds[ekey] = round(time.perf_counter() - started, 2)
         return self._emulated[ekey]
 
+    def stopped_by_capture(self, spec):
+        """Why the capture step stopped this artifact's format (or format and precision), or None."""
+        return self._uncapturable.get(spec.format) or self._uncapturable.get((spec.format, spec.precision))
+
     def export_only(self, target_plan, spec):
         """Export one artifact into the export cache, without verifying or measuring it: a
         build matrix's export step (edgepack.matrix), whose build step then reuses it."""
@@ -117,7 +121,7 @@ class Workshop:
         key = export_step.export_key(project, target_plan.target, spec, quantize)
         dims = export_step.dynamic_dims(project, target_plan.target, spec)
         file_name = target_plan.files[(spec.format, spec.precision)]
-        stopped = self._uncapturable.get(spec.format) or self._uncapturable.get((spec.format, spec.precision))
+        stopped = self.stopped_by_capture(spec)
         if key not in self._failed and stopped is not None:
             self._failed[key] = stopped
         if key not in self._failed and spec.precision.startswith("int8") and self._int8_failure:
