@@ -115,10 +115,12 @@ def _single_input_only(resolved) -> list[str]:
              if s.pass_name in _SINGLE_INPUT_PASSES]
     q = resolved.quantize
     found += [f"{resolved.source}: quantize.{name}" for name in ("equalize", "bias_correction") if getattr(q, name)]
-    # The per-layer int8 sensitivity and the keep_float search feed one example tensor.
+    # The per-layer int8 sensitivity, the keep_float search and range tuning feed one example tensor.
     if q.analyses_sensitivity:
         option = 'keep_float = "auto"' if q.auto_keep_float else "sensitivity"
         found.append(f"{resolved.source}: quantize.{option}")
+    if q.tune_ranges:
+        found.append(f"{resolved.source}: quantize.tune_ranges")
     return [f"{where}: takes single-input models only; this model declares several [[model.inputs]]" for where in found]
 
 

@@ -46,12 +46,27 @@ class QuantizeConfig(PassConfig):
     # those ops named (type and count) in the build table and the manifest's
     # export.float_ops. keep_float implies float ops and is never refused.
     strict_int8: bool = True
+    # Activation ranges tuned on the outputs (compress.range_tuning): the calibrated ranges
+    # of the tensors whose int8 noise reaches the outputs most are scaled, one tensor at a
+    # time, while the fake-quantized model's outputs on calibration inputs get closer to
+    # fp32; every format then scales the same tensors' ranges by the same factors.
+    tune_ranges: bool = False
+    # What the build's tuning decided, (elements per sample, min, max, mean, factor) per
+    # tuned tensor (exporters._tuned_ranges): set by the build, part of the export key.
+    tuned_ranges: tuple[tuple[float, float, float, float, float], ...] = ()
 
     @field_validator("keep_float", mode="before")
     @classmethod
     def _names_or_auto(cls, value):
         if isinstance(value, str) and value != "auto":
             raise ValueError(f"{value!r} is not valid: give a list of module names (as model.named_modules() names them) or \"auto\"")
+        return value
+
+    @field_validator("tuned_ranges", mode="before")
+    @classmethod
+    def _decided_by_the_build(cls, value):
+        if value:
+            raise ValueError("is decided by the build from tune_ranges = true; remove it")
         return value
 
     @model_validator(mode="after")
@@ -67,12 +82,28 @@ class QuantizeConfig(PassConfig):
         return self.keep_float == "auto"
 
     @property
+    def decided_by_build(self) -> bool:
+        """Options the build resolves from its own analysis before exporting int8
+        (keep_float = "auto", tune_ranges): the exports belong to the build."""
+        return self.auto_keep_float or self.tune_ranges
+
+    @property
     def analyses_sensitivity(self) -> bool:
         return self.sensitivity or self.auto_keep_float
 
     def with_keep_float(self, names) -> "QuantizeConfig":
         """These options with `keep_float` resolved to module names (what exporters take)."""
         return self.model_copy(update={"keep_float": tuple(names)})
+
+    def with_tuned_ranges(self, entries) -> "QuantizeConfig":
+        """These options with the range tuning's decisions (exporters._tuned_ranges.as_entries)."""
+        return self.model_copy(update={"tuned_ranges": tuple(entries)})
+
+    def unresolved(self) -> "QuantizeConfig":
+        """What an artifact the build decides nothing for is exported with (a float one):
+        no layer kept in float by "auto", no tuned range."""
+        return self.model_copy(update={"keep_float": () if self.auto_keep_float else self.keep_float,
+                                       "tuned_ranges": ()})
 
     @property
     def rewrites_model(self) -> bool:

@@ -43,7 +43,7 @@ class ResolvedRecipe:
     def as_dict(self) -> dict:
         return {"name": self.name, "source": self.source, "max_total_drop_pt": self.max_total_drop_pt,
                 "stages": [s.as_dict() for s in self.stages],
-                "quantize": self.quantize.model_dump(mode="json")}
+                "quantize": self.quantize.model_dump(mode="json", exclude={"tuned_ranges"})}
 
 
 def registry() -> dict[str, type]:

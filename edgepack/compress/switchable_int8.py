@@ -82,11 +82,21 @@ def _attr(gm, target: str):
 class SwitchableInt8:
     """A converted PT2E model whose quantization points are switched per layer."""
 
-    def __init__(self, graph_module, switches: dict, layers: tuple[Layer, ...], owners: dict):
+    def __init__(self, graph_module, switches: dict, layers: tuple[Layer, ...], owners: dict,
+                 activations: dict | None = None):
         self._gm = graph_module
         self._switches = switches          # switch name -> FakeQuantSwitch
         self.layers = layers
         self._owners = owners              # switch name -> (producer, consumers) node facts
+        # switch name -> (scale, zero point, quant_min, quant_max, Fingerprint | None) of the
+        # per-tensor activations, in graph order: what range tuning may rescale.
+        self.activations = activations or {}
+
+    def scale_range(self, switch: str, factor: float) -> None:
+        """Quantize one activation with its calibrated range scaled by `factor` (its zero
+        point kept), as exporters._tuned_ranges scales it in every format."""
+        scale, zero, low, high, _ = self.activations[switch]
+        self._switches[switch].quantize = _fake_quantize(scale * factor, zero, low, high)
 
     def set_float(self, names) -> None:
         """Every layer int8 except the modules in `names` (as `keep_float` would leave them)."""
@@ -100,6 +110,12 @@ class SwitchableInt8:
         int8_modules = set(names)
         for name, switch in self._switches.items():
             switch.enabled = self._quantized(name, lambda modules: not (int8_modules & set(modules)))
+
+    def enable_activations(self, names) -> None:
+        """Every weight int8; the activations in `names` int8 and the others float (all of
+        them int8 when `names` is None)."""
+        for name, switch in self._switches.items():
+            switch.enabled = switch.constant is not None or names is None or name in names
 
     def _quantized(self, switch: str, is_float) -> bool:
         askers = self._owners[switch]   # the module stacks of the annotated nodes that ask for this quantization
@@ -134,8 +150,21 @@ def build(model, example: np.ndarray, calibration: np.ndarray, opts) -> Switchab
     with torch.no_grad():
         for b in batches:   # each a tuple holding the one input's batch
             prepared(*b)
+    fingerprints = _fingerprints(prepared)
     converted = convert_pt2e(prepared, fold_quantize=False)
-    return _switched(converted)
+    return _switched(converted, fingerprints)
+
+
+def _fingerprints(prepared) -> dict:
+    """The fingerprint of the tensor each observer of the calibrated graph saw, by the
+    name of the node it observes (names survive convert_pt2e)."""
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.args and hasattr(node.args[0], "name"):
+            observer = getattr(prepared, node.target, None)
+            if hasattr(observer, "fingerprint"):
+                out[node.args[0].name] = observer.fingerprint()
+    return out
 
 
 def _fused_head(node):
@@ -167,12 +196,12 @@ def _askers(q, dequantizes) -> list[list[str]]:
     return askers
 
 
-def _switched(gm) -> SwitchableInt8:
+def _switched(gm, fingerprints: dict | None = None) -> SwitchableInt8:
     import torch
 
     Switch = _switch_class()
     graph = gm.graph
-    switches, owners = {}, {}
+    switches, owners, activations = {}, {}, {}
     layers = [_layer(gm, n) for n in graph.nodes if n.op == "call_function" and _ops_name(n.target) in _WEIGHTED]
     for node in list(graph.nodes):
         if node.op != "call_function" or not _ops_name(node.target).startswith("quantize_per_"):
@@ -189,6 +218,7 @@ def _switched(gm) -> SwitchableInt8:
         fused = None if constant is not None else _fused_per_tensor(node, q_args)
         if fused is not None:
             switch = Switch(fused, _identity)
+            activations[name] = (*(q_args[:4]), (fingerprints or {}).get(producer.name))
         else:
             switch = Switch(_bound(node.target, q_args, node.kwargs), _bound(dq.target, dq_args, dq.kwargs), constant)
         gm.add_module(name, switch)
@@ -207,7 +237,7 @@ def _switched(gm) -> SwitchableInt8:
     for layer in layers:
         if layer.name and layer.name not in unique:
             unique[layer.name] = layer
-    return SwitchableInt8(gm, switches, tuple(unique.values()), owners)
+    return SwitchableInt8(gm, switches, tuple(unique.values()), owners, activations)
 
 
 def _identity(x):
@@ -219,13 +249,16 @@ def _fused_per_tensor(q, args):
     scale and zero point: the same arithmetic as the decomposed quantize/dequantize pair
     (round half to even of x / scale, plus the zero point, clamped), in one pass instead
     of five, which is what makes evaluating a MobileNet-class net per step cheap."""
-    import torch
-
     if _ops_name(q.target) != "quantize_per_tensor" or len(args) < 4 or q.kwargs:
         return None
     scale, zero, low, high = args[:4]
     if not all(isinstance(v, (int, float)) for v in (scale, zero, low, high)):
         return None
+    return _fake_quantize(scale, zero, low, high)
+
+
+def _fake_quantize(scale, zero, low, high):
+    import torch
 
     def fake_quantize(x):
         return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), int(low), int(high))

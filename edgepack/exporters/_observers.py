@@ -108,6 +108,12 @@ def activation_observer(opts):
     kind = {"minmax": MinMaxObserver, "mse": HistogramObserver, "percentile": PercentileObserver,
             "entropy": EntropyObserver}[opts.calibration]
     extra = {"percentile": opts.percentile} if opts.calibration == "percentile" else {}
+    if opts.tune_ranges:
+        # Fingerprinted: the range-tuning search reads which tensor each observer saw, and
+        # the exports scale the tuned tensors' ranges (exporters._tuned_ranges).
+        from edgepack.exporters._tuned_ranges import fingerprinting
+
+        return fingerprinting(kind).with_args(eps=2**-12, tuned=opts.tuned_ranges, **extra)
     return kind.with_args(eps=2**-12, **extra)
 
 

@@ -11,6 +11,11 @@ method of the quantize stage.
   fed to torchao's HistogramObserver, whose range search minimises the L2 quantization
   error: the same observer the PT2E formats use for this method.
 
+With tuned ranges (the quantize stage's `tune_ranges`), each calibrated tensor's
+fingerprint (exporters._tuned_ranges) is taken on the same batches, and the ranges of the
+tensors the tuning chose are scaled by its factors, whatever the method (minmax then
+goes through the cache too, with the observed extremes as its ranges).
+
 The ranges reach quantize_static through its public calibration cache
 (`save_tensors_data` / `calibration_cache_path`), so the quantizer itself is unchanged.
 """
@@ -29,17 +34,93 @@ NUM_BINS = 2048
 NUM_QUANTIZED_BINS = 255
 
 
-def calibration_cache(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path):
-    """(path of a calibration cache for quantize_static, the CalibrationMethod it holds)."""
-    from onnxruntime.quantization import save_tensors_data
+def calibration_cache(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path,
+                      tuned=()):
+    """(path of a calibration cache for quantize_static, the CalibrationMethod it holds,
+    how many tensors the tuned ranges matched: {} without tuned ranges)."""
+    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData, save_tensors_data
 
+    prints: dict = {}
     if method == "mse":
-        ranges = _mse_ranges(pre, batches, symmetric=symmetric)
+        ranges, prints = _mse_ranges(pre, batches, symmetric=symmetric)
+    elif method == "minmax":   # only with tuned ranges: quantize_static calibrates MinMax itself otherwise
+        prints = _fingerprints(pre, batches)
+        ranges = TensorsData(CalibrationMethod.MinMax, {n: TensorData(**_extremes(fp, symmetric)) for n, fp in prints.items()})
     else:
         ranges = _onnxruntime_ranges(pre, batches, method=method, percentile=percentile, symmetric=symmetric, folder=folder)
+        prints = _fingerprints(pre, batches) if tuned else {}
+    matched = _scale_tuned(ranges, prints, tuned) if tuned else {}
     path = folder / "ranges.json"
     save_tensors_data(ranges, path)
-    return path, ranges.calibration_method
+    return path, ranges.calibration_method, matched
+
+
+def _extremes(fp, symmetric: bool) -> dict:
+    lo, hi = min(fp.lo, 0.0), max(fp.hi, 0.0)
+    if symmetric:
+        lo, hi = -max(-lo, hi), max(-lo, hi)
+    return {"lowest": np.float32(lo), "highest": np.float32(hi)}
+
+
+def _scale_tuned(ranges, prints: dict, tuned) -> dict:
+    """Scale the ranges of the tensors whose fingerprint a tuned entry matches."""
+    from onnxruntime.quantization import TensorData
+
+    from edgepack.exporters._tuned_ranges import factor_for, scaled_range
+
+    matched = 0
+    for name, fp in prints.items():
+        factor = factor_for(tuned, fp) if name in ranges else None
+        if factor is None:
+            continue
+        lo, hi = (float(v) for v in ranges[name].range_value)
+        lo, hi = scaled_range(lo, hi, factor)
+        ranges[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+        matched += 1
+    return {"tuned_tensors": len(tuned), "tensors_matched": matched}
+
+
+def _augmented(pre: Path, tmp: Path):
+    """An onnxruntime session on `pre` whose outputs include every tensor onnxruntime
+    would calibrate: (session, the computed tensors' names, every calibrated name, graph inputs)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import MinMaxCalibrater
+
+    selector = MinMaxCalibrater(pre, augmented_model_path=str(tmp / "unused.onnx"))
+    model = onnx.load_model(str(pre))
+    tensors, value_infos = selector.select_tensors_to_calibrate(model)
+    names = sorted(tensors)
+    outputs = {o.name for o in model.graph.output}
+    inputs = {i.name for i in model.graph.input}
+    model.graph.output.extend(value_infos[n] for n in names if n not in outputs and n not in inputs)
+    augmented = tmp / "augmented.onnx"
+    onnx.save_model(model, str(augmented))
+    session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
+    return session, [n for n in names if n not in inputs], names, inputs
+
+
+def _each_batch(pre: Path, batches):
+    """{tensor name: value} of every calibrated tensor, one batch at a time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        session, computed, names, inputs = _augmented(pre, Path(tmp))
+        for batch in batches:
+            yield {**dict(zip(computed, session.run(computed, batch))), **{n: batch[n] for n in names if n in inputs}}
+
+
+def _fingerprints(pre: Path, batches) -> dict:
+    from edgepack.exporters._tuned_ranges import Fingerprint
+
+    stats: dict = {}
+    for values in _each_batch(pre, batches):
+        for name, value in values.items():
+            v = np.asarray(value, dtype=np.float32)
+            if not v.size:
+                continue
+            lo, hi, total, count, per = stats.get(name, (np.inf, -np.inf, 0.0, 0, 0))
+            stats[name] = (min(lo, float(v.min())), max(hi, float(v.max())), total + float(v.sum(dtype=np.float64)),
+                           count + v.size, int(v[0].size) if v.ndim else 1)
+    return {n: Fingerprint(per, lo, hi, total / count) for n, (lo, hi, total, count, per) in stats.items()}
 
 
 def _onnxruntime_ranges(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path):
@@ -67,37 +148,27 @@ def _onnxruntime_ranges(pre: Path, batches, *, method: str, percentile: float, s
 
 def _mse_ranges(pre: Path, batches, *, symmetric: bool):
     """Each calibrated tensor's range from torchao's HistogramObserver, read back from the
-    scale and zero point it chooses for int8."""
-    import onnx
-    import onnxruntime as ort
+    scale and zero point it chooses for int8; and each tensor's fingerprint."""
     import torch
-    from onnxruntime.quantization import CalibrationMethod, MinMaxCalibrater, TensorData, TensorsData
+    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
     from torchao.quantization.pt2e.observer import HistogramObserver
 
-    with tempfile.TemporaryDirectory() as tmp:
-        selector = MinMaxCalibrater(pre, augmented_model_path=str(Path(tmp) / "unused.onnx"))
-        model = onnx.load_model(str(pre))
-        tensors, value_infos = selector.select_tensors_to_calibrate(model)
-        names = sorted(tensors)
-        outputs = {o.name for o in model.graph.output}
-        inputs = {i.name for i in model.graph.input}
-        model.graph.output.extend(value_infos[n] for n in names if n not in outputs and n not in inputs)
-        augmented = Path(tmp) / "augmented.onnx"
-        onnx.save_model(model, str(augmented))
-        session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
-    computed = [n for n in names if n not in inputs]
+    from edgepack.exporters._tuned_ranges import fingerprinting
+
     qscheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
-    observers = {n: HistogramObserver(dtype=torch.qint8, qscheme=qscheme, quant_min=-128, quant_max=127, eps=2**-12)
-                 for n in names}
-    for batch in batches:
-        values = {**dict(zip(computed, session.run(computed, batch))), **{n: batch[n] for n in names if n in inputs}}
+    kind = fingerprinting(HistogramObserver)   # records fingerprints; scales nothing (no tuned entries)
+    observers: dict = {}
+    for values in _each_batch(pre, batches):
         for name, value in values.items():
+            if name not in observers:
+                observers[name] = kind(dtype=torch.qint8, qscheme=qscheme, quant_min=-128, quant_max=127, eps=2**-12)
             observers[name](torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
     ranges = {}
     for name, obs in observers.items():
         scale, zero = (float(t.reshape(-1)[0]) for t in obs.calculate_qparams())
         ranges[name] = TensorData(lowest=np.float32((-128 - zero) * scale), highest=np.float32((127 - zero) * scale))
-    return TensorsData(CalibrationMethod.MinMax, ranges)
+    prints = {n: fp for n, obs in observers.items() if (fp := obs.fingerprint()) is not None}
+    return TensorsData(CalibrationMethod.MinMax, ranges), prints
 
 
 def describe(method: str, percentile: float) -> dict:

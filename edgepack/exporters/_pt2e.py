@@ -49,10 +49,11 @@ def batch_bound(dims) -> int:
 
 
 def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bool, fold_quantize: bool = True,
-                          fmt: str = ""):
+                          fmt: str = "", details: dict | None = None):
     """The PT2E steps both backends share: modules named in keep_float stay float, observers
     are inserted, calibration batches run (dynamic ranges need none), and the observed
-    graph is converted to quantize/dequantize form."""
+    graph is converted to quantize/dequantize form. With tuned ranges, `details` gets
+    how many of the tuned tensors this graph's observers found (`range_tuning`)."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -63,6 +64,10 @@ def calibrate_and_convert(captured, quantizer, calibration, *, opts, dynamic: bo
     with torch.no_grad():
         for batch in calibration[: 1 if dynamic else None]:
             prepared(*batch)
+    if opts.tuned_ranges and not dynamic and details is not None:
+        from edgepack.exporters._tuned_ranges import applied
+
+        details["range_tuning"] = applied(prepared)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 

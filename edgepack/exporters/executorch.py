@@ -235,10 +235,12 @@ def _export_int8(req, *, dynamic: bool) -> dict:
 
         quantizer = xnnpack_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
-        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fmt="executorch")
+        tuning: dict = {}
+        converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fmt="executorch",
+                                          details=tuning)
         program = export_program(converted)
     info = _lower(program, req.out_path, dims, req.delegate, req.dims_record())
     if req.delegate == "xnnpack" and info["int8_delegate_tensors"] == 0:
         raise ToolchainError("executorch: the XNNPACK delegate holds no int8 weights after quantization", format="executorch", stage="quantize")
     return {**info, "weights": opts.weights, "keep_float": list(opts.keep_float), **calibration_details(opts, dynamic=dynamic),
-            **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}
+            **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic), **tuning}

@@ -194,12 +194,13 @@ def _pre_process(quant_pre_process, src: Path, dst: Path, fallbacks: list | None
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_channel: bool = True,
                   symmetric_activations: bool = False, exclude: list[str] = (), method: str = "minmax",
-                  percentile: float = 99.99, fallbacks: list | None = None) -> None:
+                  percentile: float = 99.99, fallbacks: list | None = None, tuned=()) -> dict:
     """onnxruntime's static QDQ int8. Activation ranges come from quantize_static's own
     MinMax calibration, or for the other methods from exporters._onnx_calibration, handed
     over through quantize_static's calibration cache. Only float tensors are calibrated
     and quantized: integer inputs (token ids) and what is computed from them as integers
-    are left as they are by onnxruntime."""
+    are left as they are by onnxruntime. `tuned`: ranges tuned on the outputs
+    (exporters._tuned_ranges); returns how many of them matched a tensor here ({} without)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -226,16 +227,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_ch
                       per_channel=per_channel, reduce_range=False, use_external_data_format=False,
                       nodes_to_exclude=list(exclude),
                       extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True})
-        if method == "minmax":
+        matched: dict = {}
+        if method == "minmax" and not tuned:
             quantize_static(str(pre), str(out_path), calibration_data_reader=_Batches(batches),
                             calibrate_method=CalibrationMethod.MinMax, **common)
         else:
-            cache, kind = calibration_cache(pre, batches, method=method, percentile=percentile,
-                                            symmetric=symmetric_activations, folder=Path(tmp))
+            cache, kind, matched = calibration_cache(pre, batches, method=method, percentile=percentile,
+                                                     symmetric=symmetric_activations, folder=Path(tmp), tuned=tuned)
             quantize_static(str(pre), str(out_path), calibrate_method=kind, calibration_cache_path=str(cache), **common)
     model = onnx.load_model(str(out_path))
     _strip_debug_metadata(model)
     onnx.save_model(model, str(out_path), save_as_external_data=False)
+    return matched
 
 
 def _Batches(batches: list[dict]):
@@ -304,11 +307,13 @@ def convert_fp16(fp32_path: Path, out_path: Path, *, exclude: list[str]) -> None
     onnx.save_model(model, str(out_path), save_as_external_data=False)
 
 
-def _int8(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> None:
+def _int8(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> dict:
     opts = req.options
-    quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
-                  symmetric_activations=opts.activations == "symmetric", exclude=exclude, method=opts.calibration,
-                  percentile=opts.percentile, fallbacks=fallbacks)
+    matched = quantize_int8(fp32, out, req.calibration, per_channel=opts.weights == "per_channel",
+                            symmetric_activations=opts.activations == "symmetric", exclude=exclude,
+                            method=opts.calibration, percentile=opts.percentile, fallbacks=fallbacks,
+                            tuned=opts.tuned_ranges)
+    return {"range_tuning": matched} if matched else {}
 
 
 def _int8_dynamic(fp32: Path, out: Path, req, exclude: list[str], fallbacks: list) -> None:
@@ -343,11 +348,12 @@ def export(req) -> dict:
             raise ToolchainError(f"onnx: no exported node belongs to keep_float modules {list(opts.keep_float)}; "
                                  "name modules as model.named_modules() does", format="onnx", stage="quantize")
         nodes_before = len(onnx_nodes(fp32))
+        extra = None
         if conversion is not None:
             with converting("onnx", "quantize", f"{req.precision} conversion (onnxruntime) failed"):
-                conversion(fp32, out, req, float_nodes, fallbacks)
+                extra = conversion(fp32, out, req, float_nodes, fallbacks)
         simplified = simplify(out)
-    info = {**describe(out), "dynamic_dims": applied, "float_nodes": float_nodes,
+    info = {**describe(out), **(extra or {}), "dynamic_dims": applied, "float_nodes": float_nodes,
             "nodes_exported": nodes_before, "simplify": simplified, **({"fallbacks": fallbacks} if fallbacks else {})}
     if req.precision == "int8":  # static: its activation ranges were calibrated
         from edgepack.exporters._onnx_calibration import describe as calibration

@@ -190,14 +190,15 @@ def _export_int8(req, *, dynamic: bool) -> dict:
 
         quantizer = litert_quantizer().set_global(with_activation_observer(
             get_symmetric_quantization_config(is_per_channel=opts.weights == "per_channel", is_dynamic=dynamic), opts))
+        tuning: dict = {}
         converted = calibrate_and_convert(captured, quantizer, calibration, opts=opts, dynamic=dynamic, fold_quantize=False,
-                                          fmt="tflite")
+                                          fmt="tflite", details=tuning)
         converted.training = False  # exported from an eval() model; .eval() is not allowed on it
     with converting("tflite", "convert", "LiteRT conversion failed"):
         convert(converted, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(req.out_path))
     info = _finish({**describe(req.out_path, with_float_ops=not dynamic), "weights": opts.weights, "keep_float": list(opts.keep_float),
                     **calibration_details(opts, dynamic=dynamic),
-                    **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic)}, req)
+                    **fallback_details(fallbacks, req.calibration, calibration, dynamic=dynamic), **tuning}, req)
     if not info["per_channel_int8_weights"] and not info["tensors_by_dtype"].get("int8"):
         raise ToolchainError(f"tflite: the converted model holds no int8 weights (tensor dtypes {info['tensors_by_dtype']})",
                              format="tflite", stage="convert")

@@ -141,9 +141,9 @@ def plan_matrix(path: Path, matrix: MatrixFile, *, target_dirs: list[Path] = (),
                                 {**base_doc, "targets": targets}, memory_gb=STEP_MEMORY_GB["prepare"]))
         exports: list[str] = []
         quantize = bp.recipe.quantize
-        # With keep_float = "auto" the int8 choices are made by the build from its own
-        # analysis: the exports are then the build step's.
-        if not quantize.auto_keep_float:
+        # With keep_float = "auto" or tune_ranges the int8 choices are made by the build
+        # from its own analysis: the exports are then the build step's.
+        if not quantize.decided_by_build:
             seen = set()
             for tp in bp.targets:
                 for spec in tp.target.artifacts:

@@ -46,7 +46,7 @@ class Workshop:
             return choices.quantize
         opts = self.plan.recipe.quantize
         # "auto" chooses layers for int8; a float artifact (an ONNX fp16 one) keeps none in fp32.
-        return opts.with_keep_float(()) if opts.auto_keep_float else opts
+        return opts.unresolved() if opts.decided_by_build else opts
 
     def _export_and_verify(self, key: ExportKey, file_name: str, dims: tuple):
         if key not in self._exported:
@@ -58,7 +58,10 @@ class Workshop:
                                           rewritten=choices.rewritten if choices else None,
                                           quantize=self._quantize(key.precision))
             if choices and choices.details:
-                artifact = dataclasses.replace(artifact, details={**artifact.details, **choices.details})
+                merged = {**artifact.details, **choices.details}
+                if "range_tuning" in choices.details:   # the build's tuning, and what this artifact's calibration matched
+                    merged["range_tuning"] = {**choices.details["range_tuning"], **artifact.details.get("range_tuning", {})}
+                artifact = dataclasses.replace(artifact, details=merged)
             check_interrupted()
             exported = time.perf_counter()
             verified = verify_step.verify(self.host, artifact, fmt=key.format, precision=key.precision, delegate=key.delegate,

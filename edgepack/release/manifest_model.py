@@ -202,6 +202,7 @@ class QuantizeOptions(Record):
     equalize: StrictBool | None = None
     bias_correction: StrictBool | None = None
     strict_int8: StrictBool | None = None
+    tune_ranges: StrictBool | None = None
 
 
 class RecipeStage(Record):
@@ -454,6 +455,30 @@ class MixedPrecision(Record):
     steps: list[MixedPrecisionStep]
 
 
+class TunedRange(Record):
+    tensor: StrictStr                     # its node in the fake-quantized torch graph
+    factor: Annotated[float, Field(gt=0)]
+    alone_snr_db: Number | None = None    # output SNR with only this activation (and the weights) int8
+
+
+class RangeTuning(Record):
+    """tune_ranges = true: the activation ranges rescaled for the outputs' sake
+    (compress.range_tuning), on calibration inputs; and how many of them this artifact's
+    own calibration matched (exporters._tuned_ranges)."""
+
+    method: StrictStr | None = None
+    activations: Count | None = None
+    searched: Count | None = None
+    samples: Count | None = None
+    snr_before_db: Number | None = None
+    snr_after_db: Number | None = None
+    seconds: NonNegative | None = None
+    tuned: list[TunedRange] | None = None
+    tuned_tensors: Count | None = None     # this artifact: tuned ranges handed to its calibration
+    observers_matched: Count | None = None  # PT2E observers (LiteRT, ExecuTorch) that matched one
+    tensors_matched: Count | None = None    # onnxruntime tensors that matched one
+
+
 class Export(Record):
     """What the exporter reported. Common fields first, then each built-in format's own.
 
@@ -475,6 +500,7 @@ class Export(Record):
     bias_correction: BiasCorrection | None = None     # int8 with the quantize stage's bias_correction
     sensitivity: Sensitivity | None = None            # int8 with sensitivity = true or keep_float = "auto"
     mixed_precision: MixedPrecision | None = None     # int8 with keep_float = "auto"
+    range_tuning: RangeTuning | None = None           # int8 with tune_ranges = true
     # tflite (LiteRT)
     tensors_by_dtype: dict[str, Count] | None = None
     float_ops: dict[str, Count] | None = None         # int8: ops computing in float (QUANTIZE/DEQUANTIZE aside)

@@ -149,7 +149,8 @@ def plan_problems(project, resolved, where: str) -> list[str]:
                 "(model.factory + model.weights, or model.program)" for s in resolved.stages]
     q = resolved.quantize
     for name, value in (("equalize", q.equalize), ("bias_correction", q.bias_correction),
-                        ("keep_float", q.keep_float or q.auto_keep_float), ("sensitivity", q.analyses_sensitivity)):
+                        ("keep_float", q.keep_float or q.auto_keep_float), ("sensitivity", q.analyses_sensitivity),
+                        ("tune_ranges", q.tune_ranges)):
         if value:
             problems.append(f"{resolved.source}: quantize.{name} rewrites or analyses a PyTorch model; this project's "
                             f"source is {model} (model.{kind}): remove it")
