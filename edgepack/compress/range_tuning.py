@@ -104,7 +104,7 @@ def tune(switchable, x: np.ndarray, reference: np.ndarray, *, progress=None) -> 
     import torch
 
     started = time.perf_counter()
-    runner = _Partial(switchable._gm)
+    runner = _Partial(switchable.graph_module)
     groups = _same_tensor_groups(switchable)
     rank_x, rank_ref = x[:RANK_SAMPLES], reference[:RANK_SAMPLES]
     search_x, search_ref = x[:SEARCH_SAMPLES], reference[:SEARCH_SAMPLES]

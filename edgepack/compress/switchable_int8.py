@@ -92,6 +92,11 @@ class SwitchableInt8:
         # per-tensor activations, in graph order: what range tuning may rescale.
         self.activations = activations or {}
 
+    @property
+    def graph_module(self):
+        """The converted graph with its switches (range tuning runs parts of it)."""
+        return self._gm
+
     def scale_range(self, switch: str, factor: float) -> None:
         """Quantize one activation with its calibrated range scaled by `factor` (its zero
         point kept), as exporters._tuned_ranges scales it in every format."""
