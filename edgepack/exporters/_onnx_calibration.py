@@ -42,7 +42,7 @@ def calibration_cache(pre: Path, batches, *, method: str, percentile: float, sym
 
     prints: dict = {}
     if method == "mse":
-        ranges, prints = _mse_ranges(pre, batches, symmetric=symmetric)
+        ranges, prints = _mse_ranges(pre, batches, symmetric=symmetric, fingerprints=bool(tuned))
     elif method == "minmax":   # only with tuned ranges: quantize_static calibrates MinMax itself otherwise
         prints = _fingerprints(pre, batches)
         ranges = TensorsData(CalibrationMethod.MinMax, {n: TensorData(**_extremes(fp, symmetric)) for n, fp in prints.items()})
@@ -109,18 +109,13 @@ def _each_batch(pre: Path, batches):
 
 
 def _fingerprints(pre: Path, batches) -> dict:
-    from edgepack.exporters._tuned_ranges import Fingerprint
+    from edgepack.exporters._tuned_ranges import FingerprintStats
 
     stats: dict = {}
     for values in _each_batch(pre, batches):
         for name, value in values.items():
-            v = np.asarray(value, dtype=np.float32)
-            if not v.size:
-                continue
-            lo, hi, total, count, per = stats.get(name, (np.inf, -np.inf, 0.0, 0, 0))
-            stats[name] = (min(lo, float(v.min())), max(hi, float(v.max())), total + float(v.sum(dtype=np.float64)),
-                           count + v.size, int(v[0].size) if v.ndim else 1)
-    return {n: Fingerprint(per, lo, hi, total / count) for n, (lo, hi, total, count, per) in stats.items()}
+            stats.setdefault(name, FingerprintStats()).add(np.asarray(value, dtype=np.float32))
+    return {n: fp for n, st in stats.items() if (fp := st.fingerprint()) is not None}
 
 
 def _onnxruntime_ranges(pre: Path, batches, *, method: str, percentile: float, symmetric: bool, folder: Path):
@@ -146,9 +141,10 @@ def _onnxruntime_ranges(pre: Path, batches, *, method: str, percentile: float, s
     return calibrator.compute_data()
 
 
-def _mse_ranges(pre: Path, batches, *, symmetric: bool):
+def _mse_ranges(pre: Path, batches, *, symmetric: bool, fingerprints: bool = False):
     """Each calibrated tensor's range from torchao's HistogramObserver, read back from the
-    scale and zero point it chooses for int8; and each tensor's fingerprint."""
+    scale and zero point it chooses for int8; and with `fingerprints`, each tensor's
+    fingerprint, taken in the same pass ({} without)."""
     import torch
     from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
     from torchao.quantization.pt2e.observer import HistogramObserver
@@ -156,7 +152,8 @@ def _mse_ranges(pre: Path, batches, *, symmetric: bool):
     from edgepack.exporters._tuned_ranges import fingerprinting
 
     qscheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
-    kind = fingerprinting(HistogramObserver)   # records fingerprints; scales nothing (no tuned entries)
+    # Fingerprinted observers record fingerprints and scale nothing (no tuned entries given).
+    kind = fingerprinting(HistogramObserver) if fingerprints else HistogramObserver
     observers: dict = {}
     for values in _each_batch(pre, batches):
         for name, value in values.items():
@@ -167,7 +164,7 @@ def _mse_ranges(pre: Path, batches, *, symmetric: bool):
     for name, obs in observers.items():
         scale, zero = (float(t.reshape(-1)[0]) for t in obs.calculate_qparams())
         ranges[name] = TensorData(lowest=np.float32((-128 - zero) * scale), highest=np.float32((127 - zero) * scale))
-    prints = {n: fp for n, obs in observers.items() if (fp := obs.fingerprint()) is not None}
+    prints = {n: fp for n, obs in observers.items() if fingerprints and (fp := obs.fingerprint()) is not None}
     return TensorsData(CalibrationMethod.MinMax, ranges), prints
 
 

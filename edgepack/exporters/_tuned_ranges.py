@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # Relative tolerance, as a share of the tensor's observed span, within which two
 # fingerprints are one tensor (float rounding differs across runtimes and BatchNorm folding).
 MATCH_TOLERANCE = 1e-3
@@ -59,32 +61,42 @@ def scaled_range(lo: float, hi: float, factor: float) -> tuple[float, float]:
     return lo * factor, hi * factor
 
 
+class FingerprintStats:
+    """A tensor's fingerprint accumulated over calibration batches."""
+
+    def __init__(self):
+        self.total, self.count, self.per_sample = 0.0, 0, 0
+        self.lo, self.hi = float("inf"), float("-inf")
+
+    def add(self, x: np.ndarray) -> None:
+        """One batch, batch dimension first."""
+        if not x.size:
+            return
+        self.total += float(x.sum(dtype=np.float64))
+        self.count += int(x.size)
+        self.per_sample = int(x[0].size) if x.ndim > 0 else 1
+        self.lo = min(self.lo, float(x.min()))
+        self.hi = max(self.hi, float(x.max()))
+
+    def fingerprint(self) -> Fingerprint | None:
+        return Fingerprint(self.per_sample, self.lo, self.hi, self.total / self.count) if self.count else None
+
+
 def fingerprinting(kind):
     """An observer class of `kind` that also records the tensor's fingerprint and, given
     `tuned` entries (as_entries), scales the range it chooses for a tuned tensor."""
-    import torch
-
     class Fingerprinted(kind):
         def __init__(self, *args, tuned=(), **kwargs):
             super().__init__(*args, **kwargs)
             self.tuned = tuple(tuned)
-            self.seen_sum, self.seen_count, self.per_sample = 0.0, 0, 0
-            self.seen_lo, self.seen_hi = float("inf"), float("-inf")
+            self.stats = FingerprintStats()
 
         def forward(self, x_orig):
-            if x_orig.numel():
-                x = x_orig.detach()
-                self.seen_sum += float(x.sum(dtype=torch.float64))
-                self.seen_count += x.numel()
-                self.per_sample = int(x[0].numel()) if x.dim() > 0 else 1
-                self.seen_lo = min(self.seen_lo, float(x.min()))
-                self.seen_hi = max(self.seen_hi, float(x.max()))
+            self.stats.add(x_orig.detach().cpu().numpy())   # a view, no copy
             return super().forward(x_orig)
 
         def fingerprint(self) -> Fingerprint | None:
-            if not self.seen_count:
-                return None
-            return Fingerprint(self.per_sample, self.seen_lo, self.seen_hi, self.seen_sum / self.seen_count)
+            return self.stats.fingerprint()
 
         def calculate_qparams(self):
             scale, zero = super().calculate_qparams()
