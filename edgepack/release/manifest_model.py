@@ -457,7 +457,7 @@ class MixedPrecision(Record):
 
 class TunedRange(Record):
     tensor: StrictStr                     # its node in the fake-quantized torch graph
-    factor: Annotated[float, Field(gt=0)]
+    factor: NonNegative                   # the calibrated range was scaled by this
     alone_snr_db: Number | None = None    # output SNR with only this activation (and the weights) int8
 
 
