@@ -45,6 +45,7 @@ class BuildPlan:
             "task": self.project.data.task,
             "source": {"kind": src.kind, "factory": src.factory, "weights": src.weights, "program": src.program,
                        "keras": src.keras, "onnx": src.onnx,
+                       "saved_model": src.saved_model, "signature": src.signature,
                        "input_shape": list(src.input_specs[0].shape),
                        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in src.input_specs],
                        "outputs": list(src.output_names)},

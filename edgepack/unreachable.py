@@ -44,11 +44,11 @@ def unreachable_artifacts(artifacts, quantize, kind: str = "pytorch") -> list[Un
             found.append(Unreachable(a.format, a.precision,
                                      f"{a.format} {a.precision} cannot be built from {KIND_NAMES[kind]}; valid: "
                                      f"{', '.join(steps)}"))
-        elif (kind == "keras" and a.format == "tflite" and a.precision == "int8" and quantize is not None
+        elif (kind in ("keras", "saved_model") and a.format == "tflite" and a.precision == "int8" and quantize is not None
               and "calibration" in quantize.model_fields_set and quantize.calibration != "minmax"):
             found.append(Unreachable(a.format, a.precision,
                                      f"quantize.calibration {quantize.calibration!r}: TensorFlow's converter, which "
-                                     "writes LiteRT int8 from a Keras model, calibrates min-max only"))
+                                     f"writes LiteRT int8 from {KIND_NAMES[kind]}, calibrates min-max only"))
         elif a.format == "tflite" and a.precision == "int8" and kept:
             # exporters/_keep_float.py: litert-torch 0.10's quantizer refuses to leave a
             # module unannotated, and its converter quantizes every layer regardless.

@@ -134,7 +134,8 @@ class ModelSource(Strict):
     """Where the trained model comes from, exactly one of: a factory plus safetensors
     weights, a `torch.export` program (.pt2), a Keras model (`.keras`, loaded in Keras'
     safe mode; `custom_objects` names a project hook returning the classes of its custom
-    layers), or an ONNX model (`.onnx`). `kind` says which.
+    layers), an ONNX model (`.onnx`), or a TensorFlow SavedModel folder (`saved_model`;
+    `signature` names the signature to build, default "serving_default"). `kind` says which.
 
     Its interface is written either as the one-input shorthand (`input_shape`,
     `input_dtype`, `input_name`, `output_name`, `dynamic_dims`) or as `[[model.inputs]]`
@@ -147,6 +148,8 @@ class ModelSource(Strict):
     keras: str | None = None
     custom_objects: str | None = None
     onnx: str | None = None
+    saved_model: str | None = None
+    signature: Identifier | None = None
     input_shape: Annotated[tuple[int, ...], AfterValidator(_positive_shape)] | None = None
     input_dtype: InputDtype = "float32"
     input_name: Identifier = "input"
@@ -208,28 +211,33 @@ class ModelSource(Strict):
 
     @property
     def kind(self) -> str:
-        """"pytorch" (a factory or a .pt2 program), "keras" or "onnx"."""
-        return "keras" if self.keras else "onnx" if self.onnx else "pytorch"
+        """"pytorch" (a factory or a .pt2 program), "keras", "onnx" or "saved_model"."""
+        return ("keras" if self.keras else "onnx" if self.onnx else "saved_model" if self.saved_model
+                else "pytorch")
 
     @property
     def file(self) -> str:
         """The source's model file, relative to the project."""
-        return self.keras or self.onnx or self.program or self.weights
+        return self.keras or self.onnx or self.saved_model or self.program or self.weights
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSource":
         given = [name for name, v in (("factory + weights", self.factory or self.weights), ("program", self.program),
-                                      ("keras", self.keras), ("onnx", self.onnx)) if v]
+                                      ("keras", self.keras), ("onnx", self.onnx), ("saved_model", self.saved_model))
+                 if v]
         if len(given) > 1:
             raise ValueError(f"give one model source, not {' and '.join(given)}: 'factory' + 'weights' "
-                             "(.safetensors), 'program' (.pt2), 'keras' (.keras) or 'onnx' (.onnx)")
+                             "(.safetensors), 'program' (.pt2), 'keras' (.keras), 'onnx' (.onnx) or 'saved_model' "
+                             "(a SavedModel folder)")
         if not given:
             raise ValueError("give 'factory' (file.py:function) and 'weights' (.safetensors), 'program' (.pt2), "
-                             "'keras' (.keras) or 'onnx' (.onnx)")
+                             "'keras' (.keras), 'onnx' (.onnx) or 'saved_model' (a SavedModel folder)")
         if given == ["factory + weights"] and not (self.factory and self.weights):
             raise ValueError("give 'factory' (file.py:function) and 'weights' (.safetensors), or 'program' (.pt2)")
         if self.custom_objects and not self.keras:
             raise ValueError("custom_objects is for a Keras source (model.keras)")
+        if self.signature and not self.saved_model:
+            raise ValueError("signature is for a SavedModel source (model.saved_model)")
         return self
 
 

@@ -1,7 +1,8 @@
 """The fp32 .onnx of a non-PyTorch source, before exporters.onnx's conversions.
 
 A Keras model goes through Keras 3's own `model.export(format="onnx")` (tf2onnx inside;
-tf2onnx's `from_keras` cannot take Keras 3 tensors). An ONNX model is taken as it is,
+tf2onnx's `from_keras` cannot take Keras 3 tensors). A SavedModel's signature goes through
+tf2onnx's `from_function`, as Keras' export does. An ONNX model is taken as it is,
 its external data folded into one file. Either way the graph's inputs and outputs are
 renamed to the project's declared names, so the artifact's interface is the one every
 other format carries.
@@ -59,6 +60,31 @@ def _from_keras(req, folder: Path) -> Path:
     return out
 
 
+def _from_saved_model(req, folder: Path) -> Path:
+    import tf2onnx
+    # Keras' own numpy-2 compatibility patch for tf2onnx 1.17 (np.object and friends),
+    # the one Keras' ONNX export applies; tf2onnx has no release with the fix.
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from edgepack._quiet import native_output_silenced
+
+    model = req.module
+    # The signature's own shapes: the dims it leaves free stay symbolic (_applied_dims
+    # keeps the declared ones, or a free batch).
+    declared = model.declared_function(model.signature_shapes, [x.dtype for x in req.example])
+    out = folder / "saved_model.onnx"
+    tf2onnx_log = logging.getLogger("tf2onnx")
+    level = tf2onnx_log.level
+    tf2onnx_log.setLevel(logging.ERROR)
+    try:
+        patch_tf2onnx()
+        with native_output_silenced():
+            tf2onnx.convert.from_function(declared, declared.input_signature, output_path=str(out))
+    finally:
+        tf2onnx_log.setLevel(level)
+    return out
+
+
 def write_fp32(req, path: Path) -> list[dict]:
     """Write the source's fp32 graph to `path` (one file) with the declared input and
     output names. Returns the dims left dynamic, as the manifest records them."""
@@ -71,6 +97,9 @@ def write_fp32(req, path: Path) -> list[dict]:
         if req.source_kind == "keras":
             with converting("onnx", "export", "Keras' ONNX export failed"):
                 src = _from_keras(req, Path(tmp))
+        elif req.source_kind == "saved_model":
+            with converting("onnx", "export", "tf2onnx failed on the SavedModel's signature"):
+                src = _from_saved_model(req, Path(tmp))
         else:
             src = req.module.path
         model = onnx.load_model(str(src), load_external_data=True)

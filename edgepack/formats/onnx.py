@@ -100,8 +100,9 @@ FORMAT = Format(
     delegates=("xnnpack", "none"),
     card=CARD,
     toolchain=("onnx", "onnxruntime", "onnxscript", "onnxslim"),
-    # The same step: a Keras model reaches ONNX through Keras' own export, an ONNX model
+    # The same step: a Keras model reaches ONNX through Keras' own export, a SavedModel
+    # through tf2onnx, an ONNX model
     # is taken as it is; onnxruntime's conversions follow (exporters.onnx_sources).
     sources={kind: {p: lazy("edgepack.exporters.onnx:export") for p in ("fp32", "fp16", "int8", "int8-dynamic")}
-             for kind in ("keras", "onnx")},
+             for kind in ("keras", "saved_model", "onnx")},
 )

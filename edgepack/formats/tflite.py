@@ -136,8 +136,9 @@ FORMAT = Format(
     card=CARD,
     card_without_delegate=CARD_WITHOUT_DELEGATE,
     toolchain=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
-    # TensorFlow's own converter (the `keras` extra).
-    sources={"keras": {p: lazy(f"edgepack.exporters.tflite_keras:{fn}") for p, fn in
-                       (("fp32", "export_fp32"), ("fp16", "export_fp16"), ("int8", "export_int8"),
-                        ("int8-dynamic", "export_int8_dynamic"))}},
+    # TensorFlow's own converter (the `keras` extra), for a Keras model and a SavedModel.
+    sources={kind: {p: lazy(f"edgepack.exporters.tflite_tensorflow:{fn}") for p, fn in
+                    (("fp32", "export_fp32"), ("fp16", "export_fp16"), ("int8", "export_int8"),
+                     ("int8-dynamic", "export_int8_dynamic"))}
+             for kind in ("keras", "saved_model")},
 )

@@ -132,7 +132,7 @@ class Source(Record):
     and output; `inputs` and `outputs` list all of them in declared order."""
 
     sha256: Sha256
-    kind: Literal["pytorch", "keras", "onnx"] | None = None   # config.schema.ModelSource.kind; None before it was recorded
+    kind: Literal["pytorch", "keras", "onnx", "saved_model"] | None = None   # config.schema.ModelSource.kind; None before it was recorded
     file: StrictStr
     parameters: Count
     fp32_weight_bytes: Count

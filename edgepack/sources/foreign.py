@@ -1,4 +1,4 @@
-"""Source models that are not PyTorch: a Keras model or an ONNX model.
+"""Source models that are not PyTorch: a Keras model, a TensorFlow SavedModel or an ONNX model.
 
 The build's steps read a source through a few questions: its outputs on a batch of
 inputs, what one inference costs (MACs, activation elements, parameters), and a digest
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # What each source kind is called in a message.
-KIND_NAMES = {"pytorch": "a PyTorch model", "keras": "a Keras model", "onnx": "an ONNX model"}
+KIND_NAMES = {"pytorch": "a PyTorch model", "keras": "a Keras model", "onnx": "an ONNX model",
+              "saved_model": "a TensorFlow SavedModel"}
 
 
 class ForeignModel:

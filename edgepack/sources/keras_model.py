@@ -27,8 +27,9 @@ from edgepack.sources.foreign import ForeignModel, Interface, interface_problems
 INSTALL_HINT = "pip install 'edgepack[keras]' (TensorFlow and Keras 3)"
 
 
-def require_keras():
-    """The keras module, or one ConfigError line naming the extra to install."""
+def require_keras(key: str = "keras"):
+    """The keras module, or one ConfigError line naming the extra to install (`key`: the
+    [model] key of the source that needs it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # oneDNN's float kernels would make the reference outputs depend on the host's CPU
     # (and announce themselves on every import).
@@ -41,10 +42,11 @@ def require_keras():
             import keras
             import tensorflow  # noqa: F401  (the backend and the LiteRT converter)
     except ImportError:
-        raise ConfigError(f"model.keras: a Keras source needs TensorFlow, which is not installed; {INSTALL_HINT}") from None
+        what = "a Keras source" if key == "keras" else "a TensorFlow SavedModel source"
+        raise ConfigError(f"model.{key}: {what} needs TensorFlow, which is not installed; {INSTALL_HINT}") from None
     if keras.backend.backend() != "tensorflow":
-        raise ConfigError(f"model.keras: Keras runs on the {keras.backend.backend()!r} backend; edgepack converts "
-                          "Keras models with TensorFlow: set KERAS_BACKEND=tensorflow")
+        raise ConfigError(f"model.{key}: Keras runs on the {keras.backend.backend()!r} backend; edgepack converts "
+                          "Keras models and SavedModels with TensorFlow: set KERAS_BACKEND=tensorflow")
     return keras
 
 
@@ -176,8 +178,8 @@ def load_keras(project_dir: Path, project) -> tuple[KerasModel, Path]:
     src = project.model
     path = (project_dir / src.keras).resolve()
     if path.is_dir():
-        raise ConfigError(f"edgepack.toml: model.keras: {path} is a folder (a SavedModel?); edgepack loads Keras 3 "
-                          ".keras archives: load it in your environment and model.save('model.keras')")
+        raise ConfigError(f"edgepack.toml: model.keras: {path} is a folder; model.keras is a Keras 3 .keras archive, "
+                          "a TensorFlow SavedModel folder is given as model.saved_model")
     if not path.is_file():
         raise ConfigError(f"edgepack.toml: model.keras: {path} not found")
     if path.suffix.lower() in (".h5", ".hdf5"):

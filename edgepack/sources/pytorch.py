@@ -291,6 +291,8 @@ def load_foreign_source(project_dir: Path, project: Project) -> tuple[SourceMode
     kind = project.model.kind
     if kind == "keras":
         from edgepack.sources.keras_model import load_keras as load
+    elif kind == "saved_model":
+        from edgepack.sources.saved_model import load_saved_model as load
     else:
         from edgepack.sources.onnx_model import load_onnx as load
     model, path = load(project_dir, project)

@@ -1,9 +1,12 @@
-"""LiteRT (TFLite) from a Keras source: TensorFlow's own converter
-(`tf.lite.TFLiteConverter.from_keras_model`), the path LiteRT documents for Keras.
+"""LiteRT (TFLite) from a Keras model or a TensorFlow SavedModel: TensorFlow's own
+converter, the path LiteRT documents for both.
 
-The model is wrapped in a functional model whose inputs carry the declared names and
-shapes and which returns a dict keyed by the declared output names: the converter names
-the signature after them, so the artifact's interface is the project's, as from PyTorch.
+A Keras model is wrapped in a functional model whose inputs carry the declared names and
+shapes and which returns a dict keyed by the declared output names
+(`TFLiteConverter.from_keras_model`); a SavedModel's signature is wrapped in a
+tf.function with the same interface (`TFLiteConverter.from_concrete_functions`). The
+converter names the signature after them, so the artifact's interface is the project's,
+as from PyTorch.
 
 Static int8 is full-integer, inputs and outputs included, as the PyTorch exporter's
 (exporters/tflite.py): the converter calibrates activation ranges on the calibration
@@ -19,7 +22,22 @@ import numpy as np
 from edgepack.errors import ToolchainError
 from edgepack.exporters import converting
 
-CONVERTER = "tensorflow.lite.TFLiteConverter.from_keras_model"
+CONVERTERS = {"keras": "tensorflow.lite.TFLiteConverter.from_keras_model",
+              "saved_model": "tensorflow.lite.TFLiteConverter.from_concrete_functions"}
+
+
+def _declared_shapes(req) -> list[list[int | None]]:
+    """Each input's example shape, None where a declared dynamic dim leaves it free."""
+    dynamic = {(name, d.dim) for name, dims in zip(req.input_names, req.dynamic_dims) for d in dims}
+    return [[None if (name, k) in dynamic else int(s) for k, s in enumerate(x.shape)]
+            for name, x in zip(req.input_names, req.example)]
+
+
+def _converter(tf, req):
+    if req.source_kind == "saved_model":
+        declared = req.module.declared_function(_declared_shapes(req), [x.dtype for x in req.example])
+        return tf.lite.TFLiteConverter.from_concrete_functions([declared.get_concrete_function()], req.module.loaded)
+    return tf.lite.TFLiteConverter.from_keras_model(_signature_model(req))
 
 
 def _signature_model(req):
@@ -28,10 +46,8 @@ def _signature_model(req):
     from edgepack.sources.keras_model import ordered_outputs, require_keras
 
     keras = require_keras()
-    dynamic = {(name, d.dim) for name, dims in zip(req.input_names, req.dynamic_dims) for d in dims}
     inputs = []
-    for name, x in zip(req.input_names, req.example):
-        shape = [None if (name, k) in dynamic else int(s) for k, s in enumerate(x.shape)]
+    for name, x, shape in zip(req.input_names, req.example, _declared_shapes(req)):
         inputs.append(keras.Input(shape=tuple(shape[1:]), batch_size=shape[0], dtype=str(x.dtype), name=name))
     out = req.module.model(inputs if len(inputs) > 1 else inputs[0], training=False)
     return keras.Model(inputs, dict(zip(req.output_names, ordered_outputs(out, req.output_names))))
@@ -57,12 +73,12 @@ def _convert(req, configure) -> dict:
     from edgepack._quiet import native_output_silenced
 
     with converting("tflite", "convert", "TensorFlow's converter failed"), native_output_silenced():
-        converter = tf.lite.TFLiteConverter.from_keras_model(_signature_model(req))
+        converter = _converter(tf, req)
         configure(tf, converter)
         flatbuffer = converter.convert()
     req.out_path.write_bytes(flatbuffer)
     info = describe(req.out_path, with_float_ops=req.precision == "int8")
-    info["converter"] = CONVERTER
+    info["converter"] = CONVERTERS[req.source_kind]
     info["dynamic_dims"] = req.dims_record()
     return info
 
@@ -114,7 +130,7 @@ def export_int8(req) -> dict:
     used = (len(req.calibration[0]) // batch) * batch
     info = _convert(req, configure)
     info.update(weights=opts.weights, keep_float=[],
-                calibration={"method": "minmax", "implementation": f"{CONVERTER} representative_dataset "
+                calibration={"method": "minmax", "implementation": f"{CONVERTERS[req.source_kind]} representative_dataset "
                                                                      f"(min-max over {used} samples)"})
     _check_int8_weights(info)
     if opts.strict_int8 and full_integer and info["tensors_by_dtype"].get("float32", 0) > 0:
