@@ -105,7 +105,8 @@ def build(plan: BuildPlan, *, progress: Progress | None = None) -> BuildResult:
             records = [r for r in made if isinstance(r, ArtifactRecord)]
             failed = [r for r in made if isinstance(r, FailedArtifact)]
             verdict = gate.gate(tp, records, failed, runner=plan.runner, latency_gate=plan.latency_gate)
-            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed, timings=timings)
+            doc = write.manifest(plan, tp, loaded, compressed, records, verdict, toolchain, failed,
+                                 timings={**timings, **workshop.timings})
             folder, finished = write.write(plan, tp, loaded, compressed, records, verdict, doc, say)
             results.append(TargetResult(
                 target=tp.target.name, device=tp.device.name,

@@ -34,13 +34,33 @@ def _prelu_on_rank4():
     rank-3 tensor ("Attempting to convert non-NHWC compatible node to NHWC"), so a PReLU
     after a Linear (MTCNN's O-Net, many face and speech nets) fails the whole lowering.
     ExecuTorch 1.5 has no option for it: trailing unit dims are added before the PReLU
-    and removed after it, which computes the same (channels stay dim 1)."""
+    and removed after it, which computes the same (channels stay dim 1).
+
+    An ExportPass re-traces the whole program (about a second of a MobileNetV2 export,
+    sampled), so a program with no such PReLU is left as it is."""
+    import torch
     from executorch.exir.dialects._ops import ops as exir_ops
-    from executorch.exir.pass_base import ExportPass
+    from executorch.exir.pass_base import ExportPass, PassResult
 
     edge = exir_ops.edge.aten
 
+    def low_rank_prelu(graph_module) -> bool:
+        for module in graph_module.modules():
+            if not isinstance(module, torch.fx.GraphModule):
+                continue
+            for node in module.graph.nodes:
+                if node.op == "call_function" and node.target == edge.prelu.default:
+                    value = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+                    if value is None or value.dim() < 4:
+                        return True
+        return False
+
     class PReLUOnRank4(ExportPass):
+        def call(self, graph_module):
+            if not low_rank_prelu(graph_module):
+                return PassResult(graph_module, False)
+            return super().call(graph_module)
+
         def call_operator(self, op, args, kwargs, meta):
             if op != edge.prelu.default or args[0].to_tensor().dim() >= 4:
                 return super().call_operator(op, args, kwargs, meta)

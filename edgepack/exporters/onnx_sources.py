@@ -43,6 +43,27 @@ def _applied_dims(req, graph) -> list[dict]:
     return []
 
 
+def _name_dims(graph, applied: list[dict]) -> None:
+    """Each dynamic dim the manifest records gets its recorded name in the graph (a
+    converter's own are `unk__27` and the like), wherever that symbol appears."""
+    several = len([i for i in graph.input if i.name not in {t.name for t in graph.initializer}]) > 1
+    for entry in applied:
+        for graph_input in graph.input:
+            if several and entry.get("input") != graph_input.name:
+                continue
+            dims = graph_input.type.tensor_type.shape.dim
+            if entry["dim"] >= len(dims):
+                continue
+            old = dims[entry["dim"]].dim_param
+            dims[entry["dim"]].dim_param = entry["name"]
+            if old:
+                for value in [*graph.input, *graph.output, *graph.value_info]:
+                    for d in value.type.tensor_type.shape.dim:
+                        if d.dim_param == old:
+                            d.dim_param = entry["name"]
+            break
+
+
 def _from_keras(req, folder: Path) -> Path:
     model = req.module.model
     out = folder / "keras.onnx"
@@ -110,6 +131,7 @@ def write_fp32(req, path: Path) -> list[dict]:
                              format="onnx", stage="export")
     name_graph_io(model.graph, req.input_names, req.output_names)
     applied = _applied_dims(req, model.graph)
+    _name_dims(model.graph, applied)
     onnx.save_model(model, str(path), save_as_external_data=False)
     onnx.checker.check_model(str(path))
     return applied

@@ -54,13 +54,15 @@ def _signature_model(req):
 
 
 def _representative(req):
-    """The calibration split, one declared batch at a time, float inputs only."""
+    """The calibration split, one declared batch at a time, keyed by the signature's input
+    names: a list would be taken in the converted model's own input order, which for a
+    concrete function is not the declared one."""
     batch = req.example[0].shape[0]
     n = len(req.calibration[0])
 
     def batches():
         for i in range(0, n - batch + 1, batch):
-            yield [np.ascontiguousarray(a[i : i + batch]) for a in req.calibration]
+            yield {name: np.ascontiguousarray(a[i : i + batch]) for name, a in zip(req.input_names, req.calibration)}
 
     return batches
 

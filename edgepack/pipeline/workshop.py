@@ -27,6 +27,7 @@ class Workshop:
         self._int8_failure: ToolchainError | None = None
         self._uncapturable = uncapturable or {}   # format or (format, precision) -> why the capture step stopped it
         self._int8: list = []   # [int8_choices.Int8Choices] once made: one rewrite and keep_float serve every int8 format
+        self.timings: dict = {}   # the build's shared steps this workshop ran (int8_choices), wall seconds
 
     def _int8_choices(self, precision: str):
         if not precision.startswith("int8"):
@@ -34,9 +35,13 @@ class Workshop:
         if self._int8_failure is not None:
             raise self._int8_failure
         if not self._int8:
+            import time
+
             from edgepack.pipeline.int8_choices import choose
 
+            started = time.perf_counter()
             self._int8.append(choose(self.plan, self.compressed.model, self.loaded, self.compressed, self.say))
+            self.timings["int8_choices"] = round(time.perf_counter() - started, 2)
         return self._int8[0]
 
     def _quantize(self, precision: str):

@@ -73,14 +73,19 @@ def git_state(project_dir: Path) -> dict | None:
 
 def artifact_signature(path: Path, fmt: str, details: dict, *, input_names=None, output_names=None) -> dict:
     """What the artifact's runtime sees at its boundary (edgepack.formats.Format.signature),
-    each tensor in declared order. A format without names (ExecuTorch: `input_0`, ...)
-    gets the declared ones by position; the names its runtime uses stay in `runtime_name`."""
+    each tensor in declared order. Tensors named as declared are put in declared order by
+    name (a LiteRT signature lists its inputs sorted by name); a format without names
+    (ExecuTorch: `input_0`, ...) gets the declared ones by position, and the names its
+    runtime uses stay in `runtime_name`."""
     from edgepack.formats import get_format
 
     sig = get_format(fmt).signature(path, details)
     for kind, names in (("inputs", input_names), ("outputs", output_names)):
         tensors = sig.get(kind) or []
-        if names and len(tensors) == len(names):
+        if names and sorted(t["name"] for t in tensors) == sorted(names) and len(set(names)) == len(names):
+            by_name = {t["name"]: t for t in tensors}
+            sig[kind] = [by_name[n] for n in names]
+        elif names and len(tensors) == len(names):
             for t, name in zip(tensors, names):
                 if t["name"] != name:
                     t["runtime_name"], t["name"] = t["name"], name

@@ -772,6 +772,9 @@ class BuildTimings(Record):
     load: NonNegative
     capture: NonNegative | None = None    # the graph captured for every format (absent before that step existed)
     compress: NonNegative
+    # The quantize stage's rewrites and searches (equalization, bias correction, keep_float
+    # "auto", range tuning), made once for every int8 artifact; absent when none was built.
+    int8_choices: NonNegative | None = None
 
 
 class Artifact(Record):
