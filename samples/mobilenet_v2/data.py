@@ -237,9 +237,10 @@ def fp32_top1(x: np.ndarray) -> np.ndarray:
     # Channels-last weights: oneDNN's depthwise convolutions run far faster so on x86.
     model = _fp32_model().to(memory_format=torch.channels_last)
     with torch.no_grad():
-        # In slices: the whole evaluation split at once would hold gigabytes of activations.
-        return np.concatenate([model(torch.from_numpy(x[i: i + 32])).argmax(1).numpy()
-                               for i in range(0, len(x), 32)]).astype(np.int64)
+        # In slices of 8: the whole split at once would hold gigabytes of activations, and
+        # small slices keep them in the caches (2.7x faster than slices of 256 here).
+        return np.concatenate([model(torch.from_numpy(x[i: i + 8])).argmax(1).numpy()
+                               for i in range(0, len(x), 8)]).astype(np.int64)
 
 
 @lru_cache(maxsize=1)
