@@ -50,6 +50,9 @@ TOP = 20
 RANK_SAMPLES = 16
 SEARCH_SAMPLES = 32
 MIN_GAIN_DB = 0.05
+# The graph runs on this many inputs at a time: the values kept before a tuned tensor are
+# kept per chunk, and small chunks keep activations in the caches (compress.evaluate.batch_size).
+CHUNK = 8
 
 METHOD = ("output-aware range tuning: the activations that cost the outputs most, one at a time, "
           f"calibrated range x {'/'.join(str(f) for f in NARROWER + WIDER)}, kept when the fake-quantized "
@@ -104,7 +107,7 @@ def tune(switchable, x: np.ndarray, reference: np.ndarray, *, progress=None) -> 
     import torch
 
     started = time.perf_counter()
-    runner = _Partial(switchable.graph_module)
+    runner = _Chunked(_Partial(switchable.graph_module), CHUNK)
     groups = _same_tensor_groups(switchable)
     rank_x, rank_ref = x[:RANK_SAMPLES], reference[:RANK_SAMPLES]
     search_x, search_ref = x[:SEARCH_SAMPLES], reference[:SEARCH_SAMPLES]
@@ -171,6 +174,29 @@ def _same_tensor_groups(switchable) -> list[list[str]]:
         else:
             groups.append((fp, [name]))
     return [members for _, members in groups]
+
+
+class _Chunked:
+    """A _Partial run on `size` inputs at a time: `values` keeps each chunk's own, so
+    whatever a graph computes from its batch size stays that chunk's."""
+
+    def __init__(self, partial, size: int):
+        self.partial, self.size = partial, size
+
+    def __getattr__(self, name):   # first, producer_of: the graph's, not the inputs'
+        return getattr(self.partial, name)
+
+    def _chunks(self, x: np.ndarray):
+        return [x[i : i + self.size] for i in range(0, len(x), self.size)]
+
+    def run(self, x: np.ndarray):
+        return np.concatenate([self.partial.run(c) for c in self._chunks(x)])
+
+    def values(self, x: np.ndarray, stop: str | None = None) -> list[dict]:
+        return [self.partial.values(c, stop) for c in self._chunks(x)]
+
+    def resume(self, envs: list[dict], switch: str):
+        return np.concatenate([self.partial.resume(env, switch) for env in envs])
 
 
 class _Partial:
