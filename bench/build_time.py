@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _machine import describe as describe_machine  # bench/, this script's folder
 from rich.console import Console
 from rich.table import Table
 
@@ -33,16 +33,6 @@ BUILDS = {
     "digits": ("samples/digits", "android", 30.0),
     "mobilenet_v2": ("samples/mobilenet_v2", "android", 120.0),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def time_build(project: str, target: str, folder: Path) -> dict:
@@ -87,11 +77,11 @@ def main() -> int:
             measured = time_build(project, target, Path(tmp) / name)
             rows.append({"build": name, "project": project, "target": target, "goal_s": goal,
                          "ratio": round(measured["wall_s"] / goal, 2), **measured})
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count()}
+    machine = describe_machine()
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return 0
-    table = Table(title=f"edgepack build wall time, fresh ({machine['cpu']}, {machine['cores']} cores)")
+    table = Table(title=f"edgepack build wall time, fresh ({machine})")
     columns = ("build", "wall s", "goal s", "wall/goal", "load", "capture", "compress", "int8 choices", "export",
                "verify", "other")
     for col in columns:

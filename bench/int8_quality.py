@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _machine import describe as describe_machine  # noqa: E402  (bench/, this script's folder)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -38,15 +38,6 @@ BEFORE = {"onnx": "minmax", "tflite": "mse", "executorch": "mse"}
 REWRITES = {"cle": {"equalize": True, "bias_correction": False}, "bc": {"equalize": False, "bias_correction": True},
             "cle+bc": {"equalize": True, "bias_correction": True}}
 
-
-def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_sample(sample: str, formats: list[str], rewrites: list[str], say) -> list[dict]:
@@ -108,7 +99,7 @@ def main() -> int:
         t = time.perf_counter()
         rows += measure_sample(sample, formats, rewrites, lambda m: err.print(f"  {m}", highlight=False))
         timing[sample] = round(time.perf_counter() - t, 1)
-    doc = {"schema": "edgepack.bench.int8-quality/1", "machine": machine(), "seconds": timing,
+    doc = {"schema": "edgepack.bench.int8-quality/1", "machine": describe_machine(), "seconds": timing,
            "total_seconds": round(time.perf_counter() - started, 1), "rows": rows}
     if args.save:
         args.save.write_text(json.dumps(doc, indent=2))

@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _machine import describe as describe_machine  # noqa: E402  (bench/, this script's folder)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -51,18 +51,6 @@ OLIVE_VENV = REPO / ".venv-olive"
 OLIVE_PINS = ("olive-ai==0.13.0", "requests", "onnxruntime==1.32.0", "onnx==1.23.2")
 COLUMNS = ("edgepack tflite", "edgepack pte", "edgepack onnx", "LiteRT default", "ExecuTorch default",
            "ORT default", "Olive")
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = "AVX512-VNNI" if "avx512_vnni" in text else "no VNNI"
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {flags}" if flags else name
 
 
 # ------------------------------------------------------------------------------ runtimes
@@ -305,7 +293,7 @@ def main() -> int:
                     rows += json.loads(out.read_text())["rows"]
                 else:
                     rows.append({"project": Path(project).name, "column": "edgepack tflite", "error": "the bench failed; see stderr"})
-    doc = {"schema": "edgepack.bench.quality/1", "machine": machine(), "total_seconds": round(time.perf_counter() - started, 1),
+    doc = {"schema": "edgepack.bench.quality/1", "machine": describe_machine(), "total_seconds": round(time.perf_counter() - started, 1),
            "rows": rows}
     if args.save:
         args.save.write_text(json.dumps(doc, indent=2))
