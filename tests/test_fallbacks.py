@@ -104,3 +104,30 @@ def test_onnx_export_records_a_static_batch_fallback(tmp_path):
     assert applied == []
     assert [(f["step"], f["taken"]) for f in fallbacks] == [("dynamic batch export", "static")]
     assert "Error" in fallbacks[0]["reason"]
+
+
+def test_onnx_symbolic_shape_inference_giving_up_is_recorded_and_leaves_the_working_folder_clean(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference cannot merge two inputs' unrelated batch
+    symbols; it saves its partial model as sym_shape_infer_temp.onnx in the working
+    directory before raising. The fallback is recorded and that file stays out of the
+    user's folder."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgepack.exporters.onnx import _pre_process
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n1", 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n2", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g", [a, b], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "src.onnx"))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "user").mkdir()
+    monkeypatch.chdir(tmp_path / "user")
+    fallbacks: list = []
+    _pre_process(quant_pre_process, tmp_path / "src.onnx", tmp_path / "work" / "pre.onnx", fallbacks)
+    assert [f["step"] for f in fallbacks] == ["symbolic shape inference"]
+    assert "Incomplete symbolic shape inference" in fallbacks[0]["reason"]
+    assert list((tmp_path / "user").iterdir()) == []
+    assert (tmp_path / "work" / "pre.onnx").is_file()

@@ -181,7 +181,16 @@ def _pre_process(quant_pre_process, src: Path, dst: Path, fallbacks: list | None
     """onnxruntime's pre-processing (shape inference, basic graph optimisation). Its
     symbolic shape inference raises on some graphs ONNX's own inference handles (an
     Expand whose target shape it cannot follow: MiniLM's attention mask); then it is
-    skipped, as quant_pre_process documents, and the fallback is recorded."""
+    skipped, as quant_pre_process documents, and the fallback is recorded.
+
+    Before raising, the symbolic pass saves its partial model as `sym_shape_infer_temp.onnx`
+    in the working directory, so it runs with the destination's (temporary) folder as
+    its working directory rather than litter the user's."""
+    import os
+
+    src, dst = src.resolve(), dst.resolve()
+    before = os.getcwd()
+    os.chdir(dst.parent)
     try:
         quant_pre_process(str(src), str(dst))
     except Exception as e:  # noqa: BLE001 - any failure of the symbolic pass; ONNX's own is tried next
@@ -190,6 +199,8 @@ def _pre_process(quant_pre_process, src: Path, dst: Path, fallbacks: list | None
             first = (str(e).strip().splitlines() or [""])[0][:300]
             fallbacks.append({"step": "symbolic shape inference", "taken": "ONNX shape inference only",
                               "reason": f"{type(e).__name__}: {first}"})
+    finally:
+        os.chdir(before)
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: tuple, *, per_channel: bool = True,
