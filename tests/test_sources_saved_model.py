@@ -139,6 +139,7 @@ def _save_module(folder, body, *, extra_function: bool = False):
     ("write_file", ("writefile", "reaches outside the model")),
     ("print_to_file", ("printv2", "reaches outside the model")),
     ("py_function", ("pyfunc", "reaches outside the model")),
+    ("write_in_a_branch", ("writefile", "reaches outside the model")),
     ("other_signature_writes", ("writefile", "loading could run")),
 ])
 def test_a_saved_model_reaching_outside_itself_is_refused_before_loading(tmp_path, case, fragments):
@@ -150,6 +151,13 @@ def test_a_saved_model_reaching_outside_itself_is_refused_before_loading(tmp_pat
         _save_module(folder, lambda x: tf.print(x, output_stream=f"file://{marker}"))
     elif case == "py_function":
         _save_module(folder, lambda x: tf.py_function(lambda t: t, [x], tf.float32))
+    elif case == "write_in_a_branch":
+        def written():
+            tf.io.write_file(str(marker), "x")
+            return tf.constant(1.0)
+
+        # The write sits in a branch function of a tf.cond, reached through the call's attributes.
+        _save_module(folder, lambda x: tf.cond(tf.reduce_sum(x) > 1e9, written, lambda: tf.constant(0.0)))
     else:
         _save_module(folder, lambda x: tf.io.write_file(str(marker), "x"), extra_function=True)
     assert not marker.exists()   # saving traced the functions; nothing ran them

@@ -33,8 +33,6 @@ REACHES_OUTSIDE = re.compile(
 )
 # What TensorFlow itself writes into every SavedModel's checkpoint functions.
 CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "ShardedFilespec"})
-# Attributes whose value names a function the node calls.
-_FUNCTION_ATTRS = ("f", "then_branch", "else_branch", "body", "cond", "branches", "_implements_fn")
 
 
 @dataclass
@@ -64,12 +62,10 @@ def read_saved_model(folder: Path):
 
 
 def _called(node) -> list[str]:
-    """The library functions a NodeDef calls through its attributes."""
+    """The library functions a NodeDef names in any attribute (a call's `f`, a branch, a
+    loop's body and condition, a dataset's map function, ...): every one may run."""
     names = []
-    for key in _FUNCTION_ATTRS:
-        if key not in node.attr:
-            continue
-        value = node.attr[key]
+    for value in node.attr.values():
         if value.HasField("func"):
             names.append(value.func.name)
         names.extend(f.name for f in value.list.func)
