@@ -55,9 +55,9 @@ def predict(model, x, *, declared_batch: int = 1, batch: int | None = None, name
     order), as a tuple in declared output order (`names`: forward() may return a dict
     keyed by them): in batches of `batch` (default: batch_size) when the model takes any
     batch size, else in chunks of its declared batch (a .pt2 program exported with static
-    shapes), padding the last chunk. Models arrive in eval mode (an exported program's module cannot be
-    switched). Both ways give the same outputs; when the first one is refused, why is
-    appended to `notes`."""
+    shapes), padding the last chunk. Models arrive in eval mode (an exported program's
+    module cannot be switched). Both ways give the same outputs; when the first one is
+    refused, why is appended to `notes`."""
     from edgepack.sources.foreign import is_foreign
 
     inputs = x if isinstance(x, tuple) else (x,)
